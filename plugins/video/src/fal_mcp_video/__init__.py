@@ -1,0 +1,1 @@
+"""fal-mcp video pack."""
