@@ -1,1 +1,31 @@
-"""fal-mcp core."""
+"""fal-mcp core: what packs build on.
+
+A pack imports only from here:
+
+    from fal_mcp import hookimpl, Tool, Model, EndpointCall, ToolInput, ToolResult, ToolContext
+"""
+
+from .context import ToolContext
+from .errors import ToolError
+from .gateway import FalResult
+from .hookspecs import hookimpl
+from .outputs import GenerationOutput, OutputFile, ToolInput, find_files
+from .types import EndpointCall, Model, PriceHint, Recommendation, Tool, ToolHints, ToolResult
+
+__all__ = [
+    "EndpointCall",
+    "FalResult",
+    "GenerationOutput",
+    "Model",
+    "OutputFile",
+    "PriceHint",
+    "Recommendation",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolHints",
+    "ToolInput",
+    "ToolResult",
+    "find_files",
+    "hookimpl",
+]

@@ -1,0 +1,145 @@
+"""`fal-mcp`: serve, list packs and tools, run the offline sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from .config import ConfigError, Settings
+
+log = logging.getLogger("fal_mcp")
+
+
+def _setup_logging() -> None:
+    # stdout carries the protocol: logs go to stderr only.
+    level = os.environ.get("FAL_MCP_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _registry(settings: Settings):
+    from .plugins import load_plugins
+
+    return load_plugins(settings)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import anyio
+
+    registry = _registry(settings)
+    active = [pack.name for pack in registry.packs if pack.status == "active"]
+    log.info("serving %d tools from packs: %s", len(registry.tools), ", ".join(active) or "none")
+
+    async def main() -> None:
+        from .gateway import FalGateway
+        from .server import ToolTable, serve_stdio
+
+        run_settings, sandbox = settings, None
+        if args.sandbox:
+            from .sandbox import Sandbox
+
+            sandbox = Sandbox()
+            await sandbox.start()
+            run_settings = sandbox_settings(settings, sandbox.env())
+            print(f"fal-mcp: using the offline fal sandbox at {sandbox.base_url} (placeholder media, no key "
+                  "needed)", file=sys.stderr)
+        try:
+            async with FalGateway(run_settings) as gateway:
+                await serve_stdio(ToolTable(registry, run_settings, gateway))
+        finally:
+            if sandbox is not None:
+                await sandbox.stop()
+
+    anyio.run(main, backend="asyncio")
+    return 0
+
+
+def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Settings:
+    """`settings` pointed at a sandbox: its URLs and its key, never the user's real key."""
+    urls = {kind: sandbox_env[f"FAL_MCP_{kind.upper()}_URL"] for kind in settings.urls}
+    return replace(settings, urls=urls, fal_key=sandbox_env["FAL_KEY"])
+
+
+def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    rows = [pack.as_dict() for pack in registry.packs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No packs installed. Install one, e.g. `pip install fal-mcp-image`.")
+    for row in rows:
+        line = (f"{row['name']:<10} {row['distribution']} {row['version']:<8} {row['status']:<8} "
+                f"{row['tools']} tools, {row['models']} models")
+        print(line + (f"  ({row['error']})" if row["error"] else ""))
+    return 0
+
+
+def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    rows = [{"name": name, "title": tool.title, "pack": registry.tool_packs[name].name,
+             "distribution": registry.tool_packs[name].distribution,
+             "models": [m.alias for m in registry.models_for(name)]}
+            for name, tool in sorted(registry.tools.items())]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        models = f"  models: {', '.join(row['models'])}" if row["models"] else ""
+        print(f"{row['name']:<28} {row['distribution']:<18} {row['title']}{models}")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from .sandbox import main as sandbox_main
+
+    return sandbox_main(["--host", args.host, "--port", str(args.port)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fal-mcp", description="MCP server for fal.ai generative models")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the MCP server (stdio)")
+    serve.add_argument("--sandbox", action="store_true",
+                       help="start the offline fal sandbox in-process and use it: no key, no network")
+    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+    serve.set_defaults(run=cmd_serve)
+    plugins = commands.add_parser("plugins", help="list installed packs and their status")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(run=cmd_plugins)
+    tools = commands.add_parser("tools", help="list the tools the loaded packs provide")
+    tools.add_argument("--json", action="store_true")
+    tools.set_defaults(run=cmd_tools)
+    sandbox = commands.add_parser("sandbox", help="run the offline fal sandbox alone")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=0)
+    sandbox.set_defaults(run=cmd_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        settings = Settings.from_env()
+        return args.run(args, settings)
+    except ConfigError as exc:
+        print(f"fal-mcp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .plugins import PluginError
+
+        if isinstance(exc, PluginError):
+            print(f"fal-mcp: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

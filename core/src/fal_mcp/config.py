@@ -1,0 +1,113 @@
+"""Settings, read from the environment in one place.
+
+Every variable is listed in the README. A malformed value stops the server
+with a message naming the variable, rather than running with a guess.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_URLS = {
+    "run": "https://fal.run",
+    "queue": "https://queue.fal.run",
+    "rest": "https://rest.fal.ai",
+    "cdn": "https://v3.fal.media",
+    "platform": "https://api.fal.ai/v1",
+}
+DEFAULT_TIMEOUT = 300.0
+# Long-running categories get more time unless FAL_MCP_TIMEOUT_<CATEGORY> says otherwise.
+CATEGORY_TIMEOUTS = {"video": 600.0}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _names(env: Mapping[str, str], name: str) -> frozenset[str] | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0")
+
+
+def _url(env: Mapping[str, str], kind: str) -> str:
+    name = f"FAL_MCP_{kind.upper()}_URL"
+    value = env.get(name, "").strip() or DEFAULT_URLS[kind]
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={value!r} must start with http:// or https://")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_URLS))
+    timeout: float = DEFAULT_TIMEOUT
+    category_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(CATEGORY_TIMEOUTS))
+    # Status polls per second are bounded by this; 0.1 s answers within ~100 ms of completion.
+    poll_interval: float = 0.1
+    max_retries: int = 3
+    # Upper bound on a server-requested Retry-After wait, so a call cannot stall for minutes.
+    max_retry_after: float = 30.0
+    strict_plugins: bool = False
+    plugins_allowed: frozenset[str] | None = None
+    plugins_blocked: frozenset[str] = frozenset()
+    fal_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        categories = dict(CATEGORY_TIMEOUTS)
+        for name, raw in env.items():
+            if name.startswith("FAL_MCP_TIMEOUT_") and raw.strip():
+                categories[name.removeprefix("FAL_MCP_TIMEOUT_").lower()] = _number(env, name, 0, 1)
+        return cls(
+            urls={kind: _url(env, kind) for kind in DEFAULT_URLS},
+            timeout=_number(env, "FAL_MCP_TIMEOUT", DEFAULT_TIMEOUT, 1),
+            category_timeouts=categories,
+            poll_interval=_number(env, "FAL_MCP_POLL_INTERVAL", 0.1, 0.01),
+            max_retries=int(_number(env, "FAL_MCP_MAX_RETRIES", 3, 0)),
+            max_retry_after=_number(env, "FAL_MCP_MAX_RETRY_AFTER", 30.0, 0),
+            strict_plugins=_flag(env, "FAL_MCP_STRICT_PLUGINS"),
+            plugins_allowed=_names(env, "FAL_MCP_PLUGINS"),
+            plugins_blocked=_names(env, "FAL_MCP_DISABLE_PLUGINS") or frozenset(),
+            fal_key=_fal_key(env),
+        )
+
+    def timeout_for(self, category: str) -> float:
+        return self.category_timeouts.get(category, self.timeout)
+
+
+def _fal_key(env: Mapping[str, str]) -> str | None:
+    if env.get("FAL_KEY", "").strip():
+        return env["FAL_KEY"].strip()
+    key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
+    if key_id and secret:
+        return f"{key_id}:{secret}"
+    return None

@@ -1,0 +1,95 @@
+"""The one mapping from failures to messages a person can act on.
+
+Whatever the transport, a failed tool call becomes an isError result whose
+text comes from here: never a traceback, never the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+KEY_HELP = ("Set FAL_KEY to an API key from https://fal.ai/dashboard/keys (or FAL_KEY_ID and "
+            "FAL_KEY_SECRET), or start the server with --sandbox to try it offline.")
+
+
+class ToolError(Exception):
+    """A failure to report to the user as it is. Packs raise it for their own refusals."""
+
+
+class ModelFailedError(Exception):
+    """fal ran the job and the model reported an error."""
+
+    def __init__(self, message: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """`["body", "image_size", "width"]` -> `image_size.width`."""
+    parts = [str(part) for part in loc if part != "body"]
+    return ".".join(parts) or "input"
+
+
+def _format_detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        items = []
+        for item in detail:
+            if isinstance(item, dict):
+                items.append(f"{field_path(item.get('loc', ()))}: {item.get('msg', item)}")
+            else:
+                items.append(str(item))
+        return "; ".join(items)
+    if isinstance(detail, dict):
+        error = detail.get("error", detail)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("detail") or error)
+        return str(error)
+    return str(detail)
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def describe(exc: BaseException, *, endpoint_id: str = "", retries: int = 0) -> str:
+    """A message for `exc`, raised while talking to fal about `endpoint_id`."""
+    import httpx
+    from fal_client.auth import MissingCredentialsError
+    from fal_client.client import FalClientHTTPError
+
+    where = f" for {endpoint_id}" if endpoint_id else ""
+    tried = f" after {retries + 1} attempts" if retries else ""
+    if isinstance(exc, ToolError):
+        return str(exc)
+    if isinstance(exc, MissingCredentialsError):
+        return f"No fal API key is configured. {KEY_HELP}"
+    if isinstance(exc, ModelFailedError):
+        kind = f" ({exc.error_type})" if exc.error_type else ""
+        return f"The model{where} failed{kind}: {exc}"
+    if isinstance(exc, FalClientHTTPError):
+        status, detail = exc.status_code, _format_detail(exc.message)
+        if status == 401:
+            return f"fal rejected the API key (401). Check that FAL_KEY is a valid, current key. {detail}".strip()
+        if status == 403:
+            return (f"fal refused the request{where} (403): {detail}. The key lacks permission for this "
+                    "(some APIs need an admin key) or the account needs credit.")
+        if status == 404:
+            return f"fal does not know{where or ' this'} (404): {detail}"
+        if status == 422:
+            return f"fal rejected the input{where} (422): {detail}"
+        if status == 429:
+            return (f"fal is rate-limiting requests (429){tried}{where}; wait a minute and try again. "
+                    f"{detail}").strip()
+        if status >= 500:
+            return f"fal had a server error ({status}){tried}{where}: {detail}. Try again later."
+        return f"fal answered {status}{where}: {detail}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"fal did not answer in time{tried}{where} ({type(exc).__name__}). Try again later."
+    if isinstance(exc, httpx.TransportError):
+        return (f"Could not reach fal{tried}{where} ({type(exc).__name__}: {exc}). "
+                "Check the network connection and the FAL_MCP_*_URL settings.")
+    return f"Unexpected error{where}: {type(exc).__name__}: {exc}"

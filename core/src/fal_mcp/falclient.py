@@ -1,0 +1,57 @@
+"""The one adaptation of fal_client's internals.
+
+fal_client 1.0.x has no setting for its hosts: they are module constants of
+`fal_client.client`, read at call time. Pointing it at another deployment
+(the offline sandbox, a proxy) means setting them here. It also retries on
+its own, ignoring Retry-After; the gateway owns retries, so that is turned
+off. `tests/test_falclient_adapter.py` fails if fal_client changes under this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Constant name in fal_client.client -> (our URL kind, trailing slash wanted)
+HOST_CONSTANTS = {
+    "RUN_URL_FORMAT": ("run", True),
+    "QUEUE_URL_FORMAT": ("queue", True),
+    "REST_URL": ("rest", False),
+    "CDN_URL": ("cdn", False),
+}
+
+
+def configure(urls: Mapping[str, str]) -> None:
+    """Point fal_client at `urls` (kinds run/queue/rest/cdn) and disable its own retries."""
+    import fal_client.client as client
+
+    missing = [name for name in (*HOST_CONSTANTS, "MAX_ATTEMPTS") if not hasattr(client, name)]
+    if missing:
+        raise RuntimeError(f"fal_client {client_version()} lacks {', '.join(missing)}: "
+                           "this fal-mcp release does not support it")
+    for constant, (kind, slash) in HOST_CONSTANTS.items():
+        setattr(client, constant, urls[kind].rstrip("/") + ("/" if slash else ""))
+    client.MAX_ATTEMPTS = 1
+
+
+def client_version() -> str:
+    from importlib.metadata import version
+
+    return version("fal-client")
+
+
+async def fetch_result(handle) -> dict:
+    """GET a completed job's output from the handle's response_url, in one request.
+
+    (`AsyncRequestHandle.get()` would poll the status once more first.)
+    """
+    from fal_client.client import QUEUE_POLL_TIMEOUT, _async_request
+
+    response = await _async_request(handle.client, "GET", handle.response_url, timeout=QUEUE_POLL_TIMEOUT)
+    return response.json()
+
+
+async def close(client) -> None:
+    """Close the httpx client an AsyncClient created lazily (stored in its __dict__), if any."""
+    http = client.__dict__.get("_client")
+    if http is not None:
+        await http.aclose()

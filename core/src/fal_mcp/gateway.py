@@ -1,0 +1,198 @@
+"""The one place that talks to fal: queue jobs, uploads, retries, timeouts, cancels.
+
+Every model call goes through the queue (submit, follow status, fetch the
+result) so that a call can report progress and be cancelled. No paid job
+is left running behind an abandoned call: on timeout, client cancel or
+disconnect, the fal request is cancelled before the error propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from . import falclient
+from .config import Settings
+from .errors import ModelFailedError, ToolError, describe, scrub
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+# How long a cancel may take before we give up on it (it runs shielded from cancellation).
+CANCEL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class FalResult:
+    endpoint_id: str
+    request_id: str
+    data: dict[str, Any]
+    logs: tuple[str, ...] = ()
+
+
+@dataclass
+class GatewayStats:
+    """Counts of what the gateway asked of fal, for tests and benchmarks."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+
+    def count(self, kind: str) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+
+
+def _retry_delay(attempt: int, retry_after: str | None, cap: float) -> float:
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), cap)
+        except ValueError:
+            pass  # an HTTP date: fall back to backoff
+    return min(0.25 * 2**attempt, cap) * random.uniform(0.75, 1.25)
+
+
+class FalGateway:
+    """One per server run. Use as `async with FalGateway(settings) as gateway:`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = GatewayStats()
+        self._client = None
+
+    async def __aenter__(self) -> FalGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await falclient.close(client)
+
+    @property
+    def client(self):
+        """fal_client's AsyncClient, made on first use: importing fal_client costs startup time."""
+        if self._client is None:
+            import fal_client
+
+            falclient.configure(self.settings.urls)
+            self._client = fal_client.AsyncClient(key=self.settings.fal_key)
+        return self._client
+
+    # -- retries -----------------------------------------------------------------
+
+    async def _call(self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
+        """Run one fal request with our retry policy.
+
+        429 and 502-504 are retried for every request (the request was not
+        acted on); other 5xx and dropped connections only where repeating is
+        harmless (status, result, cancel). Retry-After is honoured, capped.
+        """
+        import httpx
+        from fal_client.client import FalClientHTTPError
+
+        for attempt in range(self.settings.max_retries + 1):
+            self.stats.count(kind)
+            try:
+                return await operation()
+            except FalClientHTTPError as exc:
+                status = exc.status_code
+                retryable = status in (429, 502, 503, 504) or (idempotent and status >= 500)
+                if not retryable or attempt == self.settings.max_retries:
+                    exc.retries = attempt  # type: ignore[attr-defined]
+                    raise
+                headers = {k.lower(): v for k, v in (exc.response_headers or {}).items()}
+                delay = _retry_delay(attempt, headers.get("retry-after"), self.settings.max_retry_after)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.TransportError) as exc:
+                before_sending = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if not (idempotent or before_sending) or attempt == self.settings.max_retries:
+                    exc.retries = attempt  # type: ignore[attr-defined]
+                    raise
+                delay = _retry_delay(attempt, None, self.settings.max_retry_after)
+            self.stats.retries += 1
+            log.info("fal %s failed (attempt %d); retrying in %.2fs", kind, attempt + 1, delay)
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _error(self, exc: BaseException, endpoint_id: str) -> ToolError:
+        message = describe(exc, endpoint_id=endpoint_id, retries=getattr(exc, "retries", 0))
+        return ToolError(scrub(message, [self.settings.fal_key]))
+
+    # -- queue jobs ----------------------------------------------------------------
+
+    async def run(self, endpoint_id: str, arguments: dict[str, Any], *, timeout: float,
+                  progress: Progress | None = None) -> FalResult:
+        """Submit `arguments` to `endpoint_id`, wait for it, return its output.
+
+        Raises ToolError with a readable message for every failure.
+        """
+        handle = None
+        try:
+            with anyio.fail_after(timeout):
+                handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
+                                          idempotent=False)
+                logs = await self._follow(handle, progress)
+                data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
+            return FalResult(endpoint_id, handle.request_id, data, logs)
+        except TimeoutError:
+            if handle is not None:
+                await self.cancel(endpoint_id, handle.request_id)
+            cancelled = " The fal request was cancelled." if handle is not None else ""
+            raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
+                            "Raise FAL_MCP_TIMEOUT (or FAL_MCP_TIMEOUT_<CATEGORY>) for longer jobs.") from None
+        except anyio.get_cancelled_exc_class():
+            if handle is not None:  # the MCP client cancelled or went away
+                await self.cancel(endpoint_id, handle.request_id)
+            raise
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, endpoint_id) from None
+
+    async def _follow(self, handle, progress: Progress | None) -> tuple[str, ...]:
+        """Poll the job's status until it completes, reporting each change."""
+        from fal_client import Completed, InProgress, Queued
+
+        last_message = None
+        while True:
+            status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
+            if isinstance(status, Completed):
+                if status.error:
+                    raise ModelFailedError(status.error, status.error_type)
+                return tuple(entry.get("message", "") for entry in status.logs or ())
+            if isinstance(status, Queued):
+                message = f"In queue, position {status.position}"
+            elif isinstance(status, InProgress) and status.logs:
+                message = f"Running: {status.logs[-1].get('message', '')}"
+            else:
+                message = "Running"
+            if progress is not None and message != last_message:
+                await progress(message)
+            last_message = message
+            await anyio.sleep(self.settings.poll_interval)
+
+    async def cancel(self, endpoint_id: str, request_id: str) -> bool:
+        """Cancel a fal request; shielded, so it runs even while our own task is being cancelled."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT):
+            try:
+                await self._call("cancel", lambda: self.client.cancel(endpoint_id, request_id), idempotent=True)
+                return True
+            except Exception as exc:
+                log.warning("could not cancel fal request %s: %s", request_id,
+                            scrub(describe(exc, endpoint_id=endpoint_id), [self.settings.fal_key]))
+        return False
+
+    # -- storage -----------------------------------------------------------------------
+
+    async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Store `data` on fal's CDN; return its URL."""
+        try:
+            return await self._call("upload", lambda: self.client.upload(data, content_type, file_name),
+                                    idempotent=True)
+        except Exception as exc:
+            raise self._error(exc, "fal storage") from None

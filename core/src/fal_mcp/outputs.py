@@ -1,0 +1,66 @@
+"""The shared shape of what generation tools return, and the reader that finds
+files in a fal output wherever the model put them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ToolInput(BaseModel):
+    """Base for tool input models: unknown fields are refused, naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputFile(BaseModel):
+    url: str = Field(description="Where the file can be downloaded")
+    content_type: str | None = Field(None, description="MIME type, e.g. image/png")
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(None, description="Length in seconds, for audio and video")
+    file_size: int | None = Field(None, description="Size in bytes")
+    local_path: str | None = Field(None, description="Where the file was saved locally, if it was")
+
+
+class GenerationOutput(BaseModel):
+    """What every generation tool returns as structured content."""
+
+    files: list[OutputFile]
+    endpoint: str = Field(description="The fal endpoint that produced the files")
+    model: str | None = Field(None, description="The alias the endpoint was chosen by")
+    request_id: str = Field(description="fal request id, to find the job on fal")
+    seed: int | None = None
+    prompt: str | None = Field(None, description="The prompt that was sent, where there was one")
+    notes: list[str] = Field(default_factory=list, description="What was adapted or dropped, and why")
+
+
+def _as_file(value: Mapping[str, Any]) -> OutputFile:
+    def number(key: str, kind: type):
+        raw = value.get(key)
+        return kind(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+
+    return OutputFile(url=value["url"], content_type=value.get("content_type"), width=number("width", int),
+                      height=number("height", int), duration=number("duration", float),
+                      file_size=number("file_size", int))
+
+
+def find_files(data: Any) -> list[OutputFile]:
+    """Every `{url: ...}` object in a fal output, depth first, in order."""
+    found: list[OutputFile] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            if isinstance(node.get("url"), str) and node["url"].startswith(("http://", "https://", "data:")):
+                found.append(_as_file(node))
+                return
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(data)
+    return found

@@ -1,0 +1,185 @@
+"""Finding and loading packs: entry points of the group `fal_mcp`, loaded once.
+
+Each pack is loaded under its own try/except. A pack that fails to import,
+implements a hook that does not exist, yields something that is not the
+hook's dataclass, or registers a tool or model alias another pack already
+registered is reported and left out; the others still serve. Set
+FAL_MCP_STRICT_PLUGINS=1 to make any of that fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+
+from .config import Settings
+from .hookspecs import HOOK_TYPES, PROJECT
+from .types import Model, PriceHint, Recommendation, Tool
+
+log = logging.getLogger(__name__)
+
+
+class PluginError(RuntimeError):
+    """A pack could not be loaded (raised only in strict mode)."""
+
+
+@dataclass
+class Pack:
+    name: str
+    distribution: str
+    version: str
+    status: str = "active"  # active | disabled | failed
+    error: str | None = None
+    tools: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "status": self.status, "error": self.error,
+                "tools": len(self.tools), "models": len(self.models)}
+
+
+@dataclass
+class Contributions:
+    tools: list[Tool] = field(default_factory=list)
+    models: list[Model] = field(default_factory=list)
+    prices: list[PriceHint] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Everything the loaded packs registered, with the pack behind each item."""
+
+    packs: list[Pack] = field(default_factory=list)
+    tools: dict[str, Tool] = field(default_factory=dict)
+    tool_packs: dict[str, Pack] = field(default_factory=dict)
+    models: dict[tuple[str, str], Model] = field(default_factory=dict)
+    model_packs: dict[tuple[str, str], Pack] = field(default_factory=dict)
+    prices: list[PriceHint] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+    def models_for(self, tool: str) -> list[Model]:
+        return [model for (tool_name, _), model in self.models.items() if tool_name == tool]
+
+    def default_model(self, tool: str) -> Model | None:
+        models = self.models_for(tool)
+        return next((m for m in models if m.default), models[0] if models else None)
+
+    def resolve_model(self, tool: str, name: str | None) -> Model:
+        """The model a tool call asked for, by alias or endpoint id; ValueError lists the choices."""
+        models = self.models_for(tool)
+        if not models:
+            raise ValueError(f"no model is registered for {tool}; install or enable a pack that provides one")
+        if name is None:
+            return self.default_model(tool)  # type: ignore[return-value]
+        for model in models:
+            if name in (model.alias, model.endpoint_id):
+                return model
+        choices = ", ".join(sorted(m.alias for m in models))
+        raise ValueError(f"unknown model {name!r}; choose one of: {choices}")
+
+    def _check_conflicts(self, pack: Pack, found: Contributions) -> None:
+        seen_tools: set[str] = set()
+        for tool in found.tools:
+            if tool.name in self.tools:
+                other = self.tool_packs[tool.name]
+                raise PluginError(f"tool {tool.name!r} is registered by both {other.label} "
+                                  f"and {pack.label}")
+            if tool.name in seen_tools:
+                raise PluginError(f"tool {tool.name!r} is registered twice by {pack.label}")
+            seen_tools.add(tool.name)
+        seen_models: set[tuple[str, str]] = set()
+        for model in found.models:
+            key = (model.tool, model.alias)
+            if key in self.models:
+                other = self.model_packs[key]
+                raise PluginError(f"model alias {model.alias!r} of tool {model.tool!r} is registered by "
+                                  f"both {other.label} and {pack.label}")
+            if key in seen_models:
+                raise PluginError(f"model alias {model.alias!r} of tool {model.tool!r} is registered twice "
+                                  f"by {pack.label}")
+            seen_models.add(key)
+
+    def add(self, pack: Pack, found: Contributions) -> None:
+        """Merge one pack's contributions, all or nothing."""
+        self._check_conflicts(pack, found)
+        for tool in found.tools:
+            self.tools[tool.name] = tool
+            self.tool_packs[tool.name] = pack
+            pack.tools.append(tool.name)
+        for model in found.models:
+            self.models[(model.tool, model.alias)] = model
+            self.model_packs[(model.tool, model.alias)] = pack
+            pack.models.append(f"{model.tool}:{model.alias}")
+        self.prices.extend(found.prices)
+        self.recommendations.extend(found.recommendations)
+
+
+def _wanted(entry: EntryPoint, names: Iterable[str]) -> bool:
+    distribution = entry.dist.name if entry.dist else ""
+    return entry.name in names or distribution in names
+
+
+def _collect(manager, entry: EntryPoint, module) -> Contributions:
+    """Register the pack's module, check its hooks, and call each one."""
+    import pluggy
+
+    manager.register(module, name=entry.name)
+    try:
+        manager.check_pending()  # a hookimpl whose name is not a hook spec: a misspelling
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc}; the hooks are: {', '.join(HOOK_TYPES)}") from None
+    found = Contributions()
+    targets = {"register_tools": found.tools, "register_models": found.models,
+               "register_pricing": found.prices, "register_recommendations": found.recommendations}
+    for hook_name, expected in HOOK_TYPES.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            if impl.plugin_name != entry.name:
+                continue
+            for item in impl.function() or ():
+                if not isinstance(item, expected):
+                    raise PluginError(f"{hook_name} yielded {type(item).__name__}, "
+                                      f"expected fal_mcp.{expected.__name__}")
+                targets[hook_name].append(item)
+    return found
+
+
+def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Registry:
+    """Load every pack of the entry-point group, isolating broken ones."""
+    import pluggy
+
+    from . import hookspecs
+
+    settings = settings or Settings.from_env()
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(hookspecs)
+    registry = Registry()
+    entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
+    for entry in entries:
+        dist = entry.dist
+        pack = Pack(name=entry.name, distribution=dist.name if dist else "?", version=dist.version if dist else "?")
+        registry.packs.append(pack)
+        if settings.plugins_allowed is not None and not _wanted(entry, settings.plugins_allowed):
+            pack.status, pack.error = "disabled", "not listed in FAL_MCP_PLUGINS"
+            continue
+        if _wanted(entry, settings.plugins_blocked):
+            pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
+            continue
+        try:
+            found = _collect(manager, entry, entry.load())
+            registry.add(pack, found)
+        except Exception as exc:  # a broken pack must not take the others down
+            pack.status, pack.error = "failed", f"{type(exc).__name__}: {exc}"
+            if manager.has_plugin(entry.name):
+                manager.unregister(name=entry.name)
+            log.error("fal-mcp: pack %r (%s) failed to load: %s", entry.name, pack.label, pack.error)
+            if settings.strict_plugins:
+                raise PluginError(f"pack {entry.name!r} ({pack.label}) failed to load: {pack.error}") from exc
+    return registry

@@ -1,0 +1,162 @@
+"""The MCP server: one tool table, built from the registry, served over any transport.
+
+Validation, the model choice and the mapping of failures to isError results
+happen here, once, for every tool of every pack.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .config import Settings
+from .context import ToolContext
+from .errors import ToolError, scrub
+from .gateway import FalGateway
+from .plugins import Registry
+from .types import Tool
+
+log = logging.getLogger(__name__)
+SERVER_NAME = "fal-mcp"
+# How much of a rejected value to echo back in a validation message.
+ECHO_LIMIT = 60
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fal-mcp-core")
+    except PackageNotFoundError:
+        return "0"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        message = error["msg"]
+        if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
+            shown = repr(error["input"])
+            shown = shown if len(shown) <= ECHO_LIMIT else shown[:ECHO_LIMIT] + "..."
+            message += f" (got {shown})"
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def input_schema(tool: Tool, registry: Registry) -> dict[str, Any]:
+    """The tool's pydantic schema, with the registered model aliases as the model field's choices."""
+    schema = tool.input_model.model_json_schema()
+    if tool.model_field:
+        models = registry.models_for(tool.name)
+        default = registry.default_model(tool.name)
+        prop = schema.get("properties", {}).get(tool.model_field)
+        if prop is not None and models:
+            prop.pop("anyOf", None)
+            prop["type"] = "string"
+            prop["enum"] = [m.alias for m in models]
+            prop["default"] = default.alias if default else None
+            lines = [f"{m.alias}: {m.description} ({m.endpoint_id})" for m in models]
+            prop["description"] = (prop.get("description", "Model to use.") + " Choices: "
+                                   + "; ".join(lines) + ". An endpoint id of one of these is accepted too.")
+    return schema
+
+
+class ToolTable:
+    """The registry's tools as MCP sees them, and the one way to call them."""
+
+    def __init__(self, registry: Registry, settings: Settings, gateway: FalGateway) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.gateway = gateway
+        self._listing = None
+
+    def listing(self):
+        from mcp import types
+
+        if self._listing is None:
+            self._listing = [
+                types.Tool(
+                    name=tool.name,
+                    title=tool.title,
+                    description=tool.description,
+                    input_schema=input_schema(tool, self.registry),
+                    output_schema=tool.output_model.model_json_schema() if tool.output_model else None,
+                    annotations=types.ToolAnnotations(
+                        title=tool.title, read_only_hint=tool.hints.read_only,
+                        destructive_hint=tool.hints.destructive, idempotent_hint=tool.hints.idempotent,
+                        open_world_hint=tool.hints.open_world),
+                )
+                for tool in self.registry.tools.values()
+            ]
+        return self._listing
+
+    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None):
+        """Validate, run and package one tool call. Always returns a CallToolResult."""
+        from mcp import types
+
+        tool = self.registry.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.registry.tools)) or "none"
+            return _error(f"Unknown tool {name!r}. Available tools: {known}.")
+        try:
+            args = tool.input_model.model_validate(arguments or {})
+            if tool.model_field:
+                try:
+                    self.registry.resolve_model(tool.name, getattr(args, tool.model_field))
+                except ValueError as exc:
+                    return _error(f"Invalid arguments for {name}: {tool.model_field}: {exc}")
+        except ValidationError as exc:
+            return _error(f"Invalid arguments for {name}: {format_validation_error(exc)}")
+        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry,
+                              settings=self.settings, report_progress=report_progress)
+        try:
+            result = await tool.handler(args, context)
+        except ToolError as exc:
+            return _error(scrub(str(exc), [self.settings.fal_key]))
+        except ValidationError as exc:
+            return _error(f"{name} could not read fal's answer: {format_validation_error(exc)}")
+        except Exception as exc:
+            log.exception("tool %s failed", name)
+            return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", [self.settings.fal_key]))
+        content: list[Any] = [types.TextContent(type="text", text=result.text)]
+        for data, mime_type in result.images:
+            content.append(types.ImageContent(type="image", data=base64.b64encode(data).decode(),
+                                              mime_type=mime_type))
+        structured = result.structured
+        if isinstance(structured, BaseModel):
+            structured = structured.model_dump(mode="json")
+        return types.CallToolResult(content=content, structured_content=structured, is_error=False)
+
+
+def _error(message: str):
+    from mcp import types
+
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def build_server(table: ToolTable):
+    """A low-level mcp Server whose tools are `table`'s."""
+    from mcp import types
+    from mcp.server import Server
+
+    async def on_list_tools(ctx, params) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=table.listing())
+
+    async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await table.call(params.name, params.arguments, ctx.session.report_progress)
+
+    return Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
+                  instructions="Generate and edit images, video and audio with fal.ai models.",
+                  on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+
+
+async def serve_stdio(table: ToolTable) -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(table)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -1,0 +1,131 @@
+"""generate_image: text to image.
+
+Each alias maps to an endpoint that exists on fal, and each endpoint gets
+its own field names. A parameter a model cannot take is dropped with a note
+in the result rather than sent and silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fal_mcp import (
+    EndpointCall,
+    GenerationOutput,
+    Model,
+    PriceHint,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+    find_files,
+)
+
+ImageSize = Literal["square", "landscape_4_3", "landscape_16_9", "portrait_3_4", "portrait_9_16"]
+
+# Tool-facing size names -> fal's image_size values. fal's "portrait_4_3" is a
+# 3:4 portrait (768x1024) and its "square" is only 512x512.
+FAL_IMAGE_SIZE = {
+    "square": "square_hd",  # 1024x1024
+    "landscape_4_3": "landscape_4_3",  # 1024x768
+    "landscape_16_9": "landscape_16_9",  # 1024x576
+    "portrait_3_4": "portrait_4_3",  # 768x1024
+    "portrait_9_16": "portrait_16_9",  # 576x1024
+}
+
+
+class GenerateImageInput(ToolInput):
+    prompt: str = Field(min_length=1, max_length=10_000, description="What the image should show")
+    model: str | None = Field(None, description="Model to use.")
+    negative_prompt: str | None = Field(None, max_length=10_000,
+                                        description="What to avoid (only some models take it; others drop it "
+                                                    "and say so)")
+    image_size: ImageSize = Field("landscape_16_9", description=(
+        "square (1024x1024), landscape_4_3 (1024x768), landscape_16_9 (1024x576), "
+        "portrait_3_4 (768x1024), portrait_9_16 (576x1024)"))
+    num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+
+
+def _translator(takes_negative_prompt: bool):
+    def build_input(args: GenerateImageInput) -> EndpointCall:
+        arguments = {"prompt": args.prompt, "image_size": FAL_IMAGE_SIZE[args.image_size],
+                     "num_images": args.num_images}
+        notes = []
+        if args.seed is not None:
+            arguments["seed"] = args.seed
+        if args.negative_prompt:
+            if takes_negative_prompt:
+                arguments["negative_prompt"] = args.negative_prompt
+            else:
+                notes.append("negative_prompt was not sent: this model does not take one "
+                             "(sdxl and stable_diffusion do)")
+        return EndpointCall(arguments, tuple(notes))
+
+    return build_input
+
+
+MODELS = [
+    Model("flux_schnell", "fal-ai/flux/schnell", "generate_image", "image",
+          "FLUX.1 [schnell]: fast, good quality, 1-4 steps", _translator(False), default=True),
+    Model("flux_dev", "fal-ai/flux/dev", "generate_image", "image",
+          "FLUX.1 [dev]: higher quality, slower", _translator(False)),
+    Model("flux_pro", "fal-ai/flux-pro/v1.1", "generate_image", "image",
+          "FLUX1.1 [pro]: best FLUX quality and prompt following", _translator(False)),
+    Model("sdxl", "fal-ai/fast-sdxl", "generate_image", "image",
+          "Stable Diffusion XL (fast): takes negative prompts", _translator(True)),
+    Model("stable_diffusion", "fal-ai/stable-diffusion-v35-large", "generate_image", "image",
+          "Stable Diffusion 3.5 Large: takes negative prompts, strong typography", _translator(True)),
+]
+
+# Offline hints only; live prices come from fal's pricing API.
+PRICES = [
+    PriceHint("fal-ai/flux/schnell", 0.003, "megapixel"),
+    PriceHint("fal-ai/flux/dev", 0.025, "megapixel"),
+    PriceHint("fal-ai/flux-pro/v1.1", 0.04, "megapixel"),
+    PriceHint("fal-ai/fast-sdxl", 0.00111, "megapixel"),
+    PriceHint("fal-ai/stable-diffusion-v35-large", 0.065, "image"),
+]
+
+RECOMMENDATIONS = [
+    Recommendation("flux_schnell", ("fast", "draft", "quick", "cheap", "image", "illustration"),
+                   "Fastest and cheapest text-to-image with good quality", "image"),
+    Recommendation("flux_pro", ("photo", "photorealistic", "portrait", "product", "high quality", "image"),
+                   "Best prompt following and photorealism of the FLUX family", "image", weight=1.5),
+    Recommendation("stable_diffusion", ("text", "typography", "logo", "poster", "negative prompt"),
+                   "Renders text in images well and takes a negative prompt", "image"),
+]
+
+
+async def generate_image(args: GenerateImageInput, ctx: ToolContext) -> ToolResult:
+    model = ctx.model(args.model)
+    result, call = await ctx.run_model(model, args)
+    files = find_files(result.data.get("images", []))
+    seed = result.data.get("seed")
+    output = GenerationOutput(files=files, endpoint=model.endpoint_id, model=model.alias,
+                              request_id=result.request_id, seed=seed if isinstance(seed, int) else None,
+                              prompt=args.prompt, notes=list(call.notes))
+    lines = [f"Generated {len(files)} image{'s' if len(files) != 1 else ''} with {model.alias} "
+             f"({model.endpoint_id}), seed {output.seed}, request {result.request_id}:"]
+    for number, image in enumerate(files, 1):
+        lines.append(f"{number}. {image.url} ({image.width}x{image.height}, {image.content_type})")
+    lines += [f"Note: {note}" for note in call.notes]
+    return ToolResult("\n".join(lines), output)
+
+
+TOOL = Tool(
+    name="generate_image",
+    title="Generate image",
+    description="Generate images from a text prompt with a fal.ai text-to-image model. Returns the image "
+                "URLs with their sizes, the endpoint used and the seed.",
+    input_model=GenerateImageInput,
+    handler=generate_image,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
+    category="image",
+    model_field="model",
+)

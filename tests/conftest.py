@@ -1,0 +1,88 @@
+"""Shared fixtures: the offline sandbox, a gateway pointed at it, test packs, an MCP client over stdio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from fal_mcp.config import Settings
+from fal_mcp.gateway import FalGateway
+
+TESTS = Path(__file__).parent
+PACKS = TESTS / "packs"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def no_real_credentials(monkeypatch, tmp_path_factory):
+    """No test may read a developer's fal login or key."""
+    monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path_factory.mktemp("falhome")))
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def sandbox():
+    from fal_mcp.sandbox import Sandbox
+
+    async with Sandbox() as sb:
+        yield sb
+
+
+def sandbox_settings(sb, **overrides) -> Settings:
+    env = dict(sb.env())
+    env.update({name: str(value) for name, value in overrides.items()})
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+async def gateway(sandbox):
+    async with FalGateway(sandbox_settings(sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def thread_sandbox():
+    """One sandbox in a background thread, for tests that start server subprocesses."""
+    from fal_mcp.sandbox import Sandbox
+
+    sb = Sandbox.start_in_thread()
+    yield sb
+    sb.stop_thread()
+
+
+@pytest.fixture(scope="session")
+def test_packs_dir(tmp_path_factory) -> Path:
+    """The packs under tests/packs, really installed (wheels built by pip) into a directory of their own."""
+    target = tmp_path_factory.mktemp("testpacks")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target),
+                    *[str(path) for path in sorted(PACKS.iterdir()) if path.is_dir()]],
+                   check=True, capture_output=True)
+    return target
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a server subprocess: this one's, minus credentials, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FAL_MCP_"))}
+    env.update(extra or {})
+    return env
+
+
+@asynccontextmanager
+async def stdio_client(args: list[str], env: dict[str, str], mode: str = "legacy"):
+    """An mcp SDK client talking to `fal-mcp <args>` over a real stdio subprocess."""
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", *args], env=env)
+    async with Client(params, mode=mode) as client:
+        yield client
