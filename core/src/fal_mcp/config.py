@@ -79,6 +79,10 @@ class Settings:
     plugins_allowed: frozenset[str] | None = None
     plugins_blocked: frozenset[str] = frozenset()
     fal_key: str | None = field(default=None, repr=False)
+    # Local files tools may read: the client's MCP roots if it declares them, else these.
+    allowed_dirs: tuple[str, ...] = ()
+    allow_hidden: bool = False
+    max_upload_bytes: int = 100 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,10 +102,22 @@ class Settings:
             plugins_allowed=_names(env, "FAL_MCP_PLUGINS"),
             plugins_blocked=_names(env, "FAL_MCP_DISABLE_PLUGINS") or frozenset(),
             fal_key=_fal_key(env),
+            allowed_dirs=_paths(env, "FAL_MCP_ALLOWED_DIRS"),
+            allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
+            max_upload_bytes=int(_number(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
         )
 
     def timeout_for(self, category: str) -> float:
         return self.category_timeouts.get(category, self.timeout)
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    paths = tuple(os.path.realpath(os.path.expanduser(p)) for p in raw.split(os.pathsep) if p.strip())
+    for path in paths:
+        if not os.path.isdir(path):
+            raise ConfigError(f"{name}: {path!r} is not a directory")
+    return paths
 
 
 def _fal_key(env: Mapping[str, str]) -> str | None:

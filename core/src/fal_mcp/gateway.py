@@ -62,6 +62,7 @@ class FalGateway:
         self.settings = settings
         self.stats = GatewayStats()
         self._client = None
+        self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
 
     async def __aenter__(self) -> FalGateway:
         return self
@@ -196,3 +197,12 @@ class FalGateway:
                                     idempotent=True)
         except Exception as exc:
             raise self._error(exc, "fal storage") from None
+
+    async def upload_once(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """`upload`, but the same content is stored only once per run."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in self._uploaded:
+            self._uploaded[digest] = await self.upload(data, content_type, file_name)
+        return self._uploaded[digest]

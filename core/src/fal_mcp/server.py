@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -94,8 +95,33 @@ class ToolTable:
             ]
         return self._listing
 
-    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None):
-        """Validate, run and package one tool call. Always returns a CallToolResult."""
+    async def _resolve_media(self, tool: Tool, args, allowed_dirs) -> Any:
+        """Local paths and data: URIs in MediaUrl fields become fal storage URLs."""
+        from .media import MediaError, is_remote, media_fields, to_fal_url
+
+        fields = media_fields(tool.input_model)
+        values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+        dirs, updates = None, {}
+        for name, value in values.items():
+            items = list(value) if fields[name] else [value]
+            resolved = []
+            for index, item in enumerate(items):
+                if not is_remote(item) and dirs is None:  # ask the client for its roots only when needed
+                    dirs = (await allowed_dirs() if allowed_dirs else None) or list(self.settings.allowed_dirs) \
+                        or [os.getcwd()]
+                try:
+                    resolved.append(await to_fal_url(item, gateway=self.gateway, allowed_dirs=dirs or []))
+                except MediaError as exc:
+                    where = f"{name}[{index}]" if fields[name] else name
+                    raise ToolError(f"Invalid arguments for {tool.name}: {where}: {exc}") from None
+            updates[name] = resolved if fields[name] else resolved[0]
+        return args.model_copy(update=updates) if updates else args
+
+    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None):
+        """Validate, run and package one tool call. Always returns a CallToolResult.
+
+        `allowed_dirs`, when given, is an async function returning the client's roots.
+        """
         from mcp import types
 
         tool = self.registry.tools.get(name)
@@ -114,6 +140,7 @@ class ToolTable:
         context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry,
                               settings=self.settings, report_progress=report_progress)
         try:
+            args = await self._resolve_media(tool, args, allowed_dirs)
             result = await tool.handler(args, context)
         except ToolError as exc:
             return _error(scrub(str(exc), [self.settings.fal_key]))
@@ -138,6 +165,22 @@ def _error(message: str):
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
+async def client_roots(session) -> list[str] | None:
+    """The directories the client declared as MCP roots, if it declares any."""
+    from urllib.parse import unquote, urlsplit
+
+    capabilities = session.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return None
+    try:
+        listing = await session.list_roots()
+    except Exception as exc:  # an old or partial client: fall back to the configured directories
+        log.info("could not list the client's roots: %s", exc)
+        return None
+    paths = [unquote(urlsplit(str(root.uri)).path) for root in listing.roots if str(root.uri).startswith("file:")]
+    return [path for path in paths if os.path.isdir(path)] or None
+
+
 def build_server(table: ToolTable):
     """A low-level mcp Server whose tools are `table`'s."""
     from mcp import types
@@ -147,7 +190,8 @@ def build_server(table: ToolTable):
         return types.ListToolsResult(tools=table.listing())
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await table.call(params.name, params.arguments, ctx.session.report_progress)
+        return await table.call(params.name, params.arguments, ctx.session.report_progress,
+                                lambda: client_roots(ctx.session))
 
     return Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
                   instructions="Generate and edit images, video and audio with fal.ai models.",

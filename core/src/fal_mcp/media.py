@@ -1,0 +1,247 @@
+"""Media coming in: the one path by which tools fetch, decode and upload files.
+
+- `MediaUrl` types a tool field that takes a file: an http(s) URL, a data: URI,
+  or a local path inside the allowed directories. The core turns the last two
+  into fal storage URLs before the handler runs (see `resolve_media_inputs`).
+- `fetch()` downloads for local work (compose, crop, pad) with a size limit,
+  a timeout, only http(s), and no private or loopback addresses other than the
+  configured fal hosts (so a URL cannot be used to reach the local network).
+- `open_image()` decodes with a pixel limit, refusing decompression bombs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+
+from pydantic import Field
+
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 64_000_000  # 8000 x 8000
+FETCH_TIMEOUT = 30.0
+MAX_REDIRECTS = 5
+
+
+
+class _MediaInput:
+    """Marks a field whose value the core resolves to a URL fal can fetch."""
+
+
+MEDIA_INPUT = _MediaInput()
+MediaUrl = Annotated[
+    str,
+    MEDIA_INPUT,
+    Field(min_length=1, max_length=20_000_000,
+          description="An https URL, a data: URI, or a local file path inside the allowed directories"),
+]
+
+
+class MediaError(ValueError):
+    """A file could not be fetched or decoded; the message says why."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    content_type: str | None
+
+
+def decode_data_uri(uri: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Fetched:
+    header, comma, payload = uri.partition(",")
+    if not comma or not header.startswith("data:"):
+        raise MediaError("not a valid data: URI (expected data:<type>;base64,<data>)")
+    meta = header[5:].split(";")
+    content_type = meta[0] or "text/plain"
+    try:
+        data = base64.b64decode(payload, validate=True) if "base64" in meta[1:] else unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise MediaError("the data: URI's base64 payload is malformed") from None
+    if len(data) > max_bytes:
+        raise MediaError(f"the data: URI holds {len(data)} bytes, more than the limit of {max_bytes}")
+    return Fetched(data, content_type)
+
+
+def _trusted_hosts(fal_urls) -> set[tuple[str, int | None]]:
+    trusted = set()
+    for url in fal_urls:
+        parts = urlsplit(url)
+        trusted.add((parts.hostname or "", parts.port))
+    return trusted
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def check_url(url: str, trusted_urls=()) -> None:
+    """Refuse a URL that is not http(s), or whose host resolves to a non-public address
+    (unless it is one of the configured fal hosts, such as a local sandbox)."""
+    import anyio
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise MediaError(f"only http and https URLs can be fetched, not {parts.scheme or 'a bare path'}:")
+    host = parts.hostname
+    if not host:
+        raise MediaError("the URL has no host")
+    if (host, parts.port) in _trusted_hosts(trusted_urls):
+        return
+    try:
+        infos = await anyio.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                        type=socket.SOCK_STREAM)
+    except OSError:
+        raise MediaError(f"the host {host!r} could not be resolved") from None
+    for info in infos:
+        if not _is_public(info[4][0]):
+            raise MediaError(f"the host {host!r} resolves to a private, loopback or reserved address "
+                             f"({info[4][0]}); only public addresses can be fetched")
+
+
+async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTES,
+                timeout: float = FETCH_TIMEOUT) -> Fetched:
+    """Download `url` (or decode a data: URI) with the limits above; redirects are checked hop by hop."""
+    import anyio
+    import httpx
+
+    if url.startswith("data:"):
+        return decode_data_uri(url, max_bytes)
+    try:
+        with anyio.fail_after(timeout):
+            async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as http:
+                for _ in range(MAX_REDIRECTS + 1):
+                    await check_url(url, trusted_urls)
+                    async with http.stream("GET", url) as response:
+                        if response.is_redirect:
+                            url = urljoin(url, response.headers.get("location", ""))
+                            continue
+                        if response.status_code >= 400:
+                            raise MediaError(f"downloading it failed with HTTP {response.status_code}")
+                        declared = int(response.headers.get("content-length") or 0)
+                        if declared > max_bytes:
+                            raise MediaError(f"it is {declared} bytes, more than the limit of {max_bytes}")
+                        chunks, size = [], 0
+                        async for chunk in response.aiter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise MediaError(f"it is more than the limit of {max_bytes} bytes")
+                            chunks.append(chunk)
+                        content_type = response.headers.get("content-type", "").split(";")[0] or None
+                        return Fetched(b"".join(chunks), content_type)
+                raise MediaError(f"more than {MAX_REDIRECTS} redirects")
+    except TimeoutError:
+        raise MediaError(f"downloading it took longer than {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise MediaError(f"downloading it failed ({type(exc).__name__})") from None
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Any:
+    """Decode an image with PIL, refusing anything over `max_pixels` before decoding it."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError):
+        raise MediaError("it is not an image PIL can read") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise MediaError(f"it is {width}x{height} pixels, more than the limit of {max_pixels}")
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise MediaError(f"it could not be decoded ({exc})") from None
+    return image
+
+
+# -- local files and data: URIs become fal storage URLs ---------------------------------
+
+
+def media_fields(model_class) -> dict[str, bool]:
+    """Names of a model's MediaUrl fields, each with whether it holds a list of them."""
+    from typing import get_args, get_origin
+
+    def is_media(annotation) -> bool:
+        return MEDIA_INPUT in getattr(annotation, "__metadata__", ())
+
+    found = {}
+    for name, info in model_class.model_fields.items():
+        if MEDIA_INPUT in info.metadata:
+            found[name] = False
+            continue
+        stack = [info.annotation]
+        while stack:
+            annotation = stack.pop()
+            if is_media(annotation):
+                found[name] = get_origin(info.annotation) in (list, tuple) or found.get(name, False)
+                break
+            if get_origin(annotation) in (list, tuple):
+                if any(is_media(arg) for arg in get_args(annotation)):
+                    found[name] = True
+                    break
+            stack.extend(get_args(annotation))
+    return found
+
+
+def is_remote(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes: int):
+    """The checked path of a local file a tool may read; MediaError says why not."""
+    import os
+    from pathlib import Path
+
+    if "\x00" in text:
+        raise MediaError("the path contains a NUL byte")
+    if "://" in text or text.startswith(("file:", "ftp:", "gopher:")):
+        raise MediaError("only http(s) URLs, data: URIs and local paths are accepted")
+    roots = [Path(os.path.realpath(d)) for d in allowed_dirs]
+    shown = ", ".join(str(r) for r in roots)
+    candidate = Path(os.path.expanduser(text))
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate if roots else candidate
+    resolved = Path(os.path.realpath(candidate))  # follows symlinks and '..'
+    root = next((r for r in roots if resolved == r or r in resolved.parents), None)
+    if root is None:
+        raise MediaError(f"{text!r} is outside the allowed directories ({shown}); set FAL_MCP_ALLOWED_DIRS "
+                         "or open the file's folder as a root in your client")
+    inside = resolved.relative_to(root).parts
+    lexical = candidate.parts
+    if not allow_hidden and any(part.startswith(".") and part not in (".", "..") for part in (*inside, *lexical)):
+        raise MediaError(f"{text!r} is or is inside a hidden file or directory; those are refused "
+                         "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)")
+    if not resolved.is_file():
+        raise MediaError(f"{text!r} is not a file")
+    size = resolved.stat().st_size
+    if size > max_bytes:
+        raise MediaError(f"{text!r} is {size} bytes, more than the limit of {max_bytes} (FAL_MCP_MAX_UPLOAD_MB)")
+    return resolved
+
+
+async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
+    """An http(s) URL as is; a data: URI or allowed local file uploaded to fal storage."""
+    import mimetypes
+
+    import anyio
+
+    settings = gateway.settings
+    if is_remote(value):
+        return value
+    if value.startswith("data:"):
+        fetched = decode_data_uri(value, settings.max_upload_bytes)
+        extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"
+        return await gateway.upload_once(fetched.data, fetched.content_type or "application/octet-stream",
+                                         f"upload{extension}")
+    path = local_file(value, allowed_dirs, settings.allow_hidden, settings.max_upload_bytes)
+    data = await anyio.Path(path).read_bytes()
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return await gateway.upload_once(data, content_type, path.name)
