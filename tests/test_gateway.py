@@ -158,7 +158,7 @@ async def test_missing_key_says_how_to_set_it():
 
 async def test_the_key_never_appears_in_an_error(sandbox):
     secret = "sk-very-secret-0123456789"
-    sandbox.state.add_fault(route="submit", status=401, body={"detail": f"bad key {secret}"})
+    sandbox.state.add_fault(outcome="model_error", message=f"rejected key {secret}")
     settings = sandbox_settings(sandbox, FAL_KEY=secret)
     async with FalGateway(settings) as gateway:
         with pytest.raises(ToolError) as caught:

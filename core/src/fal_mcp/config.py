@@ -83,6 +83,9 @@ class Settings:
     allowed_dirs: tuple[str, ...] = ()
     allow_hidden: bool = False
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Media out: inline image previews, and a directory every output file is saved to.
+    inline_previews: bool = True
+    output_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +108,8 @@ class Settings:
             allowed_dirs=_paths(env, "FAL_MCP_ALLOWED_DIRS"),
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
             max_upload_bytes=int(_number(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
+            inline_previews=_flag(env, "FAL_MCP_INLINE_PREVIEWS", True),
+            output_dir=_output_dir(env),
         )
 
     def timeout_for(self, category: str) -> float:
@@ -118,6 +123,18 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         if not os.path.isdir(path):
             raise ConfigError(f"{name}: {path!r} is not a directory")
     return paths
+
+
+def _output_dir(env: Mapping[str, str]) -> str | None:
+    raw = env.get("FAL_MCP_OUTPUT_DIR", "").strip()
+    if not raw:
+        return None
+    path = os.path.realpath(os.path.expanduser(raw))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"FAL_MCP_OUTPUT_DIR={raw!r} cannot be created: {exc.strerror}") from None
+    return path
 
 
 def _fal_key(env: Mapping[str, str]) -> str | None:

@@ -31,7 +31,7 @@ def field_path(loc: Iterable[Any]) -> str:
     return ".".join(parts) or "input"
 
 
-def _format_detail(detail: Any) -> str:
+def detail_text(detail: Any) -> str:
     if isinstance(detail, list):
         items = []
         for item in detail:
@@ -71,7 +71,7 @@ def describe(exc: BaseException, *, endpoint_id: str = "", retries: int = 0) -> 
         kind = f" ({exc.error_type})" if exc.error_type else ""
         return f"The model{where} failed{kind}: {exc}"
     if isinstance(exc, FalClientHTTPError):
-        status, detail = exc.status_code, _format_detail(exc.message)
+        status, detail = exc.status_code, detail_text(exc.message)
         if status == 401:
             return f"fal rejected the API key (401). Check that FAL_KEY is a valid, current key. {detail}".strip()
         if status == 403:

@@ -51,7 +51,16 @@ async def fetch_result(handle) -> dict:
 
 
 async def close(client) -> None:
-    """Close the httpx client an AsyncClient created lazily (stored in its __dict__), if any."""
-    http = client.__dict__.get("_client")
-    if http is not None:
-        await http.aclose()
+    """Close the httpx client an AsyncClient created lazily, if it did.
+
+    asyncstdlib's cached_property keeps it in the instance __dict__ as an
+    awaitable that returns the same client each time it is awaited.
+    """
+    cached = client.__dict__.get("_client")
+    if cached is None:
+        return
+    try:
+        http = await cached
+    except Exception:  # creating it failed (e.g. no key): nothing to close
+        return
+    await http.aclose()

@@ -164,7 +164,7 @@ class FalGateway:
             status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
             if isinstance(status, Completed):
                 if status.error:
-                    raise ModelFailedError(status.error, status.error_type)
+                    await self._raise_failure(handle, status)
                 return tuple(entry.get("message", "") for entry in status.logs or ())
             if isinstance(status, Queued):
                 message = f"In queue, position {status.position}"
@@ -176,6 +176,25 @@ class FalGateway:
                 await progress(message)
             last_message = message
             await anyio.sleep(self.settings.poll_interval)
+
+    async def _raise_failure(self, handle, status) -> None:
+        """A job that completed with an error: its result carries the details (e.g. 422 with each
+        field), so raise that; fall back to the status's own error message."""
+        from fal_client.client import FalClientHTTPError
+
+        from .errors import detail_text
+
+        self.stats.count("result")
+        try:
+            await falclient.fetch_result(handle)
+        except FalClientHTTPError as exc:
+            if exc.status_code == 422:
+                raise
+            raise ModelFailedError(detail_text(exc.message) or status.error,
+                                   exc.error_type or status.error_type) from None
+        except Exception:
+            pass  # the status's own message will do
+        raise ModelFailedError(status.error, status.error_type)
 
     async def cancel(self, endpoint_id: str, request_id: str) -> bool:
         """Cancel a fal request; shielded, so it runs even while our own task is being cancelled."""

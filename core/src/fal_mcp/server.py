@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,7 @@ from .config import Settings
 from .context import ToolContext
 from .errors import ToolError, scrub
 from .gateway import FalGateway
+from .outputs import GenerationOutput
 from .plugins import Registry
 from .types import Tool
 
@@ -149,14 +151,41 @@ class ToolTable:
         except Exception as exc:
             log.exception("tool %s failed", name)
             return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", [self.settings.fal_key]))
-        content: list[Any] = [types.TextContent(type="text", text=result.text)]
-        for data, mime_type in result.images:
+        images, text = list(result.images), result.text
+        if isinstance(result.structured, GenerationOutput):
+            from .delivery import deliver
+
+            noted = len(result.structured.notes)
+            images += await deliver(result.structured, tool=tool.name, settings=self.settings)
+            saved = [f"Saved: {file.local_path}" for file in result.structured.files if file.local_path]
+            added = [f"Note: {note}" for note in result.structured.notes[noted:]]
+            text = "\n".join([text, *saved, *added])
+        content: list[Any] = [types.TextContent(type="text", text=text)]
+        for data, mime_type in images:
             content.append(types.ImageContent(type="image", data=base64.b64encode(data).decode(),
                                               mime_type=mime_type))
+        if isinstance(result.structured, GenerationOutput):
+            content += _file_links(result.structured)
         structured = result.structured
         if isinstance(structured, BaseModel):
             structured = structured.model_dump(mode="json")
         return types.CallToolResult(content=content, structured_content=structured, is_error=False)
+
+
+def _file_links(output: GenerationOutput) -> list[Any]:
+    """Resource links for every file, with its MIME type, and notes added while delivering."""
+    from mcp import types
+
+    links: list[Any] = []
+    for index, file in enumerate(output.files):
+        name = file.url.rstrip("/").rsplit("/", 1)[-1] or f"file-{index + 1}"
+        links.append(types.ResourceLink(type="resource_link", uri=file.url, name=name, mime_type=file.content_type,
+                                        size=file.file_size))
+        if file.local_path:
+            links.append(types.ResourceLink(type="resource_link", uri=Path(file.local_path).as_uri(),
+                                            name=Path(file.local_path).name, mime_type=file.content_type,
+                                            size=file.file_size))
+    return links
 
 
 def _error(message: str):

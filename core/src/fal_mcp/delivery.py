@@ -1,0 +1,117 @@
+"""Media going out: inline previews of images, and saved copies of every output file.
+
+Applied by the core to every tool result whose structured content is a
+`GenerationOutput`, so each pack gets it without doing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import re
+from pathlib import Path
+
+from .media import MediaError, fetch, open_image
+from .outputs import GenerationOutput, OutputFile
+
+log = logging.getLogger(__name__)
+PREVIEW_SIDE = 1024
+PREVIEW_BYTES = 1_000_000
+MAX_SAVE_BYTES = 2 * 1024 * 1024 * 1024
+
+
+def _is_image(file: OutputFile) -> bool:
+    return (file.content_type or "").startswith("image/") or (
+        file.content_type is None and file.width is not None)
+
+
+def make_preview(data: bytes) -> tuple[bytes, str]:
+    """The image scaled to at most PREVIEW_SIDE a side and re-encoded to stay under PREVIEW_BYTES.
+    Blocking (PIL): run it in a worker thread."""
+    import io
+
+    image = open_image(data)
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+    side = max(image.size)
+    while True:
+        buffer = io.BytesIO()
+        if has_alpha:
+            image.save(buffer, "PNG", optimize=True)
+            mime = "image/png"
+        else:
+            image.convert("RGB").save(buffer, "JPEG", quality=85)
+            mime = "image/jpeg"
+        if buffer.tell() <= PREVIEW_BYTES or side <= 64:
+            return buffer.getvalue(), mime
+        side = int(side * 0.7)
+        image.thumbnail((side, side))
+
+
+def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:
+    extension = Path(file.url.split("?")[0]).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,5}", extension):
+        extension = mimetypes.guess_extension(file.content_type or "") or ".bin"
+    safe_id = re.sub(r"[^A-Za-z0-9_-]", "", request_id)[:64] or "request"
+    return f"{tool}_{safe_id}_{index}{extension}"
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `name-1.ext`, `name-2.ext`...: never overwrite."""
+    candidate, number = path, 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
+
+
+async def save(url: str, path: Path, *, trusted_urls, max_bytes: int = MAX_SAVE_BYTES) -> Path:
+    """Stream `url` to a new file at (or next to) `path`; a partial file is removed on failure."""
+    import anyio
+    import httpx
+
+    from .media import check_url
+
+    await check_url(url, trusted_urls)
+    path = _unused(path)
+    written = 0
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as http:
+            async with http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise MediaError(f"downloading {url} failed with HTTP {response.status_code}")
+                async with await anyio.open_file(path, "xb") as out:
+                    async for chunk in response.aiter_bytes():
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise MediaError(f"{url} is larger than {max_bytes} bytes")
+                        await out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+async def deliver(output: GenerationOutput, *, tool: str, settings) -> list[tuple[bytes, str]]:
+    """Save files to FAL_MCP_OUTPUT_DIR if set (filling `local_path`), and make image previews.
+    Returns the previews; a file that cannot be previewed or saved gets a note instead of failing the call."""
+    import anyio
+
+    trusted = list(settings.urls.values())
+    previews: list[tuple[bytes, str]] = []
+    for index, file in enumerate(output.files):
+        if settings.output_dir:
+            try:
+                target = Path(settings.output_dir) / _file_name(tool, output.request_id, index, file)
+                file.local_path = str(await save(file.url, target, trusted_urls=trusted))
+            except Exception as exc:  # the generation succeeded: report, do not fail the call
+                output.notes.append(f"file {index + 1} was not saved to {settings.output_dir}: {exc}")
+        if settings.inline_previews and _is_image(file):
+            try:
+                data = (Path(file.local_path).read_bytes() if file.local_path
+                        else (await fetch(file.url, trusted_urls=trusted)).data)
+                previews.append(await anyio.to_thread.run_sync(make_preview, data))
+            except MediaError as exc:
+                output.notes.append(f"no preview of image {index + 1}: {exc}")
+    return previews
+
