@@ -9,6 +9,7 @@ from .context import ToolContext
 from .errors import ToolError
 from .gateway import FalResult
 from .hookspecs import hookimpl
+from .media import MediaError, MediaUrl, open_image
 from .outputs import GenerationOutput, OutputFile, ToolInput, find_files
 from .types import EndpointCall, Model, PriceHint, Recommendation, Tool, ToolHints, ToolResult
 
@@ -28,4 +29,7 @@ __all__ = [
     "ToolResult",
     "find_files",
     "hookimpl",
+    "MediaError",
+    "MediaUrl",
+    "open_image",
 ]

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import ToolError
+
 if TYPE_CHECKING:
     from .config import Settings
     from .gateway import FalGateway, FalResult
+    from .media import Fetched
     from .plugins import Registry
     from .types import EndpointCall, Model, Tool
 
@@ -49,4 +52,28 @@ class ToolContext:
         return await self.run(model.endpoint_id, call.arguments), call
 
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Store bytes on fal storage; returns the URL."""
         return await self.gateway.upload(data, content_type, file_name)
+
+    async def fetch(self, url: str, max_bytes: int | None = None) -> Fetched:
+        """Download a file for local work, with the core's limits and address checks.
+        ToolError on failure, naming the URL."""
+        from .media import MAX_DOWNLOAD_BYTES, MediaError, fetch
+
+        try:
+            return await fetch(url, trusted_urls=list(self.settings.urls.values()),
+                               max_bytes=max_bytes or MAX_DOWNLOAD_BYTES)
+        except MediaError as exc:
+            raise ToolError(f"could not fetch {url[:200]}: {exc}") from None
+
+    async def fetch_image(self, url: str, max_pixels: int | None = None):
+        """Download and decode an image (PIL), off the event loop, refusing decompression bombs."""
+        import anyio
+
+        from .media import MAX_PIXELS, MediaError, open_image
+
+        fetched = await self.fetch(url)
+        try:
+            return await anyio.to_thread.run_sync(open_image, fetched.data, max_pixels or MAX_PIXELS)
+        except MediaError as exc:
+            raise ToolError(f"could not read the image at {url[:200]}: {exc}") from None

@@ -1,0 +1,191 @@
+"""Offline fal sandbox: a real HTTP server on localhost speaking fal's queue, run,
+storage (CDN) and platform protocols, returning real placeholder media.
+
+    async with Sandbox() as sb:
+        os.environ.update(sb.env())
+        ...
+
+Tests steer it through `sb.state` (same process) or the unauthenticated /_sandbox/
+routes (any process): config (job_seconds, queue_ahead, queue_step, log_lines,
+usage_forbidden), records (requests, submissions, cancels, jobs), fault rules
+(`state.add_fault(route=..., status=|delay=|reset=...)` for requests,
+`state.add_fault(outcome="model_error"|"never_finish"|"ok", ...)` for jobs) and reset.
+
+Importing this package is cheap: starlette, uvicorn and PIL are only imported by
+`start()`. See catalog.py for the endpoints it knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from .state import SandboxState
+
+__all__ = ["Sandbox", "SandboxState", "main"]
+
+log = logging.getLogger("fal_mcp.sandbox")
+
+SANDBOX_KEY = "sandbox-key"
+
+
+class Sandbox:
+    """One sandbox server. Extra keyword arguments set its config (job_seconds=..., ...)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any):
+        self.host = host
+        self.port = port
+        self.state = SandboxState(**config)
+        self._server = None
+        self._task: asyncio.Task | None = None
+        self._app = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    @property
+    def base_url(self) -> str:
+        if not self.started:
+            raise RuntimeError("the sandbox is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Settings that point a fal-mcp client at this sandbox."""
+        base = self.base_url
+        return {
+            "FAL_MCP_RUN_URL": base + "/run",
+            "FAL_MCP_QUEUE_URL": base + "/queue",
+            "FAL_MCP_REST_URL": base + "/rest",
+            "FAL_MCP_CDN_URL": base + "/cdn",
+            "FAL_MCP_PLATFORM_URL": base + "/platform/v1",
+            "FAL_KEY": SANDBOX_KEY,
+        }
+
+    async def start(self) -> None:
+        """Binds and serves in the current event loop; returns once accepting connections."""
+        if self.started:
+            raise RuntimeError("the sandbox is already started")
+        from .app import SandboxApp
+        from .server import bind, serve
+
+        sock = bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._app = SandboxApp(self.state)
+        try:
+            self._server, self._task = await serve(self._app, sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.state.base_url = self.base_url
+        log.info("fal sandbox serving at %s", self.base_url)
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self._app.shutdown()
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+        except asyncio.TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        finally:
+            self._task = None
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- running in a background thread (sync tests, subprocess tests) -------------------
+
+    @classmethod
+    def start_in_thread(cls, **kwargs: Any) -> Sandbox:
+        """Starts a Sandbox(**kwargs) on its own event loop in a daemon thread."""
+        sb = cls(**kwargs)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def run() -> None:
+            sb._thread_loop = asyncio.get_running_loop()
+            sb._thread_stop = asyncio.Event()
+            try:
+                await sb.start()
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                ready.set()
+            try:
+                await sb._thread_stop.wait()
+            finally:
+                await sb.stop()
+
+        sb._thread = threading.Thread(target=asyncio.run, args=(run(),), name="fal-sandbox", daemon=True)
+        sb._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the sandbox thread did not start in time")
+        if failure:
+            raise failure[0]
+        return sb
+
+    def stop_thread(self, timeout: float = 10) -> None:
+        if self._thread is None:
+            return
+        self._thread_loop.call_soon_threadsafe(self._thread_stop.set)
+        self._thread.join(timeout)
+        self._thread = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fal_mcp.sandbox`: serve until Ctrl-C / SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fal_mcp.sandbox", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--job-seconds", type=float, help="time each job spends running")
+    parser.add_argument("--queue-ahead", type=int, help="queue positions each job waits through")
+    parser.add_argument("--queue-step", type=float, help="seconds per queue position")
+    args = parser.parse_args(argv)
+    given = {"job_seconds": args.job_seconds, "queue_ahead": args.queue_ahead, "queue_step": args.queue_step}
+    config = {name: value for name, value in given.items() if value is not None}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve_until_signalled(args.host, args.port, config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve_until_signalled(host: str, port: int, config: dict) -> None:
+    import shlex
+    import signal
+    import sys
+
+    sb = Sandbox(host=host, port=port, **config)
+    await sb.start()
+    for name, value in sb.env().items():
+        print(f"export {name}={shlex.quote(value)}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await sb.stop()

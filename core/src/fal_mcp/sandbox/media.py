@@ -1,0 +1,262 @@
+"""Placeholder media: PIL images, WAV audio and Motion-JPEG MP4 video, all real files.
+
+Everything is deterministic from (prompt, seed) so tests can compare outputs. Only
+imported by the running sandbox (PIL is heavy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import struct
+import sys
+import wave
+from array import array
+
+from PIL import Image, ImageDraw, ImageFont
+
+MAX_PIXELS = 4096 * 4096  # larger requests are scaled down, keeping the aspect ratio
+SAMPLE_RATE = 16000  # audio: 16 kHz mono 16-bit keeps files small
+VIDEO_MAX_SIDE = 256
+VIDEO_MAX_FRAMES = 600
+
+FORMATS = {  # output_format -> (PIL format, mime type, extension)
+    "jpeg": ("JPEG", "image/jpeg", "jpg"),
+    "jpg": ("JPEG", "image/jpeg", "jpg"),
+    "png": ("PNG", "image/png", "png"),
+    "webp": ("WEBP", "image/webp", "webp"),
+    "gif": ("GIF", "image/gif", "gif"),
+}
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
+
+
+def cap_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def draw_image(width: int, height: int, prompt: str, seed: int, index: int = 0,
+               base: Image.Image | None = None) -> Image.Image:
+    """A gradient with a few shapes, colours from hash(prompt, seed), prompt text in a corner."""
+    d = _digest(prompt, seed, index)
+    corners = Image.new("RGB", (2, 2))
+    corners.putdata([tuple(d[i:i + 3]) for i in (0, 3, 6, 9)])
+    img = corners.resize((width, height), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    for k in range(3):
+        b = d[12 + 6 * k: 18 + 6 * k]
+        cx, cy = b[0] / 255 * width, b[1] / 255 * height
+        r = (0.08 + b[2] / 255 * 0.2) * min(width, height)
+        box = (cx - r, cy - r, cx + r, cy + r)
+        colour = (b[3], b[4], b[5])
+        (draw.ellipse if k % 2 == 0 else draw.rectangle)(box, fill=colour, outline=(255, 255, 255))
+    if base is not None:  # image-to-image: keep the input recognisable under the pattern
+        img = Image.blend(base.convert("RGB").resize((width, height)), img, 0.35)
+    label(img, prompt)
+    return img
+
+
+def label(img: Image.Image, text: str) -> None:
+    """Draws `text` small in the bottom-left corner."""
+    text = " ".join(text.split())[:80] or "fal sandbox"
+    size = max(8, min(img.width, img.height) // 40)
+    draw = ImageDraw.Draw(img)
+    font = _font(size)
+    x, y = size // 2, img.height - size * 2
+    left, top, right, bottom = draw.textbbox((x, y), text, font=font)
+    fill = (0, 0, 0, 160) if img.mode == "RGBA" else (0, 0, 0)
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=fill)
+    draw.text((x, y), text, fill=(255, 255, 255), font=font)
+
+
+def encode_image(img: Image.Image, fmt: str) -> tuple[bytes, str, str]:
+    """Returns (bytes, mime type, extension)."""
+    pil_format, mime, ext = FORMATS[fmt]
+    if pil_format == "JPEG" and img.mode != "RGB":
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    options = {"JPEG": {"quality": 85}, "PNG": {"compress_level": 1}, "WEBP": {"quality": 80}}
+    img.save(buf, pil_format, **options.get(pil_format, {}))
+    return buf.getvalue(), mime, ext
+
+
+def cutout(img: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """Background removal stand-in: keeps a centred ellipse. Returns (RGBA image, L mask)."""
+    mask = Image.new("L", img.size, 0)
+    w, h = img.size
+    ImageDraw.Draw(mask).ellipse((w * 0.15, h * 0.1, w * 0.85, h * 0.9), fill=255)
+    rgba = img.convert("RGBA")
+    rgba.putalpha(mask)
+    return rgba, mask
+
+
+def decode_image(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+# --- audio -----------------------------------------------------------------------------
+
+
+def wav(seconds: float, prompt: str, seed: int, rate: int = SAMPLE_RATE) -> bytes:
+    """A melody of quarter-second sine notes from a pentatonic scale chosen by hash(prompt, seed)."""
+    total = max(1, round(seconds * rate))
+    note_len = rate // 4
+    scale = [220 * 2 ** (k / 12) for k in (0, 2, 4, 7, 9, 12, 14, 16)]
+    notes: dict[float, bytes] = {}  # each pitch rendered once, then concatenated
+
+    def note(freq: float) -> bytes:
+        if freq not in notes:
+            fade = rate // 100  # 10 ms ramps avoid clicks between notes
+            samples = array("h", (
+                int(9000 * math.sin(2 * math.pi * freq * i / rate) * min(1, i / fade, (note_len - i) / fade))
+                for i in range(note_len)
+            ))
+            if sys.byteorder == "big":
+                samples.byteswap()  # WAV is little-endian
+            notes[freq] = samples.tobytes()
+        return notes[freq]
+
+    d = _digest(prompt, seed)
+    chunks, have, i = [], 0, 0
+    while have < total:
+        chunks.append(note(scale[d[i % len(d)] % len(scale)]))
+        have += note_len
+        i += 1
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(chunks)[: total * 2])
+    return buf.getvalue()
+
+
+def wav_seconds(data: bytes) -> float | None:
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError):
+        return None
+
+
+# --- video -----------------------------------------------------------------------------
+
+
+def video_size(aspect: float) -> tuple[int, int]:
+    """Small frames: VIDEO_MAX_SIDE on the long side, even dimensions."""
+    if aspect >= 1:
+        w, h = VIDEO_MAX_SIDE, VIDEO_MAX_SIDE / aspect
+    else:
+        w, h = VIDEO_MAX_SIDE * aspect, VIDEO_MAX_SIDE
+    return max(16, int(w) // 2 * 2), max(16, int(h) // 2 * 2)
+
+
+def video_frames(width: int, height: int, count: int, prompt: str, seed: int,
+                 base: Image.Image | None = None) -> list[bytes]:
+    """JPEG frames: the still image with a ball travelling across it."""
+    background = draw_image(width, height, prompt, seed, base=base)
+    d = _digest(prompt, seed, "ball")
+    colour = (d[0], d[1], d[2])
+    r = max(4, min(width, height) // 8)
+    frames = []
+    for i in range(count):
+        t = i / max(1, count - 1)
+        frame = background.copy()
+        x = r + t * (width - 2 * r)
+        y = height / 2 + math.sin(t * 2 * math.pi) * (height / 2 - r)
+        ImageDraw.Draw(frame).ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255))
+        buf = io.BytesIO()
+        frame.save(buf, "JPEG", quality=80)
+        frames.append(buf.getvalue())
+    return frames
+
+
+def _box(kind: bytes, *payload: bytes) -> bytes:
+    body = b"".join(payload)
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def _full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
+    return _box(kind, struct.pack(">I", (version << 24) | flags), *payload)
+
+
+_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def mp4(frames: list[bytes], width: int, height: int, fps: float) -> bytes:
+    """An ISO BMFF (MP4) file holding one Motion-JPEG track (sample entry 'jpeg').
+
+    Layout: ftyp, moov, mdat (moov first, so players can start before the end).
+    Media timescale = fps * 1000 with a sample delta of 1000, movie timescale 1000.
+    """
+    n = len(frames)
+    media_scale = round(fps * 1000)
+    duration_ms = round(n * 1000 / fps)
+    ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isom", b"iso2", b"mp41")
+
+    def moov(data_offset: int) -> bytes:
+        # times/durations: creation, modification, timescale, duration (version 0: 32-bit)
+        mvhd = _full_box(b"mvhd", 0, 0, struct.pack(">4I", 0, 0, 1000, duration_ms),
+                         struct.pack(">IH", 0x10000, 0x100), bytes(10), _MATRIX, bytes(24),
+                         struct.pack(">I", 2))  # rate 1.0, volume 1.0, ..., next track id
+        tkhd = _full_box(b"tkhd", 0, 3, struct.pack(">5I", 0, 0, 1, 0, duration_ms), bytes(8),
+                         struct.pack(">4H", 0, 0, 0, 0), _MATRIX,
+                         struct.pack(">2I", width << 16, height << 16))  # flags 3: enabled, in movie
+        und = (21 << 10) | (14 << 5) | 4  # ISO 639-2 "und", 5 bits per letter
+        mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">4I", 0, 0, media_scale, n * 1000),
+                         struct.pack(">2H", und, 0))
+        hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\0")
+        vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
+        dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
+        compressor = b"\x0cPhoto - JPEG".ljust(32, b"\0")
+        entry = _box(b"jpeg", bytes(6), struct.pack(">H", 1), bytes(16), struct.pack(">2H", width, height),
+                     struct.pack(">3I", 0x480000, 0x480000, 0), struct.pack(">H", 1), compressor,
+                     struct.pack(">Hh", 0x18, -1))
+        stbl = _box(
+            b"stbl",
+            _full_box(b"stsd", 0, 0, struct.pack(">I", 1), entry),
+            _full_box(b"stts", 0, 0, struct.pack(">3I", 1, n, 1000)),
+            _full_box(b"stsc", 0, 0, struct.pack(">4I", 1, 1, n, 1)),  # one chunk holding every sample
+            _full_box(b"stsz", 0, 0, struct.pack(">2I", 0, n), struct.pack(f">{n}I", *map(len, frames))),
+            _full_box(b"stco", 0, 0, struct.pack(">2I", 1, data_offset)),
+        )
+        minf = _box(b"minf", vmhd, dinf, stbl)
+        return _box(b"moov", mvhd, _box(b"trak", tkhd, _box(b"mdia", mdhd, hdlr, minf)))
+
+    # moov's size does not depend on the offset it records, so measure it once.
+    offset = len(ftyp) + len(moov(0)) + 8
+    return ftyp + moov(offset) + _box(b"mdat", *frames)
+
+
+def mp4_seconds(data: bytes) -> float | None:
+    """Duration from the mvhd box of an MP4, or None if it is not one."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size < 8:
+            return None
+        if kind == b"moov":
+            inner = data[pos + 8: pos + size]
+            if inner[4:8] == b"mvhd":
+                version = inner[8]
+                fmt, at = (">IQ", 20 + 8) if version == 1 else (">II", 20)
+                timescale, duration = struct.unpack(fmt, inner[at:at + struct.calcsize(fmt)])
+                return duration / timescale if timescale else None
+            return None
+        pos += size
+    return None
