@@ -30,6 +30,17 @@ def no_real_credentials(monkeypatch, tmp_path_factory):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def restore_fal_client_globals(monkeypatch):
+    """The gateway points fal_client's module constants at a sandbox; undo that after each test."""
+    import fal_client.client as client
+
+    from fal_mcp.falclient import HOST_CONSTANTS
+
+    for name in (*HOST_CONSTANTS, "MAX_ATTEMPTS"):
+        monkeypatch.setattr(client, name, getattr(client, name))
+
+
 @pytest.fixture
 async def sandbox():
     from fal_mcp.sandbox import Sandbox
