@@ -62,6 +62,24 @@ async def gateway(sandbox):
 
 
 @pytest.fixture(scope="session")
+def registry():
+    from fal_mcp.plugins import load_plugins
+
+    return load_plugins(Settings.from_env({}))
+
+
+@pytest.fixture
+async def tool_table(sandbox, registry):
+    """Every installed tool, served in-process against the sandbox: `await tool_table.call(name, args)`
+    returns the CallToolResult an MCP client would get."""
+    from fal_mcp.server import ToolTable
+
+    settings = sandbox_settings(sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)
+    async with FalGateway(settings) as gw:
+        yield ToolTable(registry, settings, gw)
+
+
+@pytest.fixture(scope="session")
 def thread_sandbox():
     """One sandbox in a background thread, for tests that start server subprocesses."""
     from fal_mcp.sandbox import Sandbox
