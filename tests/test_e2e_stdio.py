@@ -111,3 +111,22 @@ async def test_no_key_says_how_to_set_one(tmp_path):
         result = await client.call_tool("generate_image", {"prompt": "x"})
     assert result.is_error
     assert "FAL_KEY" in result.content[0].text and "--sandbox" in result.content[0].text
+
+
+def test_sandbox_command_prints_settings_and_serves():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.cli", "sandbox", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server_env())
+    try:
+        settings = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6))
+        assert settings["FAL_MCP_QUEUE_URL"].startswith("http://127.0.0.1:")
+        base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
+        assert httpx.get(f"{base}/_sandbox/health", timeout=10).status_code == 200
+        submitted = httpx.post(f"{settings['FAL_MCP_QUEUE_URL']}/fal-ai/flux/schnell", json={"prompt": "x"},
+                               headers={"Authorization": f"Key {settings['FAL_KEY']}"}, timeout=10)
+        assert submitted.status_code == 200 and submitted.json()["request_id"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
