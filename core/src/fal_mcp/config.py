@@ -85,6 +85,10 @@ class Settings:
     max_upload_bytes: int = 100 * 1024 * 1024
     # Media out: inline image previews, and a directory every output file is saved to.
     inline_previews: bool = True
+    # Budget guard: estimate every model call first and refuse one that would cost more (USD).
+    max_cost_per_call: float | None = None
+    # How long fal's model catalogue and prices are cached, in seconds.
+    catalog_ttl: float = 3600.0
     output_dir: str | None = None
 
     @classmethod
@@ -109,6 +113,9 @@ class Settings:
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
             max_upload_bytes=int(_number(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
             inline_previews=_flag(env, "FAL_MCP_INLINE_PREVIEWS", True),
+            max_cost_per_call=_number(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0) if env.get(
+                "FAL_MCP_MAX_COST_PER_CALL", "").strip() else None,
+            catalog_ttl=_number(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
             output_dir=_output_dir(env),
         )
 

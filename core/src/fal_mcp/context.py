@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +22,15 @@ class ToolContext:
     """Per call. Packs use this, never the MCP server or fal_client directly."""
 
     def __init__(self, *, tool: Tool, gateway: FalGateway, registry: Registry, settings: Settings,
-                 report_progress: ReportProgress | None = None) -> None:
+                 report_progress: ReportProgress | None = None,
+                 client_roots: Callable[[], Awaitable[list[str] | None]] | None = None) -> None:
         self.tool = tool
         self.gateway = gateway
         self.registry = registry
         self.settings = settings
         self._report = report_progress
+        self._client_roots = client_roots
+        self._allowed_dirs: list[str] | None = None
         self._steps = 0
 
     async def progress(self, message: str) -> None:
@@ -50,6 +54,28 @@ class ToolContext:
         """Translate the tool's arguments for `model` and run it."""
         call = model.build_input(arguments)
         return await self.run(model.endpoint_id, call.arguments), call
+
+    async def allowed_dirs(self) -> list[str]:
+        """Where local files may be read: the client's MCP roots, else FAL_MCP_ALLOWED_DIRS, else the
+        working directory. Asked of the client once per call, and only when a local path is used."""
+        if self._allowed_dirs is None:
+            roots = await self._client_roots() if self._client_roots else None
+            self._allowed_dirs = roots or list(self.settings.allowed_dirs) or [os.getcwd()]
+        return self._allowed_dirs
+
+    async def media_url(self, value: str) -> str:
+        """An https URL as is; a data: URI or an allowed local file uploaded to fal storage (once per
+        content). MediaError says why a value is refused."""
+        from .media import is_remote, to_fal_url
+
+        if is_remote(value):
+            return value
+        dirs = [] if value.startswith("data:") else await self.allowed_dirs()
+        return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs)
+
+    async def platform(self, method: str, path: str, **kwargs: Any) -> Any:
+        """fal's platform API (models, pricing, usage), through the gateway."""
+        return await self.gateway.platform(method, path, **kwargs)
 
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Store bytes on fal storage; returns the URL."""

@@ -64,3 +64,30 @@ async def close(client) -> None:
     except Exception:  # creating it failed (e.g. no key): nothing to close
         return
     await http.aclose()
+
+
+async def request_json(client, method: str, url: str, **kwargs) -> dict:
+    """A request to another fal API (the platform API) with the client's credentials.
+
+    Errors are raised as fal_client's FalClientHTTPError, so one retry policy and one
+    error mapping serve every fal API; the platform's `{"error": {"message"}}` body is
+    unwrapped into its message.
+    """
+    from fal_client.client import FalClientHTTPError
+
+    http = await client._client
+    response = await http.request(method, url, **kwargs)
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message, error_type = error.get("message") or response.text, error.get("type")
+        else:
+            message = body.get("detail", response.text) if isinstance(body, dict) else response.text
+            error_type = None
+        raise FalClientHTTPError(message, response.status_code, dict(response.headers), response=response,
+                                 error_type=error_type)
+    return response.json()

@@ -63,6 +63,7 @@ class FalGateway:
         self.stats = GatewayStats()
         self._client = None
         self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
+        self._cached: dict[tuple, tuple[float, Any]] = {}  # platform API answers, with expiry
 
     async def __aenter__(self) -> FalGateway:
         return self
@@ -133,6 +134,8 @@ class FalGateway:
         Raises ToolError with a readable message for every failure.
         """
         handle = None
+        if self.settings.max_cost_per_call is not None:
+            await self.check_budget(endpoint_id)
         try:
             with anyio.fail_after(timeout):
                 handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
@@ -154,6 +157,22 @@ class FalGateway:
             raise
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
+
+    async def check_budget(self, endpoint_id: str) -> float:
+        """Refuse a call whose estimated cost exceeds FAL_MCP_MAX_COST_PER_CALL; fails closed when
+        no estimate can be had. Returns the estimate."""
+        limit = self.settings.max_cost_per_call
+        try:
+            estimate = await self.platform("POST", "/models/pricing/estimate", json={
+                "estimate_type": "historical_api_price", "endpoints": {endpoint_id: {"call_quantity": 1}}})
+            cost, currency = float(estimate["total_cost"]), estimate.get("currency", "USD")
+        except (ToolError, KeyError, TypeError, ValueError) as exc:
+            raise ToolError(f"{endpoint_id} was not run: FAL_MCP_MAX_COST_PER_CALL is set and its cost could "
+                            f"not be estimated ({exc})") from None
+        if cost > limit:
+            raise ToolError(f"{endpoint_id} was not run: fal estimates about {cost:.4f} {currency} per call "
+                            f"(from historical prices), more than FAL_MCP_MAX_COST_PER_CALL={limit:g}")
+        return cost
 
     async def _follow(self, handle, progress: Progress | None) -> tuple[str, ...]:
         """Poll the job's status until it completes, reporting each change."""
@@ -225,3 +244,26 @@ class FalGateway:
         if digest not in self._uploaded:
             self._uploaded[digest] = await self.upload(data, content_type, file_name)
         return self._uploaded[digest]
+
+    # -- platform API (models, pricing, usage) -------------------------------------------
+
+    async def platform(self, method: str, path: str, *, params: list[tuple[str, Any]] | None = None,
+                       json: Any = None, ttl: float = 0) -> Any:
+        """Call fal's platform API (FAL_MCP_PLATFORM_URL + path); GET answers cached for `ttl` seconds.
+        Raises ToolError with a readable message."""
+        import json as jsonlib
+        import time
+
+        key = (method, path, tuple(params or ()), jsonlib.dumps(json, sort_keys=True))
+        cached = self._cached.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        url = self.settings.urls["platform"] + path
+        try:
+            data = await self._call("platform", lambda: falclient.request_json(
+                self.client, method, url, params=params, json=json, timeout=30), idempotent=True)
+        except Exception as exc:
+            raise self._error(exc, "fal's platform API") from None
+        if ttl > 0:
+            self._cached[key] = (time.monotonic() + ttl, data)
+        return data

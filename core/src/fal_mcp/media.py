@@ -228,14 +228,12 @@ def local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes
 
 
 async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
-    """An http(s) URL as is; a data: URI or allowed local file uploaded to fal storage."""
+    """A data: URI or an allowed local file, uploaded to fal storage once per content."""
     import mimetypes
 
     import anyio
 
     settings = gateway.settings
-    if is_remote(value):
-        return value
     if value.startswith("data:"):
         fetched = decode_data_uri(value, settings.max_upload_bytes)
         extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"

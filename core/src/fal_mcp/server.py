@@ -97,26 +97,24 @@ class ToolTable:
             ]
         return self._listing
 
-    async def _resolve_media(self, tool: Tool, args, allowed_dirs) -> Any:
+    async def _resolve_media(self, tool: Tool, args, context: ToolContext) -> Any:
         """Local paths and data: URIs in MediaUrl fields become fal storage URLs."""
-        from .media import MediaError, is_remote, media_fields, to_fal_url
+        from .media import MediaError, media_fields
 
         fields = media_fields(tool.input_model)
-        values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-        dirs, updates = None, {}
-        for name, value in values.items():
-            items = list(value) if fields[name] else [value]
+        updates = {}
+        for name, is_list in fields.items():
+            value = getattr(args, name)
+            if value is None:
+                continue
             resolved = []
-            for index, item in enumerate(items):
-                if not is_remote(item) and dirs is None:  # ask the client for its roots only when needed
-                    dirs = (await allowed_dirs() if allowed_dirs else None) or list(self.settings.allowed_dirs) \
-                        or [os.getcwd()]
+            for index, item in enumerate(value if is_list else [value]):
                 try:
-                    resolved.append(await to_fal_url(item, gateway=self.gateway, allowed_dirs=dirs or []))
+                    resolved.append(await context.media_url(item))
                 except MediaError as exc:
-                    where = f"{name}[{index}]" if fields[name] else name
+                    where = f"{name}[{index}]" if is_list else name
                     raise ToolError(f"Invalid arguments for {tool.name}: {where}: {exc}") from None
-            updates[name] = resolved if fields[name] else resolved[0]
+            updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
     async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None):
@@ -139,10 +137,10 @@ class ToolTable:
                     return _error(f"Invalid arguments for {name}: {tool.model_field}: {exc}")
         except ValidationError as exc:
             return _error(f"Invalid arguments for {name}: {format_validation_error(exc)}")
-        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry,
-                              settings=self.settings, report_progress=report_progress)
+        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
+                              report_progress=report_progress, client_roots=allowed_dirs)
         try:
-            args = await self._resolve_media(tool, args, allowed_dirs)
+            args = await self._resolve_media(tool, args, context)
             result = await tool.handler(args, context)
         except ToolError as exc:
             return _error(scrub(str(exc), [self.settings.fal_key]))
