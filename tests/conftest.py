@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,3 +115,39 @@ async def stdio_client(args: list[str], env: dict[str, str], mode: str = "legacy
     params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", *args], env=env)
     async with Client(params, mode=mode) as client:
         yield client
+
+
+@contextmanager
+def http_server(args: list[str], env: dict[str, str], timeout: float = 30):
+    """`fal-mcp serve <args> --port 0` as a subprocess; yields (process, base_url) once it listens."""
+    import re
+    import threading
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.cli", "serve", *args, "--port", "0"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    found: list[str] = []
+    lines: list[str] = []
+
+    def read_stderr():
+        for raw in process.stderr:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            match = re.search(r"listening on (http://\S+):?(\d+)? ", line)
+            if match and not found:
+                found.append(re.search(r"(http://[^ ]+) ", line).group(1))
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not found and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        if not found:
+            raise RuntimeError("server did not start: " + "".join(lines))
+        yield process, found[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -12,6 +12,7 @@ from dataclasses import replace
 from .config import ConfigError, Settings
 
 log = logging.getLogger("fal_mcp")
+TRANSPORTS = ("stdio", "http", "sse", "dual")
 
 
 def _setup_logging() -> None:
@@ -30,6 +31,16 @@ def _registry(settings: Settings):
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import anyio
 
+    transport = args.transport or os.environ.get("FAL_MCP_TRANSPORT", "").strip() or "stdio"
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"FAL_MCP_TRANSPORT={transport!r} must be one of {', '.join(TRANSPORTS)}")
+    http_settings = None
+    if transport != "stdio":
+        from .http import HttpSettings
+
+        http_settings = HttpSettings.from_env(os.environ, host=args.host, port=args.port,
+                                              stateless=True if args.stateless else None)
+        http_settings.check_exposure()  # before anything starts
     registry = _registry(settings)
     active = [pack.name for pack in registry.packs if pack.status == "active"]
     log.info("serving %d tools from packs: %s", len(registry.tools), ", ".join(active) or "none")
@@ -48,14 +59,39 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"fal-mcp: using the offline fal sandbox at {sandbox.base_url} (placeholder media, no key "
                   "needed)", file=sys.stderr)
         try:
+            # One gateway and one tool table, whatever the transports.
             async with FalGateway(run_settings) as gateway:
-                await serve_stdio(ToolTable(registry, run_settings, gateway))
+                table = ToolTable(registry, run_settings, gateway)
+                if transport == "stdio":
+                    await serve_stdio(table)
+                    return
+                from .http import serve_http
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_stop_on_signal, group.cancel_scope)
+                    if transport == "dual":
+                        group.start_soon(serve_http, table, http_settings, ("http",))
+                        await serve_stdio(table)  # the stdio client leaving ends the server
+                    else:
+                        await serve_http(table, http_settings, (transport,))
+                    group.cancel_scope.cancel()
         finally:
             if sandbox is not None:
                 await sandbox.stop()
 
     anyio.run(main, backend="asyncio")
     return 0
+
+
+async def _stop_on_signal(scope) -> None:
+    import signal
+
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Settings:
@@ -106,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the MCP server (stdio)")
     serve.add_argument("--sandbox", action="store_true",
                        help="start the offline fal sandbox in-process and use it: no key, no network")
-    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+    serve.add_argument("--transport", choices=TRANSPORTS, default=None,
+                       help="stdio (default), http (streamable HTTP at /mcp), sse (/sse), dual (stdio + http)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, FAL_MCP_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080, FAL_MCP_PORT; 0 picks one)")
+    serve.add_argument("--stateless", action="store_true",
+                       help="streamable HTTP without sessions, for several replicas behind a load balancer")
     serve.set_defaults(run=cmd_serve)
     plugins = commands.add_parser("plugins", help="list installed packs and their status")
     plugins.add_argument("--json", action="store_true")
