@@ -244,3 +244,32 @@ async def test_two_stateless_replicas_serve_one_client_alternately(thread_sandbo
                 result = await client.call_tool("generate_image", {"prompt": f"replica {index}"})
                 assert not result.is_error, result.content[0].text
     assert set(served) == set(ports) and len(thread_sandbox.state.submissions) == 4
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+async def test_client_disconnect_cancels_the_fal_request(thread_sandbox, stateless):
+    thread_sandbox.state.reset()
+    thread_sandbox.state.add_fault(outcome="never_finish")
+    env = server_env(dict(thread_sandbox.env()))
+    with http_server(["--transport", "http"] + (["--stateless"] if stateless else []), env) as (_, base):
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            init = await http.post(base + "/mcp", headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+            if not stateless:
+                headers.update({"Mcp-Session-Id": init.headers["mcp-session-id"],
+                                "Mcp-Protocol-Version": "2025-11-25"})
+                await http.post(base + "/mcp", headers=headers,
+                                json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "generate_image", "arguments": {"prompt": "x"}, "_meta": {"progressToken": 1}}}
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream("POST", base + "/mcp", headers=headers, json=call) as response:
+                async for line in response.aiter_lines():
+                    if "Running" in line:
+                        break  # leave mid-job: the connection closes
+        with anyio.fail_after(10):
+            while not thread_sandbox.state.cancels:
+                await anyio.sleep(0.05)
+    assert thread_sandbox.state.cancels == [thread_sandbox.state.submissions[-1]["request_id"]]

@@ -130,6 +130,52 @@ class Guard:
         return None
 
 
+class CancelOnDisconnect:
+    """ASGI wrapper for /mcp: when a client drops a POST before its answer was sent, cancel the
+    calls it carried (the SDK keeps a stateful session's handlers running, and without an event
+    store nobody could ever receive their results)."""
+
+    def __init__(self, app, in_flight: dict) -> None:
+        self.app = app
+        self.in_flight = in_flight
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        answered = False
+
+        async def tracked_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+            elif message["type"] == "http.disconnect" and not answered:
+                self._cancel(scope, bytes(body))
+            return message
+
+        async def tracked_send(message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        await self.app(scope, tracked_receive, tracked_send)
+
+    def _cancel(self, scope, body: bytes) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        session_id = headers.get("mcp-session-id")
+        try:
+            messages = json.loads(body)
+        except ValueError:
+            return
+        for message in messages if isinstance(messages, list) else [messages]:
+            if isinstance(message, dict) and "id" in message:
+                cancel_scope = self.in_flight.get((session_id, str(message["id"])))
+                if cancel_scope is not None:
+                    log.info("client disconnected: cancelling request %s", message["id"])
+                    cancel_scope.cancel()
+
+
 def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse")):
     """A Starlette app serving `table` over the given HTTP transports, plus /health."""
     import contextlib
@@ -145,7 +191,8 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
 
     from .server import build_server
 
-    server = build_server(table)
+    in_flight: dict = {}
+    server = build_server(table, in_flight)
     # Host and Origin are checked once, by Guard, for every route.
     no_rebinding_check = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     routes: list = []
@@ -162,7 +209,7 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
         manager = StreamableHTTPSessionManager(app=server, stateless=settings.stateless,
                                                security_settings=no_rebinding_check,
                                                max_request_body_size=settings.max_body_bytes)
-        routes.append(Route("/mcp", endpoint=StreamableHTTPASGIApp(manager)))
+        routes.append(Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight)))
     if "sse" in transports:
         sse = SseServerTransport("/messages/", security_settings=no_rebinding_check,
                                  max_request_body_size=settings.max_body_bytes)

@@ -208,8 +208,13 @@ async def client_roots(session) -> list[str] | None:
     return [path for path in paths if os.path.isdir(path)] or None
 
 
-def build_server(table: ToolTable):
-    """A low-level mcp Server whose tools are `table`'s."""
+def build_server(table: ToolTable, in_flight: dict | None = None):
+    """A low-level mcp Server whose tools are `table`'s.
+
+    `in_flight`, given by the HTTP transport, maps (session id, request id) to the cancel
+    scope of each running call, so that a client that disconnects can have its call cancelled.
+    """
+    import anyio
     from mcp import types
     from mcp.server import Server
 
@@ -217,8 +222,22 @@ def build_server(table: ToolTable):
         return types.ListToolsResult(tools=table.listing())
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await table.call(params.name, params.arguments, ctx.session.report_progress,
-                                lambda: client_roots(ctx.session))
+        def call():
+            return table.call(params.name, params.arguments, ctx.session.report_progress,
+                              lambda: client_roots(ctx.session))
+
+        headers = getattr(ctx.request, "headers", None)
+        session_id = headers.get("mcp-session-id") if in_flight is not None and headers is not None else None
+        if session_id is None:
+            return await call()
+        key = (session_id, str(ctx.request_id))
+        with anyio.CancelScope() as scope:
+            in_flight[key] = scope
+            try:
+                return await call()
+            finally:
+                in_flight.pop(key, None)
+        return _error("The client disconnected; the call was cancelled.")  # never delivered
 
     return Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
                   instructions="Generate and edit images, video and audio with fal.ai models.",
