@@ -5,7 +5,8 @@ Each tool's whole story is in its own module; this module only registers them.
 
 from fal_mcp import hookimpl
 
-TOOL_MODULES = ("list_models", "recommend_model", "get_pricing", "estimate_cost", "get_usage", "upload_file")
+TOOL_MODULES = ("list_models", "recommend_model", "get_pricing", "estimate_cost", "get_usage", "upload_file",
+                "get_model_schema", "run_model")
 
 
 @hookimpl
