@@ -22,8 +22,9 @@ from fal_mcp import (
     ToolHints,
     ToolInput,
     ToolResult,
-    find_files,
 )
+
+from ._common import fal_output, report
 
 ImageSize = Literal["square", "landscape_4_3", "landscape_16_9", "portrait_3_4", "portrait_9_16"]
 
@@ -104,17 +105,7 @@ RECOMMENDATIONS = [
 async def generate_image(args: GenerateImageInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    files = find_files(result.data.get("images", []))
-    seed = result.data.get("seed")
-    output = GenerationOutput(files=files, endpoint=model.endpoint_id, model=model.alias,
-                              request_id=result.request_id, seed=seed if isinstance(seed, int) else None,
-                              prompt=args.prompt, notes=list(call.notes))
-    lines = [f"Generated {len(files)} image{'s' if len(files) != 1 else ''} with {model.alias} "
-             f"({model.endpoint_id}), seed {output.seed}, request {result.request_id}:"]
-    for number, image in enumerate(files, 1):
-        lines.append(f"{number}. {image.url} ({image.width}x{image.height}, {image.content_type})")
-    lines += [f"Note: {note}" for note in call.notes]
-    return ToolResult("\n".join(lines), output)
+    return report("Generated", fal_output(model, result, call.notes, prompt=args.prompt))
 
 
 TOOL = Tool(

@@ -24,7 +24,7 @@ def one_endpoint(ctx: ToolContext, name: str) -> str:
 def _line(field: FieldInfo) -> str:
     facts = [field.type, "required" if field.required else None,
              f"default {field.default!r}" if field.default is not None else None,
-             f"one of {', '.join(map(str, field.enum))}" if field.enum else None,
+             f"one of {', '.join(map(str, field.enum))}" if field.enum and "one of" not in field.type else None,
              f">= {field.minimum:g}" if field.minimum is not None else None,
              f"<= {field.maximum:g}" if field.maximum is not None else None]
     description = f": {field.description}" if field.description else ""
