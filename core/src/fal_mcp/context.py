@@ -23,7 +23,8 @@ class ToolContext:
 
     def __init__(self, *, tool: Tool, gateway: FalGateway, registry: Registry, settings: Settings,
                  report_progress: ReportProgress | None = None,
-                 client_roots: Callable[[], Awaitable[list[str] | None]] | None = None) -> None:
+                 client_roots: Callable[[], Awaitable[list[str] | None]] | None = None,
+                 table: Any = None, job: Any = None) -> None:
         self.tool = tool
         self.gateway = gateway
         self.registry = registry
@@ -32,6 +33,9 @@ class ToolContext:
         self._client_roots = client_roots
         self._allowed_dirs: list[str] | None = None
         self._steps = 0
+        self.table = table  # the ToolTable serving this call (used by the core's job tools)
+        self.job = job  # None, or a background-job mode from jobs.py
+        self.arguments: Any = None  # the validated arguments, media inputs resolved
 
     async def progress(self, message: str) -> None:
         """Tell the client what is happening. Progress values only grow, as MCP requires."""
@@ -45,6 +49,12 @@ class ToolContext:
 
     async def run(self, endpoint_id: str, arguments: dict[str, Any]) -> FalResult:
         """Run a fal endpoint through the queue, with progress, this tool's timeout and cancel-on-abandon."""
+        if self.job is not None:  # a background job: submit only, or replay a finished one
+            from .jobs import run_as_job
+
+            result = await run_as_job(self, endpoint_id, arguments)
+            if result is not None:
+                return result
         result = await self.gateway.run(endpoint_id, arguments, progress=self.progress,
                                         timeout=self.settings.timeout_for(self.tool.category))
         await self.progress("Done")

@@ -158,6 +158,42 @@ class FalGateway:
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
 
+    # -- jobs by request id (background jobs; any replica can follow them) -------------
+
+    async def submit(self, endpoint_id: str, arguments: dict[str, Any]) -> str:
+        """Submit and return the fal request id at once."""
+        if self.settings.max_cost_per_call is not None:
+            await self.check_budget(endpoint_id)
+        try:
+            handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
+                                      idempotent=False)
+        except Exception as exc:
+            raise self._error(exc, endpoint_id) from None
+        return handle.request_id
+
+    async def status(self, endpoint_id: str, request_id: str):
+        """fal_client's Queued / InProgress / Completed for a request; a failed job raises ToolError."""
+        from fal_client import Completed
+
+        try:
+            handle = await self.client.get_handle(endpoint_id, request_id)
+            status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
+            if isinstance(status, Completed) and status.error:
+                await self._raise_failure(handle, status)
+            return status
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, endpoint_id) from None
+
+    async def result(self, endpoint_id: str, request_id: str) -> FalResult:
+        try:
+            handle = await self.client.get_handle(endpoint_id, request_id)
+            data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
+        except Exception as exc:
+            raise self._error(exc, endpoint_id) from None
+        return FalResult(endpoint_id, request_id, data)
+
     async def check_budget(self, endpoint_id: str) -> float:
         """Refuse a call whose estimated cost exceeds FAL_MCP_MAX_COST_PER_CALL; fails closed when
         no estimate can be had. Returns the estimate."""

@@ -151,6 +151,24 @@ def _collect(manager, entry: EntryPoint, module) -> Contributions:
     return found
 
 
+def _add_core_tools(registry: Registry, settings: Settings) -> None:
+    """The core's own tools (background jobs), listed as the pack 'core'; it can be disabled like any pack."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import jobs
+
+    try:
+        core_version = version("fal-mcp-core")
+    except PackageNotFoundError:
+        core_version = "?"
+    pack = Pack(name="core", distribution="fal-mcp-core", version=core_version)
+    registry.packs.append(pack)
+    if "core" in settings.plugins_blocked:
+        pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
+        return
+    registry.add(pack, Contributions(tools=list(jobs.TOOLS)))
+
+
 def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Registry:
     """Load every pack of the entry-point group, isolating broken ones."""
     import pluggy
@@ -161,6 +179,7 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry()
+    _add_core_tools(registry, settings)
     entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
     for entry in entries:
         dist = entry.dist

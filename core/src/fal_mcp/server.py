@@ -68,6 +68,26 @@ def input_schema(tool: Tool, registry: Registry) -> dict[str, Any]:
     return schema
 
 
+class Outputs:
+    """The files this server run produced, exposed as MCP resources (fal-mcp://outputs/...)."""
+
+    PREFIX = "fal-mcp://outputs/"
+
+    def __init__(self) -> None:
+        self.files: dict[str, Any] = {}  # uri -> OutputFile
+
+    def record(self, output: GenerationOutput) -> None:
+        for index, file in enumerate(output.files):
+            self.files[f"{self.PREFIX}{output.request_id}/{index}"] = file
+
+    def listing(self):
+        from mcp import types
+
+        return [types.Resource(uri=uri, name=uri.removeprefix(self.PREFIX), mime_type=file.content_type,
+                               size=file.file_size, description=file.url)
+                for uri, file in self.files.items()]
+
+
 class ToolTable:
     """The registry's tools as MCP sees them, and the one way to call them."""
 
@@ -76,6 +96,8 @@ class ToolTable:
         self.settings = settings
         self.gateway = gateway
         self._listing = None
+        self.outputs = Outputs()
+        self.jobs: list[dict[str, Any]] = []  # background jobs submitted in this run, for list_jobs
 
     def listing(self):
         from mcp import types
@@ -117,38 +139,53 @@ class ToolTable:
             updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
+    async def invoke(self, name: str, arguments: dict[str, Any] | None, *, report_progress=None,
+                     allowed_dirs=None, job=None) -> tuple[Tool, ToolResult]:
+        """Validate the arguments, resolve media inputs, run the handler. Failures raise (ToolError for
+        anything the user can act on). `job` selects background-job behaviour (see jobs.py)."""
+        tool = self.registry.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.registry.tools)) or "none"
+            raise ToolError(f"Unknown tool {name!r}. Available tools: {known}.")
+        try:
+            args = tool.input_model.model_validate(arguments or {})
+        except ValidationError as exc:
+            raise ToolError(f"Invalid arguments for {name}: {format_validation_error(exc)}") from None
+        if tool.model_field:
+            try:
+                self.registry.resolve_model(tool.name, getattr(args, tool.model_field))
+            except ValueError as exc:
+                raise ToolError(f"Invalid arguments for {name}: {tool.model_field}: {exc}") from None
+        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
+                              report_progress=report_progress, client_roots=allowed_dirs, table=self, job=job)
+        context.arguments = await self._resolve_media(tool, args, context)
+        return tool, await tool.handler(context.arguments, context)
+
     async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None):
         """Validate, run and package one tool call. Always returns a CallToolResult.
 
         `allowed_dirs`, when given, is an async function returning the client's roots.
         """
+        try:
+            tool, result = await self.invoke(name, arguments, report_progress=report_progress,
+                                             allowed_dirs=allowed_dirs)
+        except Exception as exc:
+            return self.failure(name, exc)
+        return await self.package(tool, result)
+
+    def failure(self, name: str, exc: Exception):
+        """The one mapping of a failed call to an isError result."""
+        if isinstance(exc, ToolError):
+            return _error(scrub(str(exc), [self.settings.fal_key]))
+        if isinstance(exc, ValidationError):
+            return _error(f"{name} could not read fal's answer: {format_validation_error(exc)}")
+        log.error("tool %s failed", name, exc_info=exc)
+        return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", [self.settings.fal_key]))
+
+    async def package(self, tool: Tool, result: ToolResult):
+        """A handler's result as MCP content: text, previews, file links, structured content."""
         from mcp import types
 
-        tool = self.registry.tools.get(name)
-        if tool is None:
-            known = ", ".join(sorted(self.registry.tools)) or "none"
-            return _error(f"Unknown tool {name!r}. Available tools: {known}.")
-        try:
-            args = tool.input_model.model_validate(arguments or {})
-            if tool.model_field:
-                try:
-                    self.registry.resolve_model(tool.name, getattr(args, tool.model_field))
-                except ValueError as exc:
-                    return _error(f"Invalid arguments for {name}: {tool.model_field}: {exc}")
-        except ValidationError as exc:
-            return _error(f"Invalid arguments for {name}: {format_validation_error(exc)}")
-        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
-                              report_progress=report_progress, client_roots=allowed_dirs)
-        try:
-            args = await self._resolve_media(tool, args, context)
-            result = await tool.handler(args, context)
-        except ToolError as exc:
-            return _error(scrub(str(exc), [self.settings.fal_key]))
-        except ValidationError as exc:
-            return _error(f"{name} could not read fal's answer: {format_validation_error(exc)}")
-        except Exception as exc:
-            log.exception("tool %s failed", name)
-            return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", [self.settings.fal_key]))
         images, text = list(result.images), result.text
         if isinstance(result.structured, GenerationOutput):
             from .delivery import deliver
@@ -158,6 +195,7 @@ class ToolTable:
             saved = [f"Saved: {file.local_path}" for file in result.structured.files if file.local_path]
             added = [f"Note: {note}" for note in result.structured.notes[noted:]]
             text = "\n".join([text, *saved, *added])
+            self.outputs.record(result.structured)
         content: list[Any] = [types.TextContent(type="text", text=text)]
         for data, mime_type in images:
             content.append(types.ImageContent(type="image", data=base64.b64encode(data).decode(),
@@ -239,9 +277,30 @@ def build_server(table: ToolTable, in_flight: dict | None = None):
                 in_flight.pop(key, None)
         return _error("The client disconnected; the call was cancelled.")  # never delivered
 
+    async def on_list_resources(ctx, params) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=table.outputs.listing())
+
+    async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        from mcp.shared.exceptions import MCPError
+
+        from .media import MediaError, fetch
+
+        file = table.outputs.files.get(str(params.uri))
+        if file is None:
+            raise MCPError(code=-32002, message=f"Unknown resource {params.uri}: list_resources shows this run's "
+                                                "outputs")
+        try:
+            fetched = await fetch(file.url, trusted_urls=list(table.settings.urls.values()))
+        except MediaError as exc:
+            raise MCPError(code=-32603, message=f"Could not read {params.uri}: {exc}") from None
+        return types.ReadResourceResult(contents=[types.BlobResourceContents(
+            uri=params.uri, mime_type=file.content_type or fetched.content_type,
+            blob=base64.b64encode(fetched.data).decode())])
+
     return Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
                   instructions="Generate and edit images, video and audio with fal.ai models.",
-                  on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+                  on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+                  on_list_resources=on_list_resources, on_read_resource=on_read_resource)
 
 
 async def serve_stdio(table: ToolTable) -> None:
