@@ -1,0 +1,131 @@
+"""Background jobs (core) and outputs as resources: submit, check, cancel, list, across processes."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from fal_mcp.config import Settings
+from fal_mcp.jobs import decode_job, encode_job
+
+from .conftest import server_env, stdio_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_done(table, job_id, attempts=100):
+    for _ in range(attempts):
+        checked = await table.call("check_job", {"job_id": job_id})
+        assert not checked.is_error, checked.content[0].text
+        if checked.content[0].text.startswith("Job done"):
+            return checked
+        await anyio.sleep(0.1)
+    raise AssertionError("job never finished")
+
+
+async def test_a_job_reports_queue_running_and_the_tools_own_result(tool_table, sandbox):
+    sandbox.state.set_config(queue_ahead=2, queue_step=0.3, job_seconds=0.6)
+    submitted = await tool_table.call("submit_job", {"tool": "generate_image",
+                                                     "arguments": {"prompt": "later", "seed": 11}})
+    assert not submitted.is_error, submitted.content[0].text
+    job = submitted.structured_content
+    assert job["status"] == "submitted" and job["endpoint"] == "fal-ai/flux/schnell"
+    assert job["request_id"] == sandbox.state.submissions[-1]["request_id"]
+    first = await tool_table.call("check_job", {"job_id": job["job_id"]})
+    assert first.structured_content["status"] == "queued" and first.structured_content["position"] is not None
+    seen = {first.structured_content["status"]}
+    for _ in range(100):
+        checked = await tool_table.call("check_job", {"job_id": job["job_id"]})
+        if checked.content[0].text.startswith("Job done"):
+            break
+        seen.add(checked.structured_content["status"])
+        await anyio.sleep(0.05)
+    assert seen == {"queued", "running"}
+    done = checked.structured_content
+    assert done["seed"] == 11 and done["files"][0]["width"] == 1024 and done["model"] == "flux_schnell"
+    assert [c for c in checked.content if c.type == "image"]  # the same result, preview included
+    assert len(sandbox.state.submissions) == 1  # checking never resubmits
+    listed = await tool_table.call("list_jobs", {})
+    assert [j["job_id"] for j in listed.structured_content["jobs"]] == [job["job_id"]]
+
+
+async def test_any_model_as_a_job_and_cancel(tool_table, sandbox):
+    sandbox.state.add_fault(outcome="never_finish")
+    submitted = await tool_table.call("submit_job", {"model": "fal-ai/flux/schnell", "input": {"prompt": "x"}})
+    job_id = submitted.structured_content["job_id"]
+    cancelled = await tool_table.call("cancel_job", {"job_id": job_id})
+    assert cancelled.structured_content["status"] == "cancelled"
+    assert sandbox.state.cancels == [submitted.structured_content["request_id"]]
+    after = await tool_table.call("check_job", {"job_id": job_id})
+    assert after.structured_content["status"] == "cancelled"
+
+
+async def test_a_failed_job_says_why(tool_table, sandbox):
+    sandbox.state.add_fault(outcome="model_error", message="NSFW content detected")
+    submitted = await tool_table.call("submit_job", {"tool": "generate_image", "arguments": {"prompt": "x"}})
+    for _ in range(50):
+        checked = await tool_table.call("check_job", {"job_id": submitted.structured_content["job_id"]})
+        if checked.structured_content.get("status") == "failed":
+            break
+        await anyio.sleep(0.1)
+    assert "NSFW content detected" in checked.structured_content["error"]
+
+
+async def test_invalid_jobs_are_refused_before_anything_is_spent(tool_table, sandbox):
+    cases = [({"tool": "generate_image", "arguments": {"num_images": 9}}, "num_images"),
+             ({"tool": "check_job", "arguments": {}}, "cannot run as a job"),
+             ({"tool": "nope", "arguments": {}}, "Unknown tool"),
+             ({}, "either `tool`"),
+             ({"tool": "generate_image", "model": "x", "input": {}}, "either `tool`"),
+             ({"model": "fal-ai/flux/schnell", "input": {"promt": "x"}}, "promt: not an input")]
+    for arguments, expected in cases:
+        result = await tool_table.call("submit_job", arguments)
+        assert result.is_error and expected in result.content[0].text, result.content[0].text
+    assert sandbox.state.submissions == []
+
+
+async def test_job_ids_are_signed(tool_table):
+    settings = tool_table.settings
+    job_id = encode_job(settings, "generate_image", {"prompt": "x"}, "fal-ai/flux/schnell", "abc")
+    assert decode_job(settings, job_id)["r"] == "abc"
+    forged = encode_job(Settings.from_env({"FAL_KEY": "another-account"}), "generate_image", {},
+                        "fal-ai/flux/schnell", "victim-request")
+    for bad in (forged, job_id[:-2] + "xx", "job_nonsense.sig"):
+        result = await tool_table.call("check_job", {"job_id": bad})
+        assert result.is_error and "job_id:" in result.content[0].text
+
+
+async def test_outputs_are_listed_and_read_as_resources():
+    import base64
+
+    async with stdio_client(["serve", "--sandbox"], server_env()) as client:
+        assert (await client.list_resources()).resources == []
+        made = await client.call_tool("generate_image", {"prompt": "resource", "num_images": 2})
+        resources = (await client.list_resources()).resources
+        assert len(resources) == 2 and all(r.mime_type == "image/jpeg" for r in resources)
+        assert str(resources[0].uri).startswith("fal-mcp://outputs/" + made.structured_content["request_id"])
+        read = await client.read_resource(resources[0].uri)
+        data = base64.b64decode(read.contents[0].blob)
+        assert data[:3] == b"\xff\xd8\xff" and len(data) == made.structured_content["files"][0]["file_size"]
+
+
+async def test_a_job_submitted_in_one_process_is_finished_in_another(thread_sandbox):
+    thread_sandbox.state.reset()
+    thread_sandbox.state.set_config(job_seconds=3)
+    env = server_env(dict(thread_sandbox.env()))
+    try:
+        async with stdio_client(["serve"], env) as first:
+            submitted = await first.call_tool("submit_job", {"tool": "generate_image",
+                                                             "arguments": {"prompt": "relay", "seed": 3}})
+        job_id = submitted.structured_content["job_id"]
+        async with stdio_client(["serve"], env, mode="2026-07-28") as second:  # another process
+            for _ in range(100):
+                checked = await second.call_tool("check_job", {"job_id": job_id})
+                assert not checked.is_error, checked.content[0].text
+                if checked.content[0].text.startswith("Job done"):
+                    break
+                await anyio.sleep(0.1)
+        assert checked.structured_content["seed"] == 3 and checked.structured_content["files"]
+        assert len(thread_sandbox.state.submissions) == 1
+    finally:
+        thread_sandbox.state.reset()
