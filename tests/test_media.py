@@ -209,3 +209,13 @@ async def test_client_roots_decide_the_allowed_directories_over_stdio(tmp_path):
         (tmp_path / "elsewhere.png").write_bytes(png_bytes())
         outside = await client.call_tool("upload_file", {"file_path": str(tmp_path / "elsewhere.png")})
         assert outside.is_error and str(root) in outside.content[0].text
+
+
+def test_preview_of_something_that_is_not_an_image_is_refused_cleanly():
+    from fal_mcp.delivery import make_preview
+    from fal_mcp.media import MediaError
+
+    with pytest.raises(MediaError):
+        make_preview(b"not an image at all")
+    small = png_bytes((300, 200))
+    assert make_preview(small) == (small, "image/png")  # already fits: passed through untouched

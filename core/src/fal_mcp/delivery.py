@@ -30,6 +30,15 @@ def make_preview(data: bytes) -> tuple[bytes, str]:
     Blocking (PIL): run it in a worker thread."""
     import io
 
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            fits = max(header.size) <= PREVIEW_SIDE and len(data) <= PREVIEW_BYTES
+            if fits and header.format in ("JPEG", "PNG"):
+                return data, f"image/{header.format.lower()}"  # already a fine preview: no re-encoding
+    except Exception:
+        pass  # open_image says what is wrong with it
     image = open_image(data)
     image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
