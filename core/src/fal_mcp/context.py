@@ -98,7 +98,7 @@ class ToolContext:
 
         try:
             return await fetch(url, trusted_urls=list(self.settings.urls.values()),
-                               max_bytes=max_bytes or MAX_DOWNLOAD_BYTES)
+                               max_bytes=max_bytes or MAX_DOWNLOAD_BYTES, http=self.gateway.downloads())
         except MediaError as exc:
             raise ToolError(f"could not fetch {url[:200]}: {exc}") from None
 

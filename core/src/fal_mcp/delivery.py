@@ -6,6 +6,7 @@ Applied by the core to every tool result whose structured content is a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import re
@@ -74,7 +75,7 @@ def _unused(path: Path) -> Path:
     return candidate
 
 
-async def save(url: str, path: Path, *, trusted_urls, max_bytes: int = MAX_SAVE_BYTES) -> Path:
+async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int = MAX_SAVE_BYTES) -> Path:
     """Stream `url` to a new file at (or next to) `path`; a partial file is removed on failure."""
     import anyio
     import httpx
@@ -85,9 +86,11 @@ async def save(url: str, path: Path, *, trusted_urls, max_bytes: int = MAX_SAVE_
     path = _unused(path)
     written = 0
     try:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as http:
-            async with http.stream("GET", url) as response:
-                if response.status_code >= 400:
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None:
+                http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            async with http.stream("GET", url, follow_redirects=False) as response:
+                if response.status_code >= 300:  # redirects too: only the checked URL is fetched
                     raise MediaError(f"downloading {url} failed with HTTP {response.status_code}")
                 async with await anyio.open_file(path, "xb") as out:
                     async for chunk in response.aiter_bytes():
@@ -101,7 +104,7 @@ async def save(url: str, path: Path, *, trusted_urls, max_bytes: int = MAX_SAVE_
     return path
 
 
-async def deliver(output: GenerationOutput, *, tool: str, settings) -> list[tuple[bytes, str]]:
+async def deliver(output: GenerationOutput, *, tool: str, settings, http=None) -> list[tuple[bytes, str]]:
     """Save files to FAL_MCP_OUTPUT_DIR if set (filling `local_path`), and make image previews.
     Returns the previews; a file that cannot be previewed or saved gets a note instead of failing the call."""
     import anyio
@@ -112,13 +115,13 @@ async def deliver(output: GenerationOutput, *, tool: str, settings) -> list[tupl
         if settings.output_dir:
             try:
                 target = Path(settings.output_dir) / _file_name(tool, output.request_id, index, file)
-                file.local_path = str(await save(file.url, target, trusted_urls=trusted))
+                file.local_path = str(await save(file.url, target, trusted_urls=trusted, http=http))
             except Exception as exc:  # the generation succeeded: report, do not fail the call
                 output.notes.append(f"file {index + 1} was not saved to {settings.output_dir}: {exc}")
         if settings.inline_previews and _is_image(file):
             try:
                 data = (Path(file.local_path).read_bytes() if file.local_path
-                        else (await fetch(file.url, trusted_urls=trusted)).data)
+                        else (await fetch(file.url, trusted_urls=trusted, http=http)).data)
                 previews.append(await anyio.to_thread.run_sync(make_preview, data))
             except MediaError as exc:
                 output.notes.append(f"no preview of image {index + 1}: {exc}")

@@ -64,6 +64,7 @@ class FalGateway:
         self._client = None
         self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
         self._cached: dict[tuple, tuple[float, Any]] = {}  # platform API answers, with expiry
+        self._downloads = None
 
     async def __aenter__(self) -> FalGateway:
         return self
@@ -75,6 +76,18 @@ class FalGateway:
         client, self._client = self._client, None
         if client is not None:
             await falclient.close(client)
+        downloads, self._downloads = self._downloads, None
+        if downloads is not None:
+            await downloads.aclose()
+
+    def downloads(self):
+        """One httpx client for downloading media (previews, local image work, saved outputs).
+        It never follows redirects by itself: media.fetch checks every hop."""
+        if self._downloads is None:
+            import httpx
+
+            self._downloads = httpx.AsyncClient(follow_redirects=False, timeout=60)
+        return self._downloads
 
     @property
     def client(self):
@@ -211,7 +224,8 @@ class FalGateway:
         return cost
 
     async def _follow(self, handle, progress: Progress | None) -> tuple[str, ...]:
-        """Poll the job's status until it completes, reporting each change."""
+        """Poll the job's status until it completes, reporting each change; a finished job is
+        noticed within about one poll interval (as fal_client's own polling)."""
         from fal_client import Completed, InProgress, Queued
 
         last_message = None

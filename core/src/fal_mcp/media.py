@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -106,8 +107,9 @@ async def check_url(url: str, trusted_urls=()) -> None:
 
 
 async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTES,
-                timeout: float = FETCH_TIMEOUT) -> Fetched:
-    """Download `url` (or decode a data: URI) with the limits above; redirects are checked hop by hop."""
+                timeout: float = FETCH_TIMEOUT, http=None) -> Fetched:
+    """Download `url` (or decode a data: URI) with the limits above; redirects are checked hop by hop.
+    `http` is an httpx.AsyncClient to reuse (the gateway keeps one: making one costs milliseconds)."""
     import anyio
     import httpx
 
@@ -115,10 +117,12 @@ async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTE
         return decode_data_uri(url, max_bytes)
     try:
         with anyio.fail_after(timeout):
-            async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as http:
+            async with contextlib.AsyncExitStack() as stack:
+                if http is None:
+                    http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
                 for _ in range(MAX_REDIRECTS + 1):
                     await check_url(url, trusted_urls)
-                    async with http.stream("GET", url) as response:
+                    async with http.stream("GET", url, follow_redirects=False) as response:
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue

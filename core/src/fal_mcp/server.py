@@ -191,7 +191,8 @@ class ToolTable:
             from .delivery import deliver
 
             noted = len(result.structured.notes)
-            images += await deliver(result.structured, tool=tool.name, settings=self.settings)
+            images += await deliver(result.structured, tool=tool.name, settings=self.settings,
+                                    http=self.gateway.downloads())
             saved = [f"Saved: {file.local_path}" for file in result.structured.files if file.local_path]
             added = [f"Note: {note}" for note in result.structured.notes[noted:]]
             text = "\n".join([text, *saved, *added])
@@ -290,7 +291,8 @@ def build_server(table: ToolTable, in_flight: dict | None = None):
             raise MCPError(code=-32002, message=f"Unknown resource {params.uri}: list_resources shows this run's "
                                                 "outputs")
         try:
-            fetched = await fetch(file.url, trusted_urls=list(table.settings.urls.values()))
+            fetched = await fetch(file.url, trusted_urls=list(table.settings.urls.values()),
+                                  http=table.gateway.downloads())
         except MediaError as exc:
             raise MCPError(code=-32603, message=f"Could not read {params.uri}: {exc}") from None
         return types.ReadResourceResult(contents=[types.BlobResourceContents(
