@@ -40,6 +40,10 @@ def test_private_helpers_we_use_keep_their_shape():
     assert list(inspect.signature(client._async_request).parameters)[:3] == ["client", "method", "url"]
     handle_fields = {f for f in client.AsyncRequestHandle.__dataclass_fields__}
     assert {"request_id", "response_url", "status_url", "cancel_url", "client"} <= handle_fields
-    assert "_client" in client.AsyncClient.__dict__  # the lazily created httpx client we close
+    assert "_client" in client.AsyncClient.__dict__  # the lazily created httpx client we replace
+    assert "transport" in inspect.signature(client.AsyncBackupDomainTransport).parameters
+    assert isinstance(client.USER_AGENT, str)
+    source = inspect.getsource(client.AsyncClient)
+    assert "await self._client" in source and '"Authorization": auth.header_value' in source
     assert {"Queued", "InProgress", "Completed"} <= set(dir(fal_client))
     assert "error" in client.Completed.__dataclass_fields__

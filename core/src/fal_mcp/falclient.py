@@ -50,18 +50,49 @@ async def fetch_result(handle) -> dict:
     return response.json()
 
 
-async def close(client) -> None:
-    """Close the httpx client an AsyncClient created lazily, if it did.
+# Connections kept to fal. fal_client's default pool keeps only 20 alive, so hundreds of polling
+# jobs keep reconnecting; and httpcore scans every pooled connection (a syscall each) per request,
+# so the pool must not grow with the number of jobs either: the gateway caps requests in flight
+# at MAX_IN_FLIGHT, below this.
+POOL_CONNECTIONS = 64
+MAX_IN_FLIGHT = 48
 
-    asyncstdlib's cached_property keeps it in the instance __dict__ as an
-    awaitable that returns the same client each time it is awaited.
-    """
-    cached = client.__dict__.get("_client")
-    if cached is None:
+
+def make_client(key: str | None):
+    """fal_client's AsyncClient, with a connection pool sized for many concurrent jobs."""
+    import asyncio
+
+    import fal_client
+    import fal_client.client as client_module
+    import httpx
+
+    class PooledAsyncClient(fal_client.AsyncClient):
+        @property
+        def _client(self):
+            # Shadows fal_client's lazily cached httpx client: an awaitable of one shared client.
+            made = self.__dict__.get("_pooled")
+            if made is None:
+                made = self.__dict__["_pooled"] = asyncio.ensure_future(self._make_http_client())
+            return made
+
+        async def _make_http_client(self) -> httpx.AsyncClient:
+            auth = await self._auth
+            limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS)
+            transport = client_module.AsyncBackupDomainTransport(transport=httpx.AsyncHTTPTransport(limits=limits))
+            return httpx.AsyncClient(transport=transport, timeout=self.default_timeout, headers={
+                "Authorization": auth.header_value, "User-Agent": client_module.USER_AGENT})
+
+    return PooledAsyncClient(key=key)
+
+
+async def close(client) -> None:
+    """Close the httpx client `make_client`'s client made, if it made one."""
+    made = client.__dict__.get("_pooled")
+    if made is None:
         return
     try:
-        http = await cached
-    except Exception:  # creating it failed (e.g. no key): nothing to close
+        http = await made
+    except Exception:  # making it failed (e.g. no key): nothing to close
         return
     await http.aclose()
 

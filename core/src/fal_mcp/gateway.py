@@ -65,6 +65,8 @@ class FalGateway:
         self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
         self._cached: dict[tuple, tuple[float, Any]] = {}  # platform API answers, with expiry
         self._downloads = None
+        # Requests to fal in flight at once; more wait their turn (see falclient.POOL_CONNECTIONS).
+        self._in_flight = anyio.CapacityLimiter(falclient.MAX_IN_FLIGHT)
 
     async def __aenter__(self) -> FalGateway:
         return self
@@ -93,10 +95,8 @@ class FalGateway:
     def client(self):
         """fal_client's AsyncClient, made on first use: importing fal_client costs startup time."""
         if self._client is None:
-            import fal_client
-
             falclient.configure(self.settings.urls)
-            self._client = fal_client.AsyncClient(key=self.settings.fal_key)
+            self._client = falclient.make_client(self.settings.fal_key)
         return self._client
 
     # -- retries -----------------------------------------------------------------
@@ -114,7 +114,8 @@ class FalGateway:
         for attempt in range(self.settings.max_retries + 1):
             self.stats.count(kind)
             try:
-                return await operation()
+                async with self._in_flight:
+                    return await operation()
             except FalClientHTTPError as exc:
                 status = exc.status_code
                 retryable = status in (429, 502, 503, 504) or (idempotent and status >= 500)
