@@ -1,35 +1,42 @@
 """fal-mcp image pack: image generation and editing tools.
 
 Each tool's whole story (inputs, models and their argument translation,
-result) is in its own module; this module only registers them.
+result) is in its own module; this module only registers them. The modules
+are imported inside the hooks, so loading the pack stays cheap.
 """
 
 from fal_mcp import hookimpl
 
+TOOL_MODULES = ("generate_image", "generate_image_structured", "generate_image_from_image",
+                "remove_background", "upscale_image", "edit_image", "inpaint_image", "resize_image",
+                "compose_images")
+
+
+def _modules():
+    from importlib import import_module
+
+    return [import_module(f"{__name__}.{name}") for name in TOOL_MODULES]
+
 
 @hookimpl
 def register_tools():
-    from . import generate_image
-
-    yield generate_image.TOOL
+    for module in _modules():
+        yield module.TOOL
 
 
 @hookimpl
 def register_models():
-    from . import generate_image
-
-    yield from generate_image.MODELS
+    for module in _modules():
+        yield from getattr(module, "MODELS", ())
 
 
 @hookimpl
 def register_pricing():
-    from . import generate_image
-
-    yield from generate_image.PRICES
+    for module in _modules():
+        yield from getattr(module, "PRICES", ())
 
 
 @hookimpl
 def register_recommendations():
-    from . import generate_image
-
-    yield from generate_image.RECOMMENDATIONS
+    for module in _modules():
+        yield from getattr(module, "RECOMMENDATIONS", ())

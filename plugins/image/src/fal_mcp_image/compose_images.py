@@ -1,0 +1,107 @@
+"""compose_images: lay one image over another (a logo, a watermark, a sticker), done here with Pillow.
+
+The overlay's transparency is kept and multiplied by `opacity`; the base keeps its own.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from fal_mcp import GenerationOutput, MediaUrl, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
+
+from ._common import fetch_image, local_output, report, transform
+
+Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center", "custom"]
+
+
+class ComposeImagesInput(ToolInput):
+    base_image_url: MediaUrl = Field(description="The image underneath: an https URL, a data: URI or a "
+                                                 "local path")
+    overlay_image_url: MediaUrl = Field(description="The image laid on top (its transparency is kept)")
+    position: Position = Field("bottom-right", description=(
+        "Corner (padding from the edges), center, or custom (x and y of the overlay's top-left corner)"))
+    x: int | None = Field(None, ge=0, le=100_000, validate_default=True,
+                          description="custom: pixels from the base's left edge")
+    y: int | None = Field(None, ge=0, le=100_000, validate_default=True,
+                          description="custom: pixels from the base's top edge")
+    scale: float = Field(0.15, ge=0.01, le=1.0, description="Overlay width as a fraction of the base width")
+    padding: int = Field(20, ge=0, le=10_000, description="Pixels between the overlay and the edges")
+    opacity: float = Field(1.0, ge=0, le=1, description="Overlay opacity, 0 (invisible) to 1 (opaque)")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
+
+    @field_validator("x", "y")
+    @classmethod
+    def _custom_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        position = info.data.get("position")
+        if position == "custom" and value is None:
+            raise ValueError("required when position is custom")
+        if position not in (None, "custom") and value is not None:
+            raise ValueError(f"only used when position is custom, not {position}")
+        return value
+
+
+def place(args: ComposeImagesInput, base: tuple[int, int], overlay: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of the overlay on the base."""
+    (width, height), (w, h), pad = base, overlay, args.padding
+    right, bottom = width - w - pad, height - h - pad
+    return {
+        "top-left": (pad, pad), "top-right": (right, pad), "bottom-left": (pad, bottom),
+        "bottom-right": (right, bottom), "center": ((width - w) // 2, (height - h) // 2),
+        "custom": (args.x, args.y),
+    }[args.position]
+
+
+def compose(base, overlay, *, size: tuple[int, int], at: tuple[int, int], opacity: float):
+    """Blocking: `overlay` resized to `size`, faded by `opacity`, composited on `base` at `at`."""
+    from PIL import Image
+
+    layer = overlay.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
+    if opacity < 1:
+        layer.putalpha(layer.getchannel("A").point(lambda value: round(value * opacity)))
+    # A base-sized layer: paste clips whatever falls outside the base.
+    full = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    full.paste(layer, at)
+    result = Image.alpha_composite(base.convert("RGBA"), full)
+    base_has_alpha = "A" in base.getbands() or "transparency" in base.info
+    return result if base_has_alpha else result.convert("RGB")
+
+
+async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResult:
+    base = await fetch_image(ctx, "base_image_url", args.base_image_url)
+    overlay = await fetch_image(ctx, "overlay_image_url", args.overlay_image_url)
+    if args.position == "custom" and (args.x >= base.width or args.y >= base.height):
+        field = "x" if args.x >= base.width else "y"
+        raise ToolError(f"Invalid arguments for compose_images: {field}: ({args.x}, {args.y}) is outside the "
+                        f"base image ({base.width}x{base.height})")
+    width = max(1, round(base.width * args.scale))
+    size = (width, max(1, round(overlay.height * width / overlay.width)))
+    x, y = place(args, base.size, size)
+    notes = []
+    if x < 0 or y < 0:
+        notes.append(f"the overlay ({size[0]}x{size[1]}) and padding {args.padding} do not fit in the base "
+                     f"({base.width}x{base.height}): moved to stay inside")
+        x, y = max(0, x), max(0, y)
+    if x + size[0] > base.width or y + size[1] > base.height:
+        notes.append("the overlay runs past the base's edge: that part is cut off")
+    work = partial(compose, size=size, at=(x, y), opacity=args.opacity)
+    file = await transform(ctx, work, base, overlay, output_format=args.output_format, name="composed")
+    detail = (f"Overlay {size[0]}x{size[1]} at x={x}, y={y} ({args.position}) on the "
+              f"{base.width}x{base.height} base, opacity {args.opacity:g}")
+    return report("Composed", local_output([file], notes), [detail])
+
+
+TOOL = Tool(
+    name="compose_images",
+    title="Compose images",
+    description="Lay an overlay image (logo, watermark, sticker) on a base image: in a corner with padding, "
+                "centred, or at x/y; sized as a fraction of the base width; with opacity; the overlay's "
+                "transparency is kept. Done locally; returns the URL of the result.",
+    input_model=ComposeImagesInput,
+    handler=compose_images,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=True, open_world=True),
+    category="image",
+)

@@ -1,0 +1,111 @@
+"""inpaint_image: repaint the masked part of an image (white = repaint, black = keep).
+
+The mask must match the image pixel for pixel; one of another size is resized here and
+uploaded, and the result says so, rather than letting the model guess.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fal_mcp import (
+    EndpointCall,
+    GenerationOutput,
+    MediaUrl,
+    Model,
+    PriceHint,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+)
+
+from ._common import dropped, fal_output, fetch_image, optional, report, upload_image
+
+
+class InpaintImageInput(ToolInput):
+    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    mask_url: MediaUrl = Field(description="The mask, same size as the image: white = repaint, black = keep")
+    prompt: str = Field(min_length=1, max_length=10_000, description="What to paint in the masked area")
+    model: str | None = Field(None, description="Model to use.")
+    negative_prompt: str | None = Field(None, max_length=10_000,
+                                        description="What to avoid (models that do not take one drop it "
+                                                    "with a note)")
+    strength: float | None = Field(None, ge=0.01, le=1,
+                                   description="How much to change the masked area (default: the model's)")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+
+
+def _inpaint_input(alias: str, with_reference: bool):
+    def build_input(args: InpaintImageInput) -> EndpointCall:
+        arguments = {"image_url": args.image_url, "mask_url": args.mask_url, "prompt": args.prompt,
+                     **optional(args, strength="strength", seed="seed")}
+        if with_reference:
+            # Kontext inpaint requires a reference for what to paint; the image itself keeps its look.
+            arguments["reference_image_url"] = args.image_url
+        return EndpointCall(arguments, dropped(args, ("negative_prompt",), alias))
+
+    return build_input
+
+
+MODELS = [
+    Model("kontext_inpaint", "fal-ai/flux-kontext-lora/inpaint", "inpaint_image", "image",
+          "FLUX Kontext inpaint: repaints the mask in keeping with the rest of the image",
+          _inpaint_input("kontext_inpaint", with_reference=True), default=True),
+    Model("flux_inpaint", "fal-ai/flux-lora/inpainting", "inpaint_image", "image",
+          "FLUX.1 [dev] inpainting: repaints the mask from the prompt",
+          _inpaint_input("flux_inpaint", with_reference=False)),
+]
+
+PRICES = [
+    PriceHint("fal-ai/flux-kontext-lora/inpaint", 0.035, "image"),
+    PriceHint("fal-ai/flux-lora/inpainting", 0.035, "megapixel"),
+]
+
+RECOMMENDATIONS = [
+    Recommendation("kontext_inpaint", ("inpaint", "inpainting", "mask", "fill area", "replace part"),
+                   "Repaints a masked area so it blends with the rest of the image", "image"),
+]
+
+
+def fit_mask(mask, size):
+    """Blocking: the mask stretched to `size`, kept black and white (a blurred edge would half-repaint)."""
+    from PIL import Image
+
+    return mask.convert("L").resize(size, Image.Resampling.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+
+
+async def inpaint_image(args: InpaintImageInput, ctx: ToolContext) -> ToolResult:
+    import anyio
+
+    model = ctx.model(args.model)
+    image = await fetch_image(ctx, "image_url", args.image_url)
+    mask = await fetch_image(ctx, "mask_url", args.mask_url)
+    notes = []
+    if mask.size != image.size:
+        fitted = await anyio.to_thread.run_sync(fit_mask, mask, image.size)
+        uploaded = await upload_image(ctx, fitted, "png", "mask")
+        args = args.model_copy(update={"mask_url": uploaded.url})
+        stretched = abs(mask.width / mask.height - image.width / image.height) > 0.01
+        how = " (stretched: another aspect ratio)" if stretched else ""
+        notes.append(f"the mask was {mask.width}x{mask.height}, the image {image.width}x{image.height}: "
+                     f"the mask was resized to match{how} and uploaded as {uploaded.url}")
+    result, call = await ctx.run_model(model, args)
+    return report("Inpainted", fal_output(model, result, [*notes, *call.notes], prompt=args.prompt))
+
+
+TOOL = Tool(
+    name="inpaint_image",
+    title="Inpaint image",
+    description="Repaint part of an image: a mask (white = repaint, black = keep) marks the area, the "
+                "prompt says what to put there. A mask of another size than the image is resized to match "
+                "(the result says so). Returns the image URL.",
+    input_model=InpaintImageInput,
+    handler=inpaint_image,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
+    category="image",
+    model_field="model",
+)

@@ -1,0 +1,103 @@
+"""remove_background: the subject of an image on a transparent background.
+
+The result states the format and transparency the output really has, read by decoding it,
+not taken from what was asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fal_mcp import (
+    EndpointCall,
+    GenerationOutput,
+    MediaUrl,
+    Model,
+    PriceHint,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+)
+
+from ._common import fal_output, fetch_image, report
+
+
+class RemoveBackgroundInput(ToolInput):
+    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    model: str | None = Field(None, description="Model to use.")
+    output_format: Literal["png", "webp"] = Field("png", description="png or webp, both with transparency")
+
+
+def birefnet(variant: str):
+    """BiRefNet v2 offers several networks under one endpoint, chosen by its own `model` field."""
+
+    def build_input(args: RemoveBackgroundInput) -> EndpointCall:
+        return EndpointCall({"image_url": args.image_url, "model": variant,
+                             "output_format": args.output_format})
+
+    return build_input
+
+
+ENDPOINT = "fal-ai/birefnet/v2"
+MODELS = [
+    Model("birefnet", ENDPOINT, "remove_background", "image",
+          "BiRefNet v2, general use (light): fast, good for most images", birefnet("General Use (Light)"),
+          default=True),
+    Model("birefnet_heavy", ENDPOINT, "remove_background", "image",
+          "BiRefNet v2, general use (heavy): slower, finer edges", birefnet("General Use (Heavy)")),
+    Model("birefnet_portrait", ENDPOINT, "remove_background", "image",
+          "BiRefNet v2, portrait: tuned for people (hair, shoulders)", birefnet("Portrait")),
+]
+
+PRICES = [PriceHint(ENDPOINT, 0.001, "image")]
+
+RECOMMENDATIONS = [
+    Recommendation("birefnet", ("remove background", "background removal", "transparent", "cutout"),
+                   "Removes the background, leaving the subject on transparency", "image"),
+    Recommendation("birefnet_portrait", ("portrait cutout", "person", "headshot", "hair"),
+                   "Background removal tuned for people", "image"),
+]
+
+
+def has_alpha(image) -> bool:
+    return "A" in image.getbands() or "transparency" in image.info
+
+
+async def remove_background(args: RemoveBackgroundInput, ctx: ToolContext) -> ToolResult:
+    model = ctx.model(args.model)
+    result, call = await ctx.run_model(model, args)
+    output = fal_output(model, result, call.notes)
+    details = []
+    for file in output.files:
+        # What the file really is: fal's content_type is only a label.
+        image = await fetch_image(ctx, "output", file.url)
+        kind = (image.format or "unknown").lower()
+        file.content_type = f"image/{kind}"
+        file.width, file.height = image.size
+        alpha = has_alpha(image)
+        details.append(f"Output: {kind.upper()}, {'with' if alpha else 'WITHOUT'} an alpha channel"
+                       + (" (transparent background)" if alpha else ""))
+        if kind != args.output_format:
+            output.notes.append(f"asked for {args.output_format}, the model returned {kind}")
+        if not alpha:
+            output.notes.append("the output has no transparency")
+    return report("Removed the background of", output, details)
+
+
+TOOL = Tool(
+    name="remove_background",
+    title="Remove background",
+    description="Remove the background of an image, keeping the subject on a transparent background (PNG or "
+                "WebP with an alpha channel). Returns the image URL with its size and real format.",
+    input_model=RemoveBackgroundInput,
+    handler=remove_background,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=True, open_world=True),
+    category="image",
+    model_field="model",
+)

@@ -1,0 +1,291 @@
+"""resize_image: an image at the exact size of a social-media format, or a custom size.
+
+- extend: fal outpaints borders that give the image the target aspect ratio, then it is
+  scaled here to the exact size (nothing of the input is lost);
+- crop: cut here to the target aspect ratio (centred, or around the busiest area) and scaled;
+- pad: letterboxed here on a solid colour.
+
+Whatever the mode, the output is exactly the target size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from fal_mcp import (
+    EndpointCall,
+    GenerationOutput,
+    MediaUrl,
+    Model,
+    PriceHint,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+    find_files,
+)
+
+from ._common import (
+    HexColour,
+    fal_output,
+    fetch_image,
+    local_output,
+    optional,
+    report,
+    transform,
+    upload_image,
+)
+
+SIZES = {
+    "instagram_post": (1080, 1080),
+    "instagram_story": (1080, 1920),
+    "instagram_reel": (1080, 1920),
+    "youtube_thumbnail": (1280, 720),
+    "youtube_short": (1080, 1920),
+    "twitter_post": (1200, 675),
+    "linkedin_post": (1200, 627),
+    "facebook_post": (1200, 630),
+    "pinterest_pin": (1000, 1500),
+    "tiktok": (1080, 1920),
+}
+TargetFormat = Literal["instagram_post", "instagram_story", "instagram_reel", "youtube_thumbnail",
+                       "youtube_short", "twitter_post", "linkedin_post", "facebook_post", "pinterest_pin",
+                       "tiktok", "custom"]
+MAX_EXPAND = 700  # fal's outpaint adds at most 700 px on a side
+
+
+class ResizeImageInput(ToolInput):
+    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    target_format: TargetFormat = Field(description=(
+        "instagram_post 1080x1080, instagram_story / instagram_reel / youtube_short / tiktok 1080x1920, "
+        "youtube_thumbnail 1280x720, twitter_post 1200x675, linkedin_post 1200x627, facebook_post 1200x630, "
+        "pinterest_pin 1000x1500, or custom (give width and height)"))
+    width: int | None = Field(None, ge=16, le=4096, validate_default=True,
+                              description="Target width in pixels (target_format custom only)")
+    height: int | None = Field(None, ge=16, le=4096, validate_default=True,
+                               description="Target height in pixels (target_format custom only)")
+    mode: Literal["extend", "crop", "pad"] = Field("extend", description=(
+        "extend: AI-generated borders reach the new aspect ratio (keeps all of the image); crop: cut to it; "
+        "pad: letterbox on background_color"))
+    background_prompt: str | None = Field(None, max_length=2000,
+                                          description="extend: what to paint in the added areas")
+    background_color: HexColour | None = Field(None,
+                                               description="pad: hex colour of the bars (default #000000)")
+    crop_focus: Literal["center", "content"] = Field("center", description=(
+        "crop: keep the centre, or the busiest area of the image (most detail)"))
+    model: str | None = Field(None, description="extend: the outpainting model.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="extend: seed for reproducible results")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _custom_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        target = info.data.get("target_format")
+        if target == "custom" and value is None:
+            raise ValueError("required when target_format is custom")
+        if target not in (None, "custom") and value is not None:
+            raise ValueError(f"only used when target_format is custom ({target} is {SIZES[target][0]}x"
+                             f"{SIZES[target][1]})")
+        return value
+
+
+@dataclass(frozen=True)
+class Outpaint:
+    """What an outpainting model is asked for: an image and the pixels to add on each side."""
+
+    image_url: str
+    left: int
+    right: int
+    top: int
+    bottom: int
+    prompt: str | None = None
+    seed: int | None = None
+
+
+def outpaint_input(request: Outpaint) -> EndpointCall:
+    arguments = {"image_url": request.image_url, "expand_left": request.left, "expand_right": request.right,
+                 "expand_top": request.top, "expand_bottom": request.bottom,
+                 # Its zoom-out defaults to 20%, which would shrink the image inside the new borders.
+                 "zoom_out_percentage": 0, **optional(request, prompt="prompt", seed="seed")}
+    return EndpointCall(arguments)
+
+
+MODELS = [
+    Model("outpaint", "fal-ai/image-apps-v2/outpaint", "resize_image", "image",
+          "Image Outpaint: extends an image by up to 700 px on each side", outpaint_input, default=True),
+]
+
+PRICES = [PriceHint("fal-ai/image-apps-v2/outpaint", 0.035, "megapixel")]
+
+RECOMMENDATIONS = [
+    Recommendation("outpaint", ("outpaint", "extend image", "expand canvas", "change aspect ratio", "uncrop"),
+                   "Extends an image with generated borders, e.g. to reach a new aspect ratio", "image"),
+]
+
+
+# -- geometry (blocking Pillow work, run in a worker thread) ----------------------------
+
+
+def outpaint_plan(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """(size to give the input, (left, right, top, bottom) to add) so that the input plus the borders has
+    the target's aspect ratio. The input is shrunk to the size it will have on the final canvas (never
+    enlarged: that is cheaper to do after), and further if a border would exceed MAX_EXPAND."""
+    (w, h), (tw, th) = size, target
+    scale = min(1.0, tw / w, th / h)
+    for _ in range(50):
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        dx = max(0, round(sh * tw / th) - sw)
+        dy = max(0, round(sw * th / tw) - sh)
+        sides = (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2)
+        if max(sides) <= MAX_EXPAND:
+            return (sw, sh), sides
+        scale *= MAX_EXPAND / max(sides) * 0.98
+    raise ValueError(f"no outpainting plan for {w}x{h} -> {tw}x{th}")  # unreachable within the size limits
+
+
+def _normalised(image):
+    """RGB, or RGBA when the image has transparency (palette and other modes resize badly)."""
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def scale_to(image, size: tuple[int, int]):
+    from PIL import Image
+
+    return _normalised(image).resize(size, Image.Resampling.LANCZOS)
+
+
+def content_centering(image, size: tuple[int, int]) -> tuple[float, float]:
+    """Where to crop (as ImageOps.fit's centering) to keep the busiest area: the window with the most
+    edges along the axis being cut, a cheap stand-in for saliency."""
+    from PIL import Image, ImageFilter
+
+    small = image.convert("L")
+    small.thumbnail((256, 256))
+    edges = small.filter(ImageFilter.FIND_EDGES)
+    edges = edges.crop((1, 1, edges.width - 1, edges.height - 1))  # the filter leaves its border unfiltered
+    w, h = edges.size
+    if w < 2 or h < 2:
+        return 0.5, 0.5
+    window_w, window_h = min(w, round(h * size[0] / size[1])), min(h, round(w * size[1] / size[0]))
+    horizontal = window_w < w
+    length, window = (w, window_w) if horizontal else (h, window_h)
+    if window >= length:
+        return 0.5, 0.5
+    # Mean edge strength per column (or row): a box resize to one row (or column) computes it.
+    profile = list(edges.resize((w, 1) if horizontal else (1, h), Image.Resampling.BOX).tobytes())
+    sums = [sum(profile[:window])]
+    for start in range(1, length - window + 1):
+        sums.append(sums[-1] - profile[start - 1] + profile[start + window - 1])
+    best = max(range(len(sums)), key=lambda start: (sums[start], -abs(start - (length - window) / 2)))
+    position = best / (length - window)
+    return (position, 0.5) if horizontal else (0.5, position)
+
+
+def crop(image, size: tuple[int, int], focus: str):
+    from PIL import Image, ImageOps
+
+    centering = content_centering(image, size) if focus == "content" else (0.5, 0.5)
+    return ImageOps.fit(_normalised(image), size, Image.Resampling.LANCZOS, centering=centering)
+
+
+def fill(image, size: tuple[int, int]):
+    """Scaled to cover `size` exactly, trimming what overhangs (a pixel or two after outpainting)."""
+    return crop(image, size, "center")
+
+
+def pad(image, size: tuple[int, int], colour: str):
+    from PIL import Image, ImageOps
+
+    fitted = ImageOps.contain(_normalised(image), size, Image.Resampling.LANCZOS).convert("RGBA")
+    canvas = Image.new("RGBA", size, colour)
+    canvas.alpha_composite(fitted, ((size[0] - fitted.width) // 2, (size[1] - fitted.height) // 2))
+    return canvas.convert("RGB")  # the bars are opaque, so is the whole
+
+
+# -- the tool -----------------------------------------------------------------------------
+
+
+def _unused(args: ResizeImageInput) -> list[str]:
+    used = {"extend": ("background_prompt", "model", "seed"), "crop": ("crop_focus",),
+            "pad": ("background_color",)}
+    notes = []
+    for mode, names in used.items():
+        for name in names:
+            given = getattr(args, name) not in (None, "center")
+            if mode != args.mode and given:
+                notes.append(f"{name} was not used: it applies to mode {mode}, not {args.mode}")
+    return notes
+
+
+async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple[int, int], notes: list[str]):
+    """The image extended on fal to the target's aspect ratio, as (PIL image, model, FalResult); None when
+    it has that aspect ratio already."""
+    import anyio
+
+    scaled_size, (left, right, top, bottom) = outpaint_plan(image.size, size)
+    if not (left or right or top or bottom):
+        notes.append("the image already has the target aspect ratio: it was only scaled, nothing generated")
+        return None
+    source_url = args.image_url
+    if scaled_size != image.size:
+        scaled = await anyio.to_thread.run_sync(scale_to, image, scaled_size)
+        source_url = (await upload_image(ctx, scaled, "png", "outpaint_input")).url
+        notes.append(f"the input was scaled to {scaled_size[0]}x{scaled_size[1]} before outpainting (its "
+                     f"size on the final canvas; fal's outpaint adds at most {MAX_EXPAND} px a side)")
+    model = ctx.model(args.model)
+    request = Outpaint(source_url, left, right, top, bottom, args.background_prompt, args.seed)
+    result, call = await ctx.run_model(model, request)
+    generated = find_files(result.data)
+    if not generated:
+        raise ToolError(f"{model.endpoint_id} returned no image")
+    extended = await fetch_image(ctx, "output", generated[0].url)
+    notes += [*call.notes, f"added left {left}, right {right}, top {top}, bottom {bottom} px: fal returned "
+                           f"{extended.width}x{extended.height} ({generated[0].url}), scaled here to "
+                           f"{size[0]}x{size[1]}"]
+    if size[0] > extended.width:
+        notes.append("the image was enlarged to reach the target size: upscale_image first gives more detail")
+    return extended, model, result
+
+
+async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
+    size = SIZES.get(args.target_format) or (args.width, args.height)
+    image = await fetch_image(ctx, "image_url", args.image_url)
+    notes = _unused(args)
+    if args.mode == "crop":
+        work = partial(crop, size=size, focus=args.crop_focus)
+    elif args.mode == "pad":
+        work = partial(pad, size=size, colour=args.background_color or "#000000")
+    else:
+        work = partial(fill, size=size)
+    extended = await _outpaint(args, ctx, image, size, notes) if args.mode == "extend" else None
+    file = await transform(ctx, work, extended[0] if extended else image, output_format=args.output_format,
+                           name=f"{args.target_format}_{size[0]}x{size[1]}")
+    if extended:
+        output = fal_output(extended[1], extended[2], notes, files=[file], prompt=args.background_prompt)
+    else:
+        output = local_output([file], notes)
+    return report("Resized", output, [f"{image.width}x{image.height} -> {size[0]}x{size[1]} ({args.mode})"])
+
+
+TOOL = Tool(
+    name="resize_image",
+    title="Resize image for a format",
+    description="Resize an image to the exact size of a social-media format (Instagram, YouTube, TikTok, "
+                "X, LinkedIn, Facebook, Pinterest) or a custom size. mode extend (default) generates new "
+                "borders with fal.ai to reach the aspect ratio, crop cuts, pad letterboxes. The output is "
+                "always exactly the target size; returns its URL.",
+    input_model=ResizeImageInput,
+    handler=resize_image,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
+    category="image",
+    model_field="model",
+)
