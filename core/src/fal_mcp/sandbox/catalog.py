@@ -374,9 +374,8 @@ ENDPOINTS_LIST: tuple[Endpoint, ...] = (
         "image-to-video", "Kling 2.1 (standard): animate an image into a 5 or 10 s video at 24 fps.",
         0.05, "second",
         (
-            PROMPT, IMAGE_URL,
+            PROMPT, IMAGE_URL,  # no aspect_ratio: the video keeps the image's
             F("duration", "string", "5", enum=("5", "10"), description="Length in seconds."),
-            F("aspect_ratio", "string", "16:9", enum=("16:9", "9:16", "1:1")),
             F("negative_prompt", "string", "blur, distort, and low quality"),
             F("cfg_scale", "number", 0.5, ge=0, le=1, description="How closely to follow the prompt."),
             F("tail_image_url", "string", media="image", description="Optional image for the last frame."),

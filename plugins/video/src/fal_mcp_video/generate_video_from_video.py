@@ -1,0 +1,146 @@
+"""generate_video_from_video: restyle or edit a video with a prompt.
+
+Besides the common fields, each model takes its own settings in `options`, checked
+against that model's own list: an option the chosen model does not take is refused,
+naming the ones it does take, rather than sent and silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from fal_mcp import (
+    GenerationOutput,
+    MediaUrl,
+    Model,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+)
+
+from . import endpoints
+from .translate import Request, VideoCall, video_result
+
+Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "tilt-up", "tilt-down"]
+
+
+class AnimateDiffOptions(ToolInput):
+    first_n_seconds: int | None = Field(None, ge=2, le=12,
+                                        description="seconds of the input to restyle, 2-12 (default 3)")
+    fps: int | None = Field(None, ge=1, le=16, description="frames per second, 1-16 (default 8)")
+    guidance_scale: float | None = Field(None, ge=0, le=20,
+                                         description="prompt adherence, 0-20 (default 7.5)")
+    motions: list[Motion] | None = Field(None, description="camera motions: zoom-in, zoom-out, pan-left, "
+                                                           "pan-right, tilt-up, tilt-down")
+    negative_prompt: str | None = Field(None, max_length=10_000, description="what to avoid")
+    num_inference_steps: int | None = Field(None, ge=1, le=50,
+                                            description="denoising steps, 1-50 (default 25)")
+
+
+class LucyEditOptions(ToolInput):
+    enhance_prompt: bool | None = Field(None,
+                                        description="let the model rewrite the prompt first (default true)")
+
+
+# Each model's own settings, by alias.
+OPTIONS: dict[str, type[BaseModel]] = {"animatediff": AnimateDiffOptions, "lucy_edit": LucyEditOptions}
+
+
+def _describe_options() -> str:
+    per_model = ["{}: {}".format(alias, ", ".join(f"{name} ({info.description})"
+                                                  for name, info in schema.model_fields.items()))
+                 for alias, schema in OPTIONS.items()]
+    return "Settings only the chosen model takes; any other is refused. " + "; ".join(per_model)
+
+
+class GenerateVideoFromVideoInput(ToolInput):
+    video_url: MediaUrl = Field(description="The video to restyle or edit")
+    prompt: str = Field(min_length=1, max_length=10_000, description="The style or the edit to make")
+    model: str | None = Field(None, description="Model to use.")
+    strength: float | None = Field(None, ge=0.1, le=1, description=(
+        "How much to change the video, 0.1 (close to the input) to 1 (where the model takes it)"))
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    options: dict[str, Any] | None = Field(None, description=_describe_options())
+
+
+def read_options(model: str, args: Any) -> dict[str, Any]:
+    """`args.options` checked against the model's own settings; ToolError names each problem."""
+    schema = OPTIONS[model]
+    try:
+        return schema.model_validate(args.options or {}).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        takes = ", ".join(schema.model_fields)
+        problems = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(["options", *map(str, error["loc"])])
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{where}: {model} does not take this option; it takes: {takes}")
+            else:
+                problems.append(f"{where}: {error['msg']} (got {error['input']!r:.60})")
+        raise ToolError("Invalid arguments for generate_video_from_video: " + "; ".join(problems)) from None
+
+
+def animatediff(args: Any) -> VideoCall:
+    req = Request("animatediff", args)
+    req.send(**read_options("animatediff", args))
+    req.copy("prompt", "video_url", "strength", "seed")
+    return req.call()
+
+
+def lucy_edit(args: Any) -> VideoCall:
+    req = Request("lucy_edit", args)
+    req.send(**read_options("lucy_edit", args))
+    req.copy("prompt", "video_url")
+    req.send(sync_mode=False)  # its default answers with the whole video inline as a data: URI
+    req.drop("strength", "takes no strength")
+    req.drop("seed", endpoints.NO_SEED)
+    return req.call()
+
+
+def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
+    return Model(alias, endpoint_id, "generate_video_from_video", "video", description, translator,
+                 default=default)
+
+
+MODELS = [
+    _model("animatediff", endpoints.ANIMATEDIFF_V2V,
+           "AnimateDiff video-to-video: restyles the first seconds of a video (strength, seed)",
+           animatediff, default=True),
+    _model("lucy_edit", endpoints.LUCY_EDIT,
+           "Lucy Edit [dev]: edits a video by instruction, keeping its length and motion", lucy_edit),
+]
+
+RECOMMENDATIONS = [
+    Recommendation(endpoints.ANIMATEDIFF_V2V, ("restyle", "stylize", "style transfer", "anime", "cartoon"),
+                   "AnimateDiff video-to-video: restyle a clip with a prompt", "video"),
+    Recommendation("lucy_edit", ("edit video", "video editing", "replace", "change clothes", "instruction"),
+                   "Lucy Edit: change what is in a video by instruction, keeping its motion", "video"),
+]
+
+
+async def generate_video_from_video(args: GenerateVideoFromVideoInput, ctx: ToolContext) -> ToolResult:
+    model = ctx.model(args.model)
+    result, call = await ctx.run_model(model, args)
+    return video_result("Made", model, result, call)
+
+
+TOOL = Tool(
+    name="generate_video_from_video",
+    title="Generate video from video",
+    description=(
+        "Restyle or edit a video with a fal.ai video-to-video model, guided by a prompt: animatediff "
+        "restyles (strength, seed), lucy_edit edits by instruction. Model-specific settings go in `options`. "
+        "Returns the video URL, the endpoint and the fal request id."),
+    input_model=GenerateVideoFromVideoInput,
+    handler=generate_video_from_video,
+    output_model=GenerationOutput,
+    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
+    category="video",
+    model_field="model",
+)
