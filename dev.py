@@ -30,7 +30,8 @@ def venv_bin(name: str) -> Path:
 def project_fingerprint() -> str:
     digest = hashlib.sha256()
     for pyproject in sorted(ROOT.glob("**/pyproject.toml")):
-        if ".venv" in pyproject.parts:
+        # examples/ are not installed here (tests/test_example_pack.py installs and removes them).
+        if ".venv" in pyproject.parts or pyproject.relative_to(ROOT).parts[0] == "examples":
             continue
         digest.update(str(pyproject.relative_to(ROOT)).encode())
         digest.update(pyproject.read_bytes())
