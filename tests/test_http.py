@@ -192,7 +192,7 @@ def test_non_loopback_without_token_refuses_to_start():
 async def test_health_lists_active_packs():
     with http_server(["--sandbox", "--transport", "http"], server_env({"FAL_MCP_PLUGINS": "image"})) as (_, base):
         health = httpx.get(base + "/health").json()
-    assert health["status"] == "ok" and [p["name"] for p in health["packs"]] == ["image"]
+    assert health["status"] == "ok" and [p["name"] for p in health["packs"]] == ["core", "image"]
     assert health["tools"] >= 1
 
 
