@@ -80,3 +80,40 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PINGER = r"""
+import json, sys, time, http.client
+from urllib.parse import urlsplit
+url, seconds = urlsplit(sys.argv[1]), float(sys.argv[2])
+lags, deadline = [], time.monotonic() + seconds
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+while time.monotonic() < deadline:
+    started = time.perf_counter()
+    connection.request("GET", "/health")
+    connection.getresponse().read()
+    lags.append((time.perf_counter() - started) * 1000)
+    time.sleep(0.02)
+print(json.dumps(lags))
+"""
+
+
+@contextlib.contextmanager
+def health_pinger(base_url: str, seconds: float):
+    """A separate process that times GET /health every 20 ms: how long the server's event loop takes
+    to answer, measured apart from the load generator's own work. Yields a function returning the
+    round trips in ms (waits for the pinger to finish)."""
+    import json
+
+    process = subprocess.Popen([sys.executable, "-c", PINGER, base_url, str(seconds)], stdout=subprocess.PIPE,
+                               text=True)
+
+    def results() -> list[float]:
+        out, _ = process.communicate(timeout=seconds + 30)
+        return json.loads(out)
+
+    try:
+        yield results
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -41,12 +41,27 @@ async def test_progress_goes_queue_positions_then_logs(sandbox, gateway):
     assert result.request_id == sandbox.state.submissions[-1]["request_id"]
 
 
-async def test_polls_are_bounded(sandbox, gateway):
-    sandbox.state.set_config(job_seconds=0.3)
+async def test_a_job_is_followed_by_one_status_stream(sandbox, gateway):
+    sandbox.state.set_config(queue_ahead=2, queue_step=0.1, job_seconds=0.3)
     await gateway.run(FLUX, PROMPT, timeout=30)
+    assert [count(sandbox, route) for route in ("submit", "status", "result")] == [1, 1, 1]
+    assert sandbox.state.requests[1]["path"].endswith("/status/stream")
+
+
+async def test_without_a_status_stream_it_polls_at_a_bounded_rate(sandbox, gateway):
+    sandbox.state.add_fault(route="status", status=405, times=1)  # the stream is "not supported"
+    sandbox.state.set_config(job_seconds=0.3)
+    messages = []
+
+    async def progress(message):
+        messages.append(message)
+
+    await gateway.run(FLUX, PROMPT, timeout=30, progress=progress)
     # 0.3 s at one poll per 0.1 s: a handful of polls, not a busy loop
-    assert 2 <= count(sandbox, "status") <= 8
-    assert count(sandbox, "submit") == 1 and count(sandbox, "result") == 1
+    assert 3 <= count(sandbox, "status") <= 9
+    assert any(m.startswith("Running") for m in messages)
+    await gateway.run(FLUX, PROMPT, timeout=30)  # and it remembers: no stream is tried again
+    assert not any(r["path"].endswith("/stream") for r in sandbox.state.requests[5:])
 
 
 async def test_timeout_cancels_the_fal_request(sandbox, gateway):

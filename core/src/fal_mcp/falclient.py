@@ -54,8 +54,11 @@ async def fetch_result(handle) -> dict:
 # jobs keep reconnecting; and httpcore scans every pooled connection (a syscall each) per request,
 # so the pool must not grow with the number of jobs either: the gateway caps requests in flight
 # at MAX_IN_FLIGHT, below this.
-POOL_CONNECTIONS = 64
-MAX_IN_FLIGHT = 48
+POOL_CONNECTIONS = 20
+MAX_IN_FLIGHT = 16
+STREAM_KEEP_ALIVE = 8
+# fal sends a comment line every 15 s on a status stream; silence for longer means a dead connection.
+STREAM_READ_TIMEOUT = 60.0
 
 
 def make_client(key: str | None):
@@ -75,26 +78,64 @@ def make_client(key: str | None):
                 made = self.__dict__["_pooled"] = asyncio.ensure_future(self._make_http_client())
             return made
 
-        async def _make_http_client(self) -> httpx.AsyncClient:
+        async def _make_http_client(self, connections: int = POOL_CONNECTIONS,
+                                    keep_alive: int = POOL_CONNECTIONS) -> httpx.AsyncClient:
             auth = await self._auth
-            limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS)
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keep_alive)
             transport = client_module.AsyncBackupDomainTransport(transport=httpx.AsyncHTTPTransport(limits=limits))
             return httpx.AsyncClient(transport=transport, timeout=self.default_timeout, headers={
                 "Authorization": auth.header_value, "User-Agent": client_module.USER_AGENT})
+
+        @property
+        def streams(self):
+            """A second client for status streams: each holds a connection for a whole job, so they get
+            their own pool, unbounded, instead of starving short requests."""
+            made = self.__dict__.get("_streams")
+            if made is None:
+                made = self.__dict__["_streams"] = asyncio.ensure_future(
+                    self._make_http_client(connections=None, keep_alive=STREAM_KEEP_ALIVE))
+            return made
 
     return PooledAsyncClient(key=key)
 
 
 async def close(client) -> None:
-    """Close the httpx client `make_client`'s client made, if it made one."""
-    made = client.__dict__.get("_pooled")
-    if made is None:
-        return
-    try:
-        http = await made
-    except Exception:  # making it failed (e.g. no key): nothing to close
-        return
-    await http.aclose()
+    """Close the httpx clients `make_client`'s client made, if it made them."""
+    for name in ("_pooled", "_streams"):
+        made = client.__dict__.get(name)
+        if made is None:
+            continue
+        try:
+            http = await made
+        except Exception:  # making it failed (e.g. no key): nothing to close
+            continue
+        await http.aclose()
+
+
+class StreamUnsupported(Exception):
+    """The queue answered the status stream with 404/405/501: follow the job by polling instead."""
+
+
+async def stream_status(client, handle):
+    """fal's status stream (GET {status_url}/stream?logs=1, server-sent events): yields fal_client
+    Status objects until COMPLETED, the same objects `handle.status()` returns."""
+    import json
+
+    import httpx
+    from fal_client.client import _raise_for_status
+
+    http = await client.streams
+    timeout = httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT)
+    async with http.stream("GET", handle.status_url + "/stream", params={"logs": 1}, timeout=timeout) as response:
+        no_route = response.status_code == 404 and "x-fal-request-id" not in response.headers
+        if no_route or response.status_code in (405, 501):
+            raise StreamUnsupported(response.status_code)
+        if response.status_code >= 400:
+            await response.aread()
+            _raise_for_status(response)
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                yield handle._parse_status(json.loads(line[5:]))
 
 
 async def request_json(client, method: str, url: str, **kwargs) -> dict:

@@ -46,6 +46,28 @@ class GatewayStats:
         self.requests[kind] = self.requests.get(kind, 0) + 1
 
 
+class _Reporter:
+    """Turns job statuses into progress messages, sending each change once."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.last: str | None = None
+        self.logs: tuple[str, ...] = ()
+
+    async def report(self, status) -> None:
+        from fal_client import InProgress, Queued
+
+        if isinstance(status, Queued):
+            message = f"In queue, position {status.position}"
+        elif isinstance(status, InProgress) and status.logs:
+            message = f"Running: {status.logs[-1].get('message', '')}"
+        else:
+            message = "Running"
+        if self.progress is not None and message != self.last:
+            await self.progress(message)
+        self.last = message
+
+
 def _retry_delay(attempt: int, retry_after: str | None, cap: float) -> float:
     if retry_after:
         try:
@@ -65,6 +87,7 @@ class FalGateway:
         self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
         self._cached: dict[tuple, tuple[float, Any]] = {}  # platform API answers, with expiry
         self._downloads = None
+        self._streams_supported = True
         # Requests to fal in flight at once; more wait their turn (see falclient.POOL_CONNECTIONS).
         self._in_flight = anyio.CapacityLimiter(falclient.MAX_IN_FLIGHT)
 
@@ -101,7 +124,8 @@ class FalGateway:
 
     # -- retries -----------------------------------------------------------------
 
-    async def _call(self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
+    async def _call(self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool,
+                    limited: bool = True) -> Any:
         """Run one fal request with our retry policy.
 
         429 and 502-504 are retried for every request (the request was not
@@ -114,6 +138,8 @@ class FalGateway:
         for attempt in range(self.settings.max_retries + 1):
             self.stats.count(kind)
             try:
+                if not limited:  # a status stream holds its connection for the whole job
+                    return await operation()
                 async with self._in_flight:
                     return await operation()
             except FalClientHTTPError as exc:
@@ -124,7 +150,7 @@ class FalGateway:
                     raise
                 headers = {k.lower(): v for k, v in (exc.response_headers or {}).items()}
                 delay = _retry_delay(attempt, headers.get("retry-after"), self.settings.max_retry_after)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.TransportError) as exc:
+            except (httpx.TransportError, ConnectionResetError) as exc:
                 before_sending = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 if not (idempotent or before_sending) or attempt == self.settings.max_retries:
                     exc.retries = attempt  # type: ignore[attr-defined]
@@ -225,27 +251,43 @@ class FalGateway:
         return cost
 
     async def _follow(self, handle, progress: Progress | None) -> tuple[str, ...]:
-        """Poll the job's status until it completes, reporting each change; a finished job is
-        noticed within about one poll interval (as fal_client's own polling)."""
-        from fal_client import Completed, InProgress, Queued
+        """Follow the job until it completes, reporting each change of its status.
 
-        last_message = None
+        fal's status stream pushes every change as it happens: one request per job, and completion
+        seen at once. Where the queue has no stream (a proxy, an older deployment), poll instead,
+        every poll_interval (so completion is seen within ~100 ms, like fal_client's own polling).
+        """
+        reporter = _Reporter(progress)
+        if self._streams_supported:
+            try:
+                return await self._call("status", lambda: self._follow_stream(handle, reporter),
+                                        idempotent=True, limited=False)
+            except falclient.StreamUnsupported:
+                self._streams_supported = False
+                log.info("fal's queue has no status stream here; polling instead")
         while True:
             status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
-            if isinstance(status, Completed):
-                if status.error:
-                    await self._raise_failure(handle, status)
-                return tuple(entry.get("message", "") for entry in status.logs or ())
-            if isinstance(status, Queued):
-                message = f"In queue, position {status.position}"
-            elif isinstance(status, InProgress) and status.logs:
-                message = f"Running: {status.logs[-1].get('message', '')}"
-            else:
-                message = "Running"
-            if progress is not None and message != last_message:
-                await progress(message)
-            last_message = message
+            if await self._completed(handle, status, reporter):
+                return reporter.logs
             await anyio.sleep(self.settings.poll_interval)
+
+    async def _follow_stream(self, handle, reporter: _Reporter) -> tuple[str, ...]:
+        async for status in falclient.stream_status(self.client, handle):
+            if await self._completed(handle, status, reporter):
+                return reporter.logs
+        raise ConnectionResetError("fal's status stream ended before the job completed")
+
+    async def _completed(self, handle, status, reporter: _Reporter) -> bool:
+        """Report a status; True once the job is done (a failed job raises)."""
+        from fal_client import Completed
+
+        if isinstance(status, Completed):
+            if status.error:
+                await self._raise_failure(handle, status)
+            reporter.logs = tuple(entry.get("message", "") for entry in status.logs or ())
+            return True
+        await reporter.report(status)
+        return False
 
     async def _raise_failure(self, handle, status) -> None:
         """A job that completed with an error: its result carries the details (e.g. 422 with each

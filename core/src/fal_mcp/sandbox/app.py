@@ -25,10 +25,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import catalog, generate, platform
 from .state import Job, SandboxState, file_url
+
+STREAM_CHECK = 0.02  # how often a status stream looks for a change in its job
 
 log = logging.getLogger("fal_mcp.sandbox")
 
@@ -120,6 +122,8 @@ class SandboxApp:
             ("POST", r"/_sandbox/config", "control", None, self.control_config),
             ("POST", r"/_sandbox/reset", "control", None, self.control_reset),
             ("GET", rf"/queue/{app}/status", "status", "key", self.status),
+            # Following a job by stream counts as the "status" route too, for records and faults.
+            ("GET", rf"/queue/{app}/status/stream", "status", "key", self.status_stream),
             ("PUT", rf"/queue/{app}/cancel", "cancel", "key", self.cancel),
             ("GET", rf"/queue/{app}", "result", "key", self.result),
             ("POST", rf"/queue/{endpoint}", "submit", "key", self.submit),
@@ -408,6 +412,32 @@ class SandboxApp:
             return detail(404, f"Request '{request_id}' not found")
         with_logs = call.request.query_params.get("logs", "0").lower() in ("1", "true", "yes")
         return JSONResponse(self._status_body(job, with_logs), headers={"x-fal-request-id": request_id})
+
+    async def status_stream(self, call: Call, app: str, request_id: str) -> Response:
+        """fal's status stream: a server-sent event with the status object at every change, a comment
+        line every 15 s to keep the connection open, and the end of the stream after COMPLETED."""
+        job = self._job(app, request_id)
+        if job is None:
+            return detail(404, f"Request '{request_id}' not found")
+        with_logs = call.request.query_params.get("logs", "0").lower() in ("1", "true", "yes")
+
+        async def events():
+            seen, quiet = None, 0.0
+            while True:
+                state = (job.status, job.queue_position, len(job.logs))
+                if state != seen:
+                    seen, quiet = state, 0.0
+                    yield f"data: {json.dumps(self._status_body(job, with_logs))}\n\n"
+                if job.finished:
+                    return
+                await asyncio.sleep(STREAM_CHECK)
+                quiet += STREAM_CHECK
+                if quiet >= 15:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"x-fal-request-id": request_id, "cache-control": "no-cache"})
 
     async def result(self, call: Call, app: str, request_id: str) -> Response:
         job = self._job(app, request_id)

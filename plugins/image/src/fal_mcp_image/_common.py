@@ -81,7 +81,9 @@ def encode(image, output_format: str) -> bytes:
         flat.paste(rgba, mask=rgba.getchannel("A"))
         image = flat
     buffer = io.BytesIO()
-    image.save(buffer, pil_format, **({"quality": 92} if pil_format in ("JPEG", "WEBP") else {}))
+    # PNG at zlib level 1: about 4x faster than the default 6 on large images, for somewhat larger files
+    options = {"JPEG": {"quality": 92}, "WEBP": {"quality": 92}, "PNG": {"compress_level": 1}}
+    image.save(buffer, pil_format, **options.get(pil_format, {}))
     return buffer.getvalue()
 
 
