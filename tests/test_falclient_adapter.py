@@ -47,3 +47,7 @@ def test_private_helpers_we_use_keep_their_shape():
     assert "await self._client" in source and '"Authorization": auth.header_value' in source
     assert {"Queued", "InProgress", "Completed"} <= set(dir(fal_client))
     assert "error" in client.Completed.__dataclass_fields__
+    # the status stream reuses fal_client's own parsing of a status object
+    parsed = client.AsyncRequestHandle._parse_status(None, {"status": "IN_QUEUE", "queue_position": 3})
+    assert parsed == client.Queued(position=3)
+    assert callable(client._raise_for_status)
