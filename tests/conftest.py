@@ -151,3 +151,40 @@ def http_server(args: list[str], env: dict[str, str], timeout: float = 30):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@asynccontextmanager
+async def tool_table_for(sb, registry, **overrides):
+    """Like the tool_table fixture, with settings overrides (FAL_MCP_* names): `async with
+    tool_table_for(sandbox, registry, FAL_MCP_ALLOWED_DIRS=...) as table:`."""
+    from fal_mcp.server import ToolTable
+
+    settings = sandbox_settings(sb, **{"FAL_MCP_MAX_RETRY_AFTER": 0.5, **overrides})
+    async with FalGateway(settings) as gw:
+        yield ToolTable(registry, settings, gw)
+
+
+def count_routes(sb, *routes: str) -> int:
+    """How many requests the sandbox received on these routes (submit, status, result, cancel, upload...)."""
+    return sum(1 for request in sb.state.requests if request["route"] in routes)
+
+
+@pytest.fixture(scope="module")
+def portal():
+    """An event loop in a background thread, for synchronous tests (hypothesis draws, many fast calls):
+    `portal.call(table.call, name, arguments)`."""
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal() as portal:
+        yield portal
+
+
+@pytest.fixture(scope="module")
+def portal_sandbox(portal):
+    """One sandbox per module, served by `portal`'s event loop."""
+    from fal_mcp.sandbox import Sandbox
+
+    sb = Sandbox()
+    portal.call(sb.start)
+    yield sb
+    portal.call(sb.stop)

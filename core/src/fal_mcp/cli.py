@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 
 from .config import ConfigError, Settings
+from .errors import scrub_logs
 
 log = logging.getLogger("fal_mcp")
 TRANSPORTS = ("stdio", "http", "sse", "dual")
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
         settings = Settings.from_env()
+        scrub_logs([settings.fal_key])
         return args.run(args, settings)
     except ConfigError as exc:
         print(f"fal-mcp: configuration error: {exc}", file=sys.stderr)

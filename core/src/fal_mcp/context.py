@@ -76,9 +76,10 @@ class ToolContext:
     async def media_url(self, value: str) -> str:
         """An https URL as is; a data: URI or an allowed local file uploaded to fal storage (once per
         content). MediaError says why a value is refused."""
-        from .media import is_remote, to_fal_url
+        from .media import check_url_syntax, is_remote, to_fal_url
 
         if is_remote(value):
+            check_url_syntax(value)  # passed on to fal as is: it must at least be well formed
             return value
         dirs = [] if value.startswith("data:") else await self.allowed_dirs()
         return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs)

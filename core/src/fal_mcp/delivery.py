@@ -80,16 +80,16 @@ async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int 
     import anyio
     import httpx
 
-    from .media import check_url
+    from .media import check_url, pinned_request
 
-    await check_url(url, trusted_urls)
+    request = pinned_request(url, await check_url(url, trusted_urls))
     path = _unused(path)
     written = 0
     try:
         async with contextlib.AsyncExitStack() as stack:
             if http is None:
                 http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-            async with http.stream("GET", url, follow_redirects=False) as response:
+            async with http.stream("GET", **request, follow_redirects=False) as response:
                 if response.status_code >= 300:  # redirects too: only the checked URL is fetched
                     raise MediaError(f"downloading {url} failed with HTTP {response.status_code}")
                 async with await anyio.open_file(path, "xb") as out:

@@ -6,6 +6,7 @@ text comes from here: never a traceback, never the API key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,11 +49,47 @@ def detail_text(detail: Any) -> str:
     return str(detail)
 
 
+# How much of a rejected value a message echoes back: enough to recognise it, never a megabyte.
+ECHO_LIMIT = 60
+
+
+def shown(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)`, cut to `limit` characters, for quoting user input in a message."""
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class _ScrubbingFilter(logging.Filter):
+    """Takes secrets out of every record a handler writes, whoever logged it: libraries (fal_client,
+    httpx) log upstream error text, which may quote the key."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), self.secrets)
+        return True
+
+
+def scrub_logs(secrets: Iterable[str | None]) -> None:
+    """Make every handler of the root logger drop `secrets` from what it writes."""
+    present = [secret for secret in secrets if secret]
+    if present:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_ScrubbingFilter(present))
 
 
 def describe(exc: BaseException, *, endpoint_id: str = "", retries: int = 0) -> str:

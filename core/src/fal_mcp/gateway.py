@@ -3,7 +3,8 @@
 Every model call goes through the queue (submit, follow status, fetch the
 result) so that a call can report progress and be cancelled. No paid job
 is left running behind an abandoned call: on timeout, client cancel or
-disconnect, the fal request is cancelled before the error propagates.
+disconnect, or a status that can no longer be followed, the fal request is
+cancelled before the error propagates.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class _Reporter:
         self.progress = progress
         self.last: str | None = None
         self.logs: tuple[str, ...] = ()
+        self.finished = False  # the job completed (successfully or not): there is nothing to cancel
 
     async def report(self, status) -> None:
         from fal_client import InProgress, Queued
@@ -173,30 +175,35 @@ class FalGateway:
 
         Raises ToolError with a readable message for every failure.
         """
-        handle = None
+        handle, reporter = None, _Reporter(progress)
         if self.settings.max_cost_per_call is not None:
             await self.check_budget(endpoint_id)
         try:
             with anyio.fail_after(timeout):
                 handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
                                           idempotent=False)
-                logs = await self._follow(handle, progress)
+                logs = await self._follow(handle, reporter)
                 data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
             return FalResult(endpoint_id, handle.request_id, data, logs)
         except TimeoutError:
+            cancelled = ""
             if handle is not None:
-                await self.cancel(endpoint_id, handle.request_id)
-            cancelled = " The fal request was cancelled." if handle is not None else ""
+                cancelled = " The fal request was cancelled."
+                if not await self.cancel(endpoint_id, handle.request_id):
+                    cancelled = " Cancelling the fal request failed (it may have finished, or may still run)."
             raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
                             "Raise FAL_MCP_TIMEOUT (or FAL_MCP_TIMEOUT_<CATEGORY>) for longer jobs.") from None
         except anyio.get_cancelled_exc_class():
             if handle is not None:  # the MCP client cancelled or went away
                 await self.cancel(endpoint_id, handle.request_id)
             raise
-        except ToolError:
-            raise
         except Exception as exc:
-            raise self._error(exc, endpoint_id) from None
+            error = exc if isinstance(exc, ToolError) else self._error(exc, endpoint_id)
+            if handle is not None and not reporter.finished:  # it can no longer be followed: stop it
+                cancelled = await self.cancel(endpoint_id, handle.request_id)
+                error = ToolError(f"{error} " + ("The fal request was cancelled." if cancelled else
+                                                 "Cancelling the fal request failed (it may still run)."))
+            raise error from None
 
     # -- jobs by request id (background jobs; any replica can follow them) -------------
 
@@ -250,14 +257,13 @@ class FalGateway:
                             f"(from historical prices), more than FAL_MCP_MAX_COST_PER_CALL={limit:g}")
         return cost
 
-    async def _follow(self, handle, progress: Progress | None) -> tuple[str, ...]:
+    async def _follow(self, handle, reporter: _Reporter) -> tuple[str, ...]:
         """Follow the job until it completes, reporting each change of its status.
 
         fal's status stream pushes every change as it happens: one request per job, and completion
         seen at once. Where the queue has no stream (a proxy, an older deployment), poll instead,
         every poll_interval (so completion is seen within ~100 ms, like fal_client's own polling).
         """
-        reporter = _Reporter(progress)
         if self._streams_supported:
             try:
                 return await self._call("status", lambda: self._follow_stream(handle, reporter),
@@ -282,6 +288,7 @@ class FalGateway:
         from fal_client import Completed
 
         if isinstance(status, Completed):
+            reporter.finished = True
             if status.error:
                 await self._raise_failure(handle, status)
             reporter.logs = tuple(entry.get("message", "") for entry in status.logs or ())

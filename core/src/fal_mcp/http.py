@@ -85,7 +85,8 @@ def _matches(value: str, patterns: tuple[str, ...]) -> bool:
     for pattern in patterns:
         if pattern == "*" or value == pattern:
             return True
-        if pattern.endswith(":*") and value.rsplit(":", 1)[0] == pattern[:-2] and ":" in value.replace("[::1]", ""):
+        name, colon, port = value.rpartition(":")
+        if pattern.endswith(":*") and colon and name == pattern[:-2] and port.isdigit():  # host:* is any port
             return True
     return False
 
@@ -201,7 +202,8 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
         packs = [{"name": p.name, "distribution": p.distribution, "version": p.version}
                  for p in table.registry.packs if p.status == "active"]
         return JSONResponse({"status": "ok", "packs": packs, "tools": len(table.registry.tools),
-                             "transports": list(transports), "stateless": settings.stateless})
+                             "transports": list(transports), "stateless": settings.stateless,
+                             "calls_in_flight": table.calls_in_flight})
 
     routes.append(Route("/health", health, methods=["GET"]))
     manager = None

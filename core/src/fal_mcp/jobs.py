@@ -110,9 +110,10 @@ def decode_job(settings, job_id: str) -> dict:
 
 
 class SubmitJobInput(ToolInput):
-    tool: str | None = Field(None, description="A generation tool to run in the background, e.g. generate_video")
+    tool: str | None = Field(None, max_length=64,
+                             description="A generation tool to run in the background, e.g. generate_video")
     arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments")
-    model: str | None = Field(None, description="Or: any fal model (as for run_model)")
+    model: str | None = Field(None, max_length=200, description="Or: any fal model (as for run_model)")
     input: dict[str, Any] | None = Field(None, description="The model's input (with `model`)")
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 8000 x 8000
 FETCH_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
-
+MAX_URL_LENGTH = 8192  # longer http(s) URLs are refused (servers refuse them anyway)
 
 
 class _MediaInput:
@@ -75,6 +76,29 @@ def _trusted_hosts(fal_urls) -> set[tuple[str, int | None]]:
     return trusted
 
 
+def check_url_syntax(url: str) -> tuple[str, int | None]:
+    """An http(s) URL must at least be well formed before it is fetched or passed on to fal:
+    (host, port), or MediaError saying what is wrong with it."""
+    from .errors import shown
+
+    if len(url) > MAX_URL_LENGTH:
+        raise MediaError(f"the URL is {len(url)} characters long, more than {MAX_URL_LENGTH}")
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        raise MediaError("the URL contains spaces or control characters (encode them as %20, ...)")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise MediaError(f"the URL {shown(url)} is malformed ({exc})") from None
+    if not host:
+        raise MediaError(f"the URL {shown(url)} has no host")
+    netloc = parts.netloc.rpartition("@")[2]  # without user:password@
+    name = netloc if netloc.startswith("[") else netloc.split(":", 1)[0]
+    if not (name.startswith("[") or re.fullmatch(r"[\w.-]+", name)):
+        raise MediaError(f"the URL {shown(url)} has an invalid host name")
+    return host, port
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
@@ -82,28 +106,43 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, trusted_urls=()) -> None:
-    """Refuse a URL that is not http(s), or whose host resolves to a non-public address
-    (unless it is one of the configured fal hosts, such as a local sandbox)."""
+async def check_url(url: str, trusted_urls=()) -> str | None:
+    """Refuse a URL that is not http(s), is malformed, or whose host resolves to a non-public address
+    (unless it is one of the configured fal hosts, such as a local sandbox). Returns the address to
+    connect to, the one checked (None for a fal host): a second lookup could answer differently."""
     import anyio
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise MediaError(f"only http and https URLs can be fetched, not {parts.scheme or 'a bare path'}:")
-    host = parts.hostname
-    if not host:
-        raise MediaError("the URL has no host")
-    if (host, parts.port) in _trusted_hosts(trusted_urls):
-        return
+    from .errors import shown
+
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        raise MediaError(f"only http and https URLs can be fetched, not {scheme or 'a bare path'}:")
+    host, port = check_url_syntax(url)
+    if (host, port) in _trusted_hosts(trusted_urls):
+        return None
     try:
-        infos = await anyio.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                        type=socket.SOCK_STREAM)
+        port = port or (443 if scheme == "https" else 80)
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise MediaError(f"the host {host!r} could not be resolved") from None
+        raise MediaError(f"the host {shown(host, 100)} could not be resolved") from None
     for info in infos:
         if not _is_public(info[4][0]):
-            raise MediaError(f"the host {host!r} resolves to a private, loopback or reserved address "
-                             f"({info[4][0]}); only public addresses can be fetched")
+            raise MediaError(f"the host {shown(host, 100)} resolves to a private, loopback or reserved "
+                             f"address ({info[4][0]}); only public addresses can be fetched")
+    return infos[0][4][0]
+
+
+def pinned_request(url: str, address: str | None) -> dict:
+    """Arguments for `http.stream("GET", **...)` that send the request for `url` to `address`, the
+    address check_url approved, with the URL's own Host header and TLS server name."""
+    if address is None:
+        return {"url": url}
+    import httpx
+
+    target = httpx.URL(url)
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return {"url": target.copy_with(host=address), "headers": {"Host": target.netloc.decode("ascii")},
+            "extensions": extensions}
 
 
 async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTES,
@@ -121,8 +160,8 @@ async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTE
                 if http is None:
                     http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
                 for _ in range(MAX_REDIRECTS + 1):
-                    await check_url(url, trusted_urls)
-                    async with http.stream("GET", url, follow_redirects=False) as response:
+                    request = pinned_request(url, await check_url(url, trusted_urls))
+                    async with http.stream("GET", **request, follow_redirects=False) as response:
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue
@@ -154,6 +193,8 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Any:
 
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # PIL's own, far higher limit, checked on opening
+        raise MediaError(f"it has more pixels than the limit of {max_pixels} ({exc})") from None
     except (UnidentifiedImageError, OSError):
         raise MediaError("it is not an image PIL can read") from None
     width, height = image.size
@@ -204,30 +245,38 @@ def local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes
     import os
     from pathlib import Path
 
+    from .errors import shown
+
     if "\x00" in text:
         raise MediaError("the path contains a NUL byte")
     if "://" in text or text.startswith(("file:", "ftp:", "gopher:")):
         raise MediaError("only http(s) URLs, data: URIs and local paths are accepted")
     roots = [Path(os.path.realpath(d)) for d in allowed_dirs]
-    shown = ", ".join(str(r) for r in roots)
-    candidate = Path(os.path.expanduser(text))
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate if roots else candidate
-    resolved = Path(os.path.realpath(candidate))  # follows symlinks and '..'
-    root = next((r for r in roots if resolved == r or r in resolved.parents), None)
-    if root is None:
-        raise MediaError(f"{text!r} is outside the allowed directories ({shown}); set FAL_MCP_ALLOWED_DIRS "
-                         "or open the file's folder as a root in your client")
-    inside = resolved.relative_to(root).parts
-    lexical = candidate.parts
-    if not allow_hidden and any(part.startswith(".") and part not in (".", "..") for part in (*inside, *lexical)):
-        raise MediaError(f"{text!r} is or is inside a hidden file or directory; those are refused "
-                         "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)")
-    if not resolved.is_file():
-        raise MediaError(f"{text!r} is not a file")
-    size = resolved.stat().st_size
+    given = shown(text, 200)
+    allowed = ", ".join(str(r) for r in roots)
+    try:
+        candidate = Path(os.path.expanduser(text))
+        if not candidate.is_absolute():
+            candidate = roots[0] / candidate if roots else candidate
+        resolved = Path(os.path.realpath(candidate))  # follows symlinks and '..'
+        root = next((r for r in roots if resolved == r or r in resolved.parents), None)
+        if root is None:
+            raise MediaError(f"{given} is outside the allowed directories ({allowed}); set "
+                             "FAL_MCP_ALLOWED_DIRS or open the file's folder as a root in your client")
+        inside = resolved.relative_to(root).parts
+        lexical = candidate.parts
+        hidden = any(part.startswith(".") and part not in (".", "..") for part in (*inside, *lexical))
+        if hidden and not allow_hidden:
+            raise MediaError(f"{given} is or is inside a hidden file or directory; those are refused "
+                             "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)")
+        if not resolved.is_file():
+            raise MediaError(f"{given} is not a file")
+        size = resolved.stat().st_size
+    except OSError as exc:  # a name too long, a loop of symlinks, no permission...
+        raise MediaError(f"{given} cannot be read ({exc.strerror or type(exc).__name__})") from None
     if size > max_bytes:
-        raise MediaError(f"{text!r} is {size} bytes, more than the limit of {max_bytes} (FAL_MCP_MAX_UPLOAD_MB)")
+        raise MediaError(f"{given} is {size} bytes, more than the limit of {max_bytes} "
+                         "(FAL_MCP_MAX_UPLOAD_MB)")
     return resolved
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ToolInput(BaseModel):
     """Base for tool input models: unknown fields are refused, naming the field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class OutputFile(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
 from .config import Settings
+from .errors import scrub, shown
 from .hookspecs import HOOK_TYPES, PROJECT
 from .types import Model, PriceHint, Recommendation, Tool
 
@@ -83,7 +84,7 @@ class Registry:
             if name in (model.alias, model.endpoint_id):
                 return model
         choices = ", ".join(sorted(m.alias for m in models))
-        raise ValueError(f"unknown model {name!r}; choose one of: {choices}")
+        raise ValueError(f"unknown model {shown(name)}; choose one of: {choices}")
 
     def _check_conflicts(self, pack: Pack, found: Contributions) -> None:
         seen_tools: set[str] = set()
@@ -195,7 +196,8 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             found = _collect(manager, entry, entry.load())
             registry.add(pack, found)
         except Exception as exc:  # a broken pack must not take the others down
-            pack.status, pack.error = "failed", f"{type(exc).__name__}: {exc}"
+            # shown by `fal-mcp plugins` and logged: a pack's message must not carry the key
+            pack.status, pack.error = "failed", scrub(f"{type(exc).__name__}: {exc}", [settings.fal_key])
             if manager.has_plugin(entry.name):
                 manager.unregister(name=entry.name)
             log.error("fal-mcp: pack %r (%s) failed to load: %s", entry.name, pack.label, pack.error)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .context import ToolContext
-from .errors import ToolError, scrub
+from .errors import ToolError, scrub, shown
 from .gateway import FalGateway
 from .outputs import GenerationOutput
 from .plugins import Registry
@@ -24,8 +24,8 @@ from .types import Tool
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "fal-mcp"
-# How much of a rejected value to echo back in a validation message.
-ECHO_LIMIT = 60
+# The longest message kept for one invalid field (a validator may quote a huge value in its message).
+FIELD_MESSAGE_LIMIT = 300
 
 
 def _version() -> str:
@@ -41,11 +41,13 @@ def format_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        if len(where) > FIELD_MESSAGE_LIMIT:
+            where = where[:FIELD_MESSAGE_LIMIT] + "..."
         message = error["msg"]
+        if len(message) > FIELD_MESSAGE_LIMIT:
+            message = message[:FIELD_MESSAGE_LIMIT] + "..."
         if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
-            shown = repr(error["input"])
-            shown = shown if len(shown) <= ECHO_LIMIT else shown[:ECHO_LIMIT] + "..."
-            message += f" (got {shown})"
+            message += f" (got {shown(error['input'])})"
         problems.append(f"{where}: {message}")
     return "; ".join(problems)
 
@@ -98,6 +100,7 @@ class ToolTable:
         self._listing = None
         self.outputs = Outputs()
         self.jobs: list[dict[str, Any]] = []  # background jobs submitted in this run, for list_jobs
+        self.calls_in_flight = 0  # tool calls running now (shown by /health)
 
     def listing(self):
         from mcp import types
@@ -136,6 +139,9 @@ class ToolTable:
                 except MediaError as exc:
                     where = f"{name}[{index}]" if is_list else name
                     raise ToolError(f"Invalid arguments for {tool.name}: {where}: {exc}") from None
+                except ToolError as exc:  # the upload to fal storage failed: say which input
+                    where = f"{name}[{index}]" if is_list else name
+                    raise ToolError(f"{where}: uploading it to fal storage failed: {exc}") from None
             updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
@@ -146,7 +152,7 @@ class ToolTable:
         tool = self.registry.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.registry.tools)) or "none"
-            raise ToolError(f"Unknown tool {name!r}. Available tools: {known}.")
+            raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.")
         try:
             args = tool.input_model.model_validate(arguments or {})
         except ValidationError as exc:
@@ -166,12 +172,16 @@ class ToolTable:
 
         `allowed_dirs`, when given, is an async function returning the client's roots.
         """
+        self.calls_in_flight += 1
         try:
-            tool, result = await self.invoke(name, arguments, report_progress=report_progress,
-                                             allowed_dirs=allowed_dirs)
-        except Exception as exc:
-            return self.failure(name, exc)
-        return await self.package(tool, result)
+            try:
+                tool, result = await self.invoke(name, arguments, report_progress=report_progress,
+                                                 allowed_dirs=allowed_dirs)
+            except Exception as exc:
+                return self.failure(name, exc)
+            return await self.package(tool, result)
+        finally:
+            self.calls_in_flight -= 1
 
     def failure(self, name: str, exc: Exception):
         """The one mapping of a failed call to an isError result."""
@@ -305,9 +315,66 @@ def build_server(table: ToolTable, in_flight: dict | None = None):
                   on_list_resources=on_list_resources, on_read_resource=on_read_resource)
 
 
+def protocol_error(problem: Exception):
+    """The JSON-RPC 2.0 answer to a line that is not a message: -32700 if it is not JSON, else -32600,
+    with the request's id when it has a usable one (so its sender is not left waiting), else null."""
+    from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+    from pydantic import ValidationError
+
+    errors = problem.errors(include_url=False) if isinstance(problem, ValidationError) else []
+    if not errors or any(error["type"] == "json_invalid" for error in errors):
+        return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message="Parse error"))
+    sent = next((error["input"] for error in errors if isinstance(error.get("input"), dict)), {})
+    request_id = sent.get("id") if "method" in sent else None
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
+        request_id = None
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
+        code=INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 request, notification or "
+                                      "response"))
+
+
+class _AnsweringMalformed:
+    """The read side of the stdio transport, answering each line that is not a JSON-RPC message with
+    the protocol's error (the SDK only logs and drops it, leaving a waiting sender waiting forever)."""
+
+    def __init__(self, read_stream, write_stream) -> None:
+        self.inner, self.write_stream = read_stream, write_stream
+
+    def __getattr__(self, name):  # last_context and the rest of the stream's interface
+        return getattr(self.inner, name)
+
+    async def receive(self):
+        from mcp.shared.message import SessionMessage
+
+        while True:
+            item = await self.inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            log.info("malformed JSON-RPC line on stdin: %s", type(item).__name__)
+            await self.write_stream.send(SessionMessage(protocol_error(item)))
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import anyio
+
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.inner.aclose()
+
+
 async def serve_stdio(table: ToolTable) -> None:
     from mcp.server.stdio import stdio_server
 
     server = build_server(table)
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        await server.run(_AnsweringMalformed(read_stream, write_stream), write_stream,
+                         server.create_initialization_options())
