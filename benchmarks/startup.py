@@ -53,6 +53,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
+    # A pip install compiles bytecode; this checkout's editable sources may have none (e.g. with
+    # PYTHONDONTWRITEBYTECODE set), which would charge compiling them to every start.
+    root = HERE.parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "core" / "src"),
+                    *[str(path) for path in (root / "plugins").glob("*/src")]], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FAL_MCP_"))}
     ours = [str(BIN / "fal-mcp"), "serve"]
     bare = [sys.executable, str(HERE / "bare_server.py")]
