@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from contextlib import asynccontextmanager, contextmanager
@@ -10,73 +9,47 @@ from pathlib import Path
 
 import pytest
 
-from fal_mcp.config import Settings
 from fal_mcp.gateway import FalGateway
+
+# The fixtures pack authors get from fal_mcp.testing serve this project's own tests too:
+# anyio_backend, fal_isolated (autouse: no real key or login, fal_client's hosts restored after each
+# test), fal_sandbox, fal_registry and fal_tools, here also under shorter names.
+from fal_mcp.testing import (  # noqa: F401
+    anyio_backend,
+    fal_isolated,
+    fal_registry,
+    fal_sandbox,
+    fal_tools,
+    sandbox_settings,
+)
+from fal_mcp.testing import clean_env as server_env  # noqa: F401
 
 TESTS = Path(__file__).parent
 PACKS = TESTS / "packs"
 
 
+
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_real_credentials(monkeypatch, tmp_path_factory):
-    """No test may read a developer's fal login or key."""
-    monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path_factory.mktemp("falhome")))
-    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(autouse=True)
-def restore_fal_client_globals(monkeypatch):
-    """The gateway points fal_client's module constants at a sandbox; undo that after each test."""
-    import fal_client.client as client
-
-    from fal_mcp.falclient import HOST_CONSTANTS
-
-    for name in (*HOST_CONSTANTS, "MAX_ATTEMPTS"):
-        monkeypatch.setattr(client, name, getattr(client, name))
+def sandbox(fal_sandbox):
+    return fal_sandbox
 
 
 @pytest.fixture
-async def sandbox():
-    from fal_mcp.sandbox import Sandbox
-
-    async with Sandbox() as sb:
-        yield sb
+def registry(fal_registry):
+    return fal_registry
 
 
-def sandbox_settings(sb, **overrides) -> Settings:
-    env = dict(sb.env())
-    env.update({name: str(value) for name, value in overrides.items()})
-    return Settings.from_env(env)
+@pytest.fixture
+def tool_table(fal_tools):
+    """Every installed tool, served in-process against the sandbox: `await tool_table.call(name, args)`
+    returns the CallToolResult an MCP client would get."""
+    return fal_tools
 
 
 @pytest.fixture
 async def gateway(sandbox):
     async with FalGateway(sandbox_settings(sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)) as gw:
         yield gw
-
-
-@pytest.fixture(scope="session")
-def registry():
-    from fal_mcp.plugins import load_plugins
-
-    return load_plugins(Settings.from_env({}))
-
-
-@pytest.fixture
-async def tool_table(sandbox, registry):
-    """Every installed tool, served in-process against the sandbox: `await tool_table.call(name, args)`
-    returns the CallToolResult an MCP client would get."""
-    from fal_mcp.server import ToolTable
-
-    settings = sandbox_settings(sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)
-    async with FalGateway(settings) as gw:
-        yield ToolTable(registry, settings, gw)
 
 
 @pytest.fixture(scope="session")
@@ -98,13 +71,6 @@ def test_packs_dir(tmp_path_factory) -> Path:
                     *[str(path) for path in sorted(PACKS.iterdir()) if path.is_dir()]],
                    check=True, capture_output=True)
     return target
-
-
-def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a server subprocess: this one's, minus credentials, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FAL_MCP_"))}
-    env.update(extra or {})
-    return env
 
 
 @asynccontextmanager
