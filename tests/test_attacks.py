@@ -150,8 +150,9 @@ PATH_ATTACKS = {
     "dotdot through a subdirectory": ("sub/../../secret.png", "outside the allowed directories"),
     "deep dotdot": ("../" * 20 + "etc/passwd", "outside the allowed directories"),
     "system file": ("/etc/passwd", "outside the allowed directories"),
-    "the server's environment": ("/proc/self/environ", "outside the allowed directories"),
-    "a device": ("/dev/zero", "outside the allowed directories"),
+    "the server's environment": ("/proc/self/environ", "system file"),
+    "the server's environment by descriptor": ("/dev/fd/0", "system file"),
+    "a device": ("/dev/zero", "system file"),
     "home directory": ("~/.ssh/id_rsa", "outside the allowed directories"),
     "symlink to a file outside": ("link.png", "outside the allowed directories"),
     "symlinked directory": ("linkdir/secret.png", "outside the allowed directories"),
@@ -491,7 +492,14 @@ def test_the_right_token_gets_in_and_health_needs_none(servers):
 
 # -- the fal key never shows -----------------------------------------------------------------------------
 
-SECRET = "fal-key-" + os.urandom(12).hex()
+KEY_ID, KEY_SECRET = "key-id-" + os.urandom(6).hex(), "key-secret/" + os.urandom(12).hex()
+SECRET = f"{KEY_ID}:{KEY_SECRET}"  # fal keys are id:secret; either half, in any encoding, is the key
+
+
+def key_forms() -> list[str]:
+    from urllib.parse import quote, quote_plus
+
+    return [form for part in (SECRET, KEY_ID, KEY_SECRET) for form in (part, quote(part, safe=""), quote_plus(part))]
 
 
 def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal, tmp_path):
@@ -504,8 +512,10 @@ def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal,
     env = server_env({**thread_sandbox.env(), "FAL_KEY": SECRET, "FAL_MCP_LOG_LEVEL": "DEBUG",
                       "FAL_MCP_ALLOWED_DIRS": str(tmp_path), "FAL_MCP_TIMEOUT": "2"})
     params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve"], env=env)
-    # Each fault's message carries the key, as a careless upstream error might.
-    leaks = f"key {SECRET} rejected"
+    # Each fault's message carries the key, as a careless upstream error might: whole, by halves, URL-encoded.
+    from urllib.parse import quote
+
+    leaks = f"key {SECRET} rejected (id {KEY_ID}, secret {quote(KEY_SECRET, safe='')}, {quote(SECRET, safe='')})"
     calls = [
         ([], "generate_image", {"prompt": "fine"}),
         ([dict(outcome="model_error", message=leaks)], "generate_image", {"prompt": "x"}),
@@ -542,7 +552,8 @@ def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal,
     assert "***" in "".join(seen), "no scrubbed message: the faults did not carry the key through"
     assert logs.strip(), "nothing was logged: the log check would prove nothing"
     for text in [*seen, logs]:
-        assert SECRET not in text
+        for form in key_forms():
+            assert form not in text
 
 
 def test_the_key_never_appears_in_the_plugins_listing(tmp_path):

@@ -84,15 +84,45 @@ async def test_invalid_jobs_are_refused_before_anything_is_spent(tool_table, san
     assert sandbox.state.submissions == []
 
 
-async def test_job_ids_are_signed(tool_table):
+async def test_job_ids_are_sealed_owned_and_expire(tool_table):
+    from dataclasses import replace
+
+    from fal_mcp.owners import STDIO, Principal
+
     settings = tool_table.settings
-    job_id = encode_job(settings, "generate_image", {"prompt": "x"}, "fal-ai/flux/schnell", "abc")
-    assert decode_job(settings, job_id)["r"] == "abc"
-    forged = encode_job(Settings.from_env({"FAL_KEY": "another-account"}), "generate_image", {},
-                        "fal-ai/flux/schnell", "victim-request")
-    for bad in (forged, job_id[:-2] + "xx", "job_nonsense.sig"):
-        result = await tool_table.call("check_job", {"job_id": bad})
-        assert result.is_error and "job_id:" in result.content[0].text
+    job_id = encode_job(settings, STDIO, "generate_image", {"prompt": "a secret plan"}, "fal-ai/flux/schnell",
+                        "abc")
+    assert decode_job(settings, job_id, STDIO)["r"] == "abc"
+    # nothing of the call can be read from the id, in any encoding
+    import base64
+    import zlib
+
+    raw = base64.urlsafe_b64decode(job_id[4:] + "=" * (-len(job_id[4:]) % 4))
+    with pytest.raises(zlib.error):
+        zlib.decompress(raw[12:])
+    assert b"secret" not in raw and "secret" not in job_id
+    other_secret = replace(settings, job_secret="x" * 40)
+    forged = encode_job(other_secret, STDIO, "generate_image", {}, "fal-ai/flux/schnell", "victim-request")
+    foreign = encode_job(settings, Principal("session:someone-else"), "generate_image", {}, "fal-ai/flux/schnell",
+                         "abc")
+    expired = encode_job(replace(settings, job_ttl=-1), STDIO, "generate_image", {}, "fal-ai/flux/schnell", "abc")
+    for bad in (forged, foreign, job_id[:-2] + ("xx" if not job_id.endswith("xx") else "yy"), "job_nonsense.sig",
+                expired):
+        for tool in ("check_job", "cancel_job"):
+            result = await tool_table.call(tool, {"job_id": bad})
+            assert result.is_error and "job_id:" in result.content[0].text
+    assert "expired" in (await tool_table.call("check_job", {"job_id": expired})).content[0].text
+    # a refusal tells a forged id from another owner's in no way
+    texts = {(await tool_table.call("check_job", {"job_id": bad})).content[0].text for bad in (forged, foreign)}
+    assert len(texts) == 1
+
+
+def test_a_short_job_secret_stops_the_server():
+    from fal_mcp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="FAL_MCP_JOB_SECRET"):
+        Settings.from_env({"FAL_MCP_JOB_SECRET": "x"})
+    assert Settings.from_env({"FAL_MCP_JOB_SECRET": "y" * 32}).job_secret == "y" * 32
 
 
 async def test_outputs_are_listed_and_read_as_resources():
@@ -114,7 +144,8 @@ async def test_a_video_job_submitted_in_one_process_is_finished_in_another(threa
     followed and fetched from another, as across replicas of a stateless deployment."""
     thread_sandbox.state.reset()
     thread_sandbox.state.set_config(job_seconds=3)
-    env = server_env(dict(thread_sandbox.env()))
+    # replicas share FAL_MCP_JOB_SECRET: without it each process has a random one of its own
+    env = server_env(dict(thread_sandbox.env(), FAL_MCP_JOB_SECRET="replicas-share-this-secret-0123456789"))
     arguments = {"prompt": "a slow pan over mountains", "model": "kling.t2v", "duration": 10, "seed": 3}
     try:
         async with stdio_client(["serve"], env) as first:

@@ -162,7 +162,7 @@ async def test_previews_can_be_turned_off(sandbox, registry):
     assert not result.is_error and not [c for c in result.content if c.type == "image"]
 
 
-async def test_outputs_are_saved_without_overwriting(sandbox, registry, tmp_path):
+async def test_outputs_are_saved_once_without_overwriting(sandbox, registry, tmp_path):
     out = tmp_path / "out"
     settings = sandbox_settings(sandbox, FAL_MCP_OUTPUT_DIR=str(out))
     async with FalGateway(settings) as gateway:
@@ -177,13 +177,13 @@ async def test_outputs_are_saved_without_overwriting(sandbox, registry, tmp_path
         assert f"Saved: {files[0]['local_path']}" in result.content[0].text
         local_links = [c for c in result.content if c.type == "resource_link" and str(c.uri).startswith("file:")]
         assert len(local_links) == 2
-        # a name already taken is never overwritten
+        # an output is written once: saving it again keeps the file there, never a second copy
         from fal_mcp.delivery import save
 
         taken = out / f"generate_image_{request_id}_0.jpg"
-        before = taken.read_bytes()
+        taken.write_bytes(b"kept")
         again = await save(files[0]["url"], taken, trusted_urls=list(settings.urls.values()))
-        assert again.name == f"generate_image_{request_id}_0-1.jpg" and taken.read_bytes() == before
+        assert again == taken and taken.read_bytes() == b"kept" and len(list(out.iterdir())) == 2
 
 
 async def test_client_roots_decide_the_allowed_directories_over_stdio(tmp_path):

@@ -9,11 +9,12 @@ from .context import ToolContext
 from .errors import ToolError
 from .gateway import FalResult
 from .hookspecs import hookimpl
-from .media import MediaError, MediaUrl, open_image
+from .media import MAX_PIXELS, MediaError, MediaUrl, open_image
 from .outputs import GenerationOutput, OutputFile, ToolInput, find_files
 from .types import EndpointCall, Model, PriceHint, Recommendation, Tool, ToolHints, ToolResult
 
 __all__ = [
+    "MAX_PIXELS",
     "EndpointCall",
     "FalResult",
     "GenerationOutput",

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
         settings = Settings.from_env()
-        scrub_logs([settings.fal_key])
+        scrub_logs(settings.secrets())
         return args.run(args, settings)
     except ConfigError as exc:
         print(f"fal-mcp: configuration error: {exc}", file=sys.stderr)

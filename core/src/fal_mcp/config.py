@@ -26,7 +26,11 @@ class ConfigError(ValueError):
     pass
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def number_setting(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """The number in `env[name]` (else `default`); ConfigError naming the variable if it is not a finite
+    number of at least `minimum`."""
+    import math
+
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -34,6 +38,8 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
@@ -90,6 +96,12 @@ class Settings:
     # How long fal's model catalogue and prices are cached, in seconds.
     catalog_ttl: float = 3600.0
     output_dir: str | None = None
+    # Encrypts and signs job ids; None: a random secret for this process (ids die with it).
+    job_secret: str | None = field(default=None, repr=False)
+    # How long a job id stays valid, in seconds.
+    job_ttl: float = 7 * 24 * 3600.0
+    # Other secrets of this deployment (bearer token, key parts), kept out of every message and log.
+    other_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,27 +109,34 @@ class Settings:
         categories = dict(CATEGORY_TIMEOUTS)
         for name, raw in env.items():
             if name.startswith("FAL_MCP_TIMEOUT_") and raw.strip():
-                categories[name.removeprefix("FAL_MCP_TIMEOUT_").lower()] = _number(env, name, 0, 1)
+                categories[name.removeprefix("FAL_MCP_TIMEOUT_").lower()] = number_setting(env, name, 0, 1)
         return cls(
             urls={kind: _url(env, kind) for kind in DEFAULT_URLS},
-            timeout=_number(env, "FAL_MCP_TIMEOUT", DEFAULT_TIMEOUT, 1),
+            timeout=number_setting(env, "FAL_MCP_TIMEOUT", DEFAULT_TIMEOUT, 1),
             category_timeouts=categories,
-            poll_interval=_number(env, "FAL_MCP_POLL_INTERVAL", 0.1, 0.01),
-            max_retries=int(_number(env, "FAL_MCP_MAX_RETRIES", 3, 0)),
-            max_retry_after=_number(env, "FAL_MCP_MAX_RETRY_AFTER", 30.0, 0),
+            poll_interval=number_setting(env, "FAL_MCP_POLL_INTERVAL", 0.1, 0.01),
+            max_retries=int(number_setting(env, "FAL_MCP_MAX_RETRIES", 3, 0)),
+            max_retry_after=number_setting(env, "FAL_MCP_MAX_RETRY_AFTER", 30.0, 0),
             strict_plugins=_flag(env, "FAL_MCP_STRICT_PLUGINS"),
             plugins_allowed=_names(env, "FAL_MCP_PLUGINS"),
             plugins_blocked=_names(env, "FAL_MCP_DISABLE_PLUGINS") or frozenset(),
             fal_key=_fal_key(env),
             allowed_dirs=_paths(env, "FAL_MCP_ALLOWED_DIRS"),
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
-            max_upload_bytes=int(_number(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
+            max_upload_bytes=int(number_setting(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
             inline_previews=_flag(env, "FAL_MCP_INLINE_PREVIEWS", True),
-            max_cost_per_call=_number(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0) if env.get(
+            max_cost_per_call=number_setting(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0) if env.get(
                 "FAL_MCP_MAX_COST_PER_CALL", "").strip() else None,
-            catalog_ttl=_number(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
+            catalog_ttl=number_setting(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
             output_dir=_output_dir(env),
+            job_secret=_job_secret(env),
+            job_ttl=number_setting(env, "FAL_MCP_JOB_TTL_HOURS", 7 * 24, 0.01) * 3600,
+            other_secrets=tuple(env[name].strip() for name in SECRET_VARIABLES if env.get(name, "").strip()),
         )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this server holds: never in a result, an error or a log line."""
+        return tuple(s for s in (self.fal_key, self.job_secret, *self.other_secrets) if s)
 
     def timeout_for(self, category: str) -> float:
         return self.category_timeouts.get(category, self.timeout)
@@ -129,6 +148,8 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     for path in paths:
         if not os.path.isdir(path):
             raise ConfigError(f"{name}: {path!r} is not a directory")
+        if any(path == tree or path.startswith(tree + "/") for tree in ("/proc", "/sys", "/dev")):
+            raise ConfigError(f"{name}: {path!r} is a system tree; files there are never read")
     return paths
 
 
@@ -142,6 +163,18 @@ def _output_dir(env: Mapping[str, str]) -> str | None:
     except OSError as exc:
         raise ConfigError(f"FAL_MCP_OUTPUT_DIR={raw!r} cannot be created: {exc.strerror}") from None
     return path
+
+
+MIN_SECRET_LENGTH = 32
+SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_MCP_AUTH_TOKEN", "FAL_MCP_JOB_SECRET")
+
+
+def _job_secret(env: Mapping[str, str]) -> str | None:
+    raw = env.get("FAL_MCP_JOB_SECRET", "").strip()
+    if raw and len(raw) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"FAL_MCP_JOB_SECRET is {len(raw)} characters long; it must be at least "
+                          f"{MIN_SECRET_LENGTH} (e.g. `openssl rand -hex 32`)")
+    return raw or None
 
 
 def _fal_key(env: Mapping[str, str]) -> str | None:

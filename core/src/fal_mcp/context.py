@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import ToolError
+from .owners import STDIO, Principal
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -24,18 +24,19 @@ class ToolContext:
     def __init__(self, *, tool: Tool, gateway: FalGateway, registry: Registry, settings: Settings,
                  report_progress: ReportProgress | None = None,
                  client_roots: Callable[[], Awaitable[list[str] | None]] | None = None,
-                 table: Any = None, job: Any = None) -> None:
+                 table: Any = None, job: Any = None, owner: Principal | None = None) -> None:
         self.tool = tool
         self.gateway = gateway
         self.registry = registry
         self.settings = settings
         self._report = report_progress
-        self._client_roots = client_roots
+        self.client_roots = client_roots  # async () -> the client's MCP roots
         self._allowed_dirs: list[str] | None = None
         self._steps = 0
         self.table = table  # the ToolTable serving this call (used by the core's job tools)
         self.job = job  # None, or a background-job mode from jobs.py
         self.arguments: Any = None  # the validated arguments, media inputs resolved
+        self.owner = owner or STDIO  # who the call belongs to: its jobs and outputs are theirs alone
 
     async def progress(self, message: str) -> None:
         """Tell the client what is happening. Progress values only grow, as MCP requires."""
@@ -66,11 +67,14 @@ class ToolContext:
         return await self.run(model.endpoint_id, call.arguments), call
 
     async def allowed_dirs(self) -> list[str]:
-        """Where local files may be read: the client's MCP roots, else FAL_MCP_ALLOWED_DIRS, else the
-        working directory. Asked of the client once per call, and only when a local path is used."""
+        """Where local files may be read: what the operator allows (FAL_MCP_ALLOWED_DIRS, else a working
+        directory that is not too broad), narrowed to the client's MCP roots if it declares any. Asked
+        of the client once per call, and only when a local path is used."""
+        from .media import narrow, operator_dirs
+
         if self._allowed_dirs is None:
-            roots = await self._client_roots() if self._client_roots else None
-            self._allowed_dirs = roots or list(self.settings.allowed_dirs) or [os.getcwd()]
+            roots = await self.client_roots() if self.client_roots else None
+            self._allowed_dirs = narrow(roots, operator_dirs(self.settings))
         return self._allowed_dirs
 
     async def media_url(self, value: str) -> str:

@@ -28,34 +28,33 @@ def _is_image(file: OutputFile) -> bool:
 
 def make_preview(data: bytes) -> tuple[bytes, str]:
     """The image scaled to at most PREVIEW_SIDE a side and re-encoded to stay under PREVIEW_BYTES.
-    Blocking (PIL): run it in a worker thread."""
+    Blocking (PIL): run it in a worker thread. Raises MediaError only: the caller makes it a note."""
     import io
 
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            fits = max(header.size) <= PREVIEW_SIDE and len(data) <= PREVIEW_BYTES
-            if fits and header.format in ("JPEG", "PNG"):
-                return data, f"image/{header.format.lower()}"  # already a fine preview: no re-encoding
-    except Exception:
-        pass  # open_image says what is wrong with it
+    # Decoded in full even when it is passed through untouched: a truncated or corrupt file must get
+    # a note, not be shown as a broken preview. open_image raises MediaError only.
     image = open_image(data)
-    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
-    side = max(image.size)
-    while True:
-        buffer = io.BytesIO()
-        if has_alpha:
-            image.save(buffer, "PNG", optimize=True)
-            mime = "image/png"
-        else:
-            image.convert("RGB").save(buffer, "JPEG", quality=85)
-            mime = "image/jpeg"
-        if buffer.tell() <= PREVIEW_BYTES or side <= 64:
-            return buffer.getvalue(), mime
-        side = int(side * 0.7)
-        image.thumbnail((side, side))
+    try:
+        fits = max(image.size) <= PREVIEW_SIDE and len(data) <= PREVIEW_BYTES
+        if fits and image.format in ("JPEG", "PNG"):
+            return data, f"image/{image.format.lower()}"  # already a fine preview: no re-encoding
+        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+        side = max(image.size)
+        while True:
+            buffer = io.BytesIO()
+            if has_alpha:
+                image.save(buffer, "PNG", optimize=True)
+                mime = "image/png"
+            else:
+                image.convert("RGB").save(buffer, "JPEG", quality=85)
+                mime = "image/jpeg"
+            if buffer.tell() <= PREVIEW_BYTES or side <= 64:
+                return buffer.getvalue(), mime
+            side = int(side * 0.7)
+            image.thumbnail((side, side))
+    except Exception as exc:  # whatever PIL meets scaling or encoding it: no preview, not a failed call
+        raise MediaError(f"it could not be made into a preview ({type(exc).__name__}: {exc})") from None
 
 
 def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:
@@ -66,24 +65,23 @@ def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:
     return f"{tool}_{safe_id}_{index}{extension}"
 
 
-def _unused(path: Path) -> Path:
-    """`path`, or `name-1.ext`, `name-2.ext`...: never overwrite."""
-    candidate, number = path, 0
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    return candidate
-
-
 async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int = MAX_SAVE_BYTES) -> Path:
-    """Stream `url` to a new file at (or next to) `path`; a partial file is removed on failure."""
+    """The file at `path`, downloading `url` to it unless it is there already: an output is written
+    once, however often its result is asked for (check_job). The download goes to a temporary file
+    of its own, linked into place only when complete, so concurrent saves of one output never
+    overwrite or delete each other's file, and a failed one leaves nothing behind."""
+    import os
+    import secrets
+
     import anyio
     import httpx
 
     from .media import check_url, pinned_request
 
+    if path.exists():
+        return path
     request = pinned_request(url, await check_url(url, trusted_urls))
-    path = _unused(path)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
     written = 0
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -91,16 +89,22 @@ async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int 
                 http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
             async with http.stream("GET", **request, follow_redirects=False) as response:
                 if response.status_code >= 300:  # redirects too: only the checked URL is fetched
-                    raise MediaError(f"downloading {url} failed with HTTP {response.status_code}")
-                async with await anyio.open_file(path, "xb") as out:
+                    raise MediaError(f"downloading {url[:200]} failed with HTTP {response.status_code}")
+                async with await anyio.open_file(partial, "xb") as out:
                     async for chunk in response.aiter_bytes():
                         written += len(chunk)
                         if written > max_bytes:
-                            raise MediaError(f"{url} is larger than {max_bytes} bytes")
+                            raise MediaError(f"{url[:200]} is larger than {max_bytes} bytes")
                         await out.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        try:
+            os.link(partial, path)  # fails if another save finished first: theirs is kept
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -59,10 +59,28 @@ def shown(value: Any, limit: int = ECHO_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
+# A part of a secret shorter than this is not scrubbed on its own (it would blank common words).
+MIN_SECRET_PART = 8
+
+
+def secret_forms(secrets: Iterable[str | None]) -> list[str]:
+    """Every form in which a secret could show: itself, each half of an `id:secret` key, and each of
+    those URL-encoded; longest first, so a whole key is replaced before its halves."""
+    from urllib.parse import quote, quote_plus
+
+    forms: set[str] = set()
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret:
+            continue
+        parts = [secret, *(part for part in secret.split(":") if len(part) >= MIN_SECRET_PART)]
+        for part in parts:
+            forms.update({part, quote(part, safe=""), quote_plus(part)})
+    return sorted(forms, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    for form in secret_forms(secrets):
+        text = text.replace(form, "***")
     return text
 
 
@@ -72,7 +90,7 @@ class _ScrubbingFilter(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = secrets
+        self.secrets = secret_forms(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], Awaitable[None]]
 # How long a cancel may take before we give up on it (it runs shielded from cancellation).
 CANCEL_TIMEOUT = 10.0
+# Bounds on what the gateway remembers: uploaded contents' URLs, cached platform answers.
+UPLOADS_KEPT = 4096
+CACHE_KEPT = 512
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,10 @@ class FalGateway:
         self.settings = settings
         self.stats = GatewayStats()
         self._client = None
-        self._uploaded: dict[str, str] = {}  # sha256 of content -> fal URL, for this run
-        self._cached: dict[tuple, tuple[float, Any]] = {}  # platform API answers, with expiry
+        # sha256 of content -> fal URL (or the upload in progress), the most recent UPLOADS_KEPT
+        self._uploaded: OrderedDict[str, Any] = OrderedDict()
+        # platform API answers, with expiry, the most recent CACHE_KEPT
+        self._cached: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self._downloads = None
         self._streams_supported = True
         # Requests to fal in flight at once; more wait their turn (see falclient.POOL_CONNECTIONS).
@@ -165,7 +171,7 @@ class FalGateway:
 
     def _error(self, exc: BaseException, endpoint_id: str) -> ToolError:
         message = describe(exc, endpoint_id=endpoint_id, retries=getattr(exc, "retries", 0))
-        return ToolError(scrub(message, [self.settings.fal_key]))
+        return ToolError(scrub(message, self.settings.secrets()))
 
     # -- queue jobs ----------------------------------------------------------------
 
@@ -177,7 +183,7 @@ class FalGateway:
         """
         handle, reporter = None, _Reporter(progress)
         if self.settings.max_cost_per_call is not None:
-            await self.check_budget(endpoint_id)
+            await self.check_budget(endpoint_id, arguments)
         try:
             with anyio.fail_after(timeout):
                 handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
@@ -210,7 +216,7 @@ class FalGateway:
     async def submit(self, endpoint_id: str, arguments: dict[str, Any]) -> str:
         """Submit and return the fal request id at once."""
         if self.settings.max_cost_per_call is not None:
-            await self.check_budget(endpoint_id)
+            await self.check_budget(endpoint_id, arguments)
         try:
             handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
                                       idempotent=False)
@@ -241,21 +247,40 @@ class FalGateway:
             raise self._error(exc, endpoint_id) from None
         return FalResult(endpoint_id, request_id, data)
 
-    async def check_budget(self, endpoint_id: str) -> float:
-        """Refuse a call whose estimated cost exceeds FAL_MCP_MAX_COST_PER_CALL; fails closed when
-        no estimate can be had. Returns the estimate."""
+    async def check_budget(self, endpoint_id: str, arguments: dict[str, Any]) -> float:
+        """Refuse a call whose estimated cost (units × unit price, for this input) exceeds
+        FAL_MCP_MAX_COST_PER_CALL; fails closed when no estimate can be had. Returns the estimate."""
+        from .budget import EstimateError, estimate
+
         limit = self.settings.max_cost_per_call
         try:
-            estimate = await self.platform("POST", "/models/pricing/estimate", json={
-                "estimate_type": "historical_api_price", "endpoints": {endpoint_id: {"call_quantity": 1}}})
-            cost, currency = float(estimate["total_cost"]), estimate.get("currency", "USD")
-        except (ToolError, KeyError, TypeError, ValueError) as exc:
+            found = await estimate(self, endpoint_id, arguments)
+        except EstimateError as exc:
             raise ToolError(f"{endpoint_id} was not run: FAL_MCP_MAX_COST_PER_CALL is set and its cost could "
-                            f"not be estimated ({exc})") from None
-        if cost > limit:
-            raise ToolError(f"{endpoint_id} was not run: fal estimates about {cost:.4f} {currency} per call "
-                            f"(from historical prices), more than FAL_MCP_MAX_COST_PER_CALL={limit:g}")
-        return cost
+                            f"not be estimated: {exc}") from None
+        if found.cost > limit:
+            raise ToolError(f"{endpoint_id} was not run: it would cost about {found.describe()}, more than "
+                            f"FAL_MCP_MAX_COST_PER_CALL={limit:g}")
+        return found.cost
+
+    async def image_size(self, url: str) -> tuple[int, int]:
+        """Width and height of the image at `url` (for estimates priced by the megapixel), read from its
+        header; EstimateError if it cannot be read."""
+        import io
+
+        from PIL import Image
+
+        from .budget import EstimateError
+        from .media import IMAGE_FORMATS, MediaError, fetch
+
+        try:
+            fetched = await fetch(url, trusted_urls=list(self.settings.urls.values()), http=self.downloads())
+            with Image.open(io.BytesIO(fetched.data), formats=IMAGE_FORMATS) as image:  # the header only
+                return image.size
+        except MediaError as exc:
+            raise EstimateError(f"its input image could not be read to size the output ({exc})") from None
+        except Exception:
+            raise EstimateError("its input image could not be read to size the output (not an image)") from None
 
     async def _follow(self, handle, reporter: _Reporter) -> tuple[str, ...]:
         """Follow the job until it completes, reporting each change of its status.
@@ -323,7 +348,7 @@ class FalGateway:
                 return True
             except Exception as exc:
                 log.warning("could not cancel fal request %s: %s", request_id,
-                            scrub(describe(exc, endpoint_id=endpoint_id), [self.settings.fal_key]))
+                            scrub(describe(exc, endpoint_id=endpoint_id), self.settings.secrets()))
         return False
 
     # -- storage -----------------------------------------------------------------------
@@ -337,13 +362,31 @@ class FalGateway:
             raise self._error(exc, "fal storage") from None
 
     async def upload_once(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
-        """`upload`, but the same content is stored only once per run."""
+        """`upload`, but the same content is stored only once per run; concurrent uploads of the
+        same content wait for the first instead of uploading it again."""
         import hashlib
 
         digest = hashlib.sha256(data).hexdigest()
-        if digest not in self._uploaded:
-            self._uploaded[digest] = await self.upload(data, content_type, file_name)
-        return self._uploaded[digest]
+        known = self._uploaded.get(digest)
+        if isinstance(known, str):
+            self._uploaded.move_to_end(digest)
+            return known
+        if known is not None:  # an upload of this content is under way: wait for its outcome
+            await known.wait()
+            return await self.upload_once(data, content_type, file_name)
+        done = anyio.Event()
+        self._uploaded[digest] = done
+        try:
+            url = await self.upload(data, content_type, file_name)
+        except BaseException:
+            del self._uploaded[digest]  # the waiters try again themselves
+            raise
+        finally:
+            done.set()
+        self._uploaded[digest] = url
+        while len(self._uploaded) > UPLOADS_KEPT:
+            self._uploaded.popitem(last=False)
+        return url
 
     # -- platform API (models, pricing, usage) -------------------------------------------
 
@@ -366,4 +409,6 @@ class FalGateway:
             raise self._error(exc, "fal's platform API") from None
         if ttl > 0:
             self._cached[key] = (time.monotonic() + ttl, data)
+            while len(self._cached) > CACHE_KEPT:
+                self._cached.popitem(last=False)
         return data

@@ -3,7 +3,9 @@ and /health. Every transport serves the same ToolTable, so the same tools.
 
 Secure by default: loopback only; Host and Origin checked against allow lists (DNS
 rebinding); a bearer token when FAL_MCP_AUTH_TOKEN is set, and required for any
-non-loopback address; a request body limit; CORS only for configured origins.
+non-loopback address; a request body limit; CORS only for configured origins. Slow or idle
+clients are bounded per connection: request headers and bodies must arrive in time, and at the
+connection cap the longest-waiting idle connection makes room for a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .config import ConfigError
+from .config import ConfigError, number_setting
 
 log = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -40,6 +42,9 @@ class HttpSettings:
     allowed_origins: tuple[str, ...] = ()
     stateless: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
+    header_timeout: float = 10.0  # seconds from a connection (or a request's first byte) to its full headers
+    body_timeout: float = 30.0  # seconds from a request's headers to the end of its body
+    max_connections: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides) -> HttpSettings:
@@ -54,11 +59,17 @@ class HttpSettings:
             max_body = int(float(raw_body) * 1024 * 1024)
         except ValueError:
             raise ConfigError(f"FAL_MCP_MAX_BODY_MB={raw_body!r} is not a number") from None
+        raw_max = env.get("FAL_MCP_MAX_CONNECTIONS", "").strip() or "1000"
+        if not raw_max.isdigit() or int(raw_max) < 1:
+            raise ConfigError(f"FAL_MCP_MAX_CONNECTIONS={raw_max!r} must be a whole number, at least 1")
         values = dict(host=env.get("FAL_MCP_HOST", "").strip() or "127.0.0.1", port=int(raw_port),
                       token=env.get("FAL_MCP_AUTH_TOKEN", "").strip() or None,
                       allowed_hosts=listed("FAL_MCP_ALLOWED_HOSTS"), allowed_origins=listed("FAL_MCP_ALLOWED_ORIGINS"),
                       stateless=env.get("FAL_MCP_STATELESS", "").strip().lower() in ("1", "true", "yes"),
-                      max_body_bytes=max_body)
+                      max_body_bytes=max_body, max_connections=int(raw_max),
+                      # at least a millisecond: 0 would close every connection at once
+                      header_timeout=number_setting(env, "FAL_MCP_HEADER_TIMEOUT", 10.0, 0.001),
+                      body_timeout=number_setting(env, "FAL_MCP_BODY_TIMEOUT", 30.0, 0.001))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -92,7 +103,8 @@ def _matches(value: str, patterns: tuple[str, ...]) -> bool:
 
 
 class Guard:
-    """ASGI middleware: Host/Origin allow lists, bearer token, body limit. /health needs no token."""
+    """ASGI middleware: Host/Origin allow lists, bearer token, body limit. /health needs no token.
+    Websocket requests get the same checks, then are refused: no route serves websockets."""
 
     def __init__(self, app, settings: HttpSettings, open_paths: tuple[str, ...] = ("/health",)) -> None:
         self.app = app
@@ -102,10 +114,14 @@ class Guard:
         self.open_paths = open_paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            return  # an ASGI scope this server does not know: serve nothing
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refusal(scope, headers)
+        if scope["type"] == "websocket":
+            return await self._refuse_websocket(scope, send, refusal or (403, "WebSockets are not served", []))
         if refusal is None:
             return await self.app(scope, receive, send)
         status, message, extra = refusal
@@ -113,6 +129,17 @@ class Guard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), *extra]})
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _refuse_websocket(scope, send, refusal) -> None:
+        status, message, extra = refusal
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            # without the denial-response extension, a close before accept is answered 403 by the server
+            await send({"type": "websocket.close", "code": 1008, "reason": message})
+            return
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), *extra]})
+        await send({"type": "websocket.http.response.body", "body": json.dumps({"error": message}).encode()})
 
     def _refusal(self, scope, headers):
         if not _matches(headers.get("host", ""), self.hosts):
@@ -134,11 +161,14 @@ class Guard:
 class CancelOnDisconnect:
     """ASGI wrapper for /mcp: when a client drops a POST before its answer was sent, cancel the
     calls it carried (the SDK keeps a stateful session's handlers running, and without an event
-    store nobody could ever receive their results)."""
+    store nobody could ever receive their results). Without sessions (stateless), a
+    `notifications/cancelled` arrives on a connection of its own, which the SDK cannot match to
+    the call: it is matched here, by the token's holder and the request id."""
 
-    def __init__(self, app, in_flight: dict) -> None:
+    def __init__(self, app, in_flight: dict, token_owner: str | None = None) -> None:
         self.app = app
         self.in_flight = in_flight
+        self.token_owner = token_owner  # the key calls are registered under without a session
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -150,8 +180,10 @@ class CancelOnDisconnect:
             message = await receive()
             if message["type"] == "http.request":
                 body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._cancel(scope, bytes(body), notified=True)
             elif message["type"] == "http.disconnect" and not answered:
-                self._cancel(scope, bytes(body))
+                self._cancel(scope, bytes(body), notified=False)
             return message
 
         async def tracked_send(message) -> None:
@@ -162,19 +194,62 @@ class CancelOnDisconnect:
 
         await self.app(scope, tracked_receive, tracked_send)
 
-    def _cancel(self, scope, body: bytes) -> None:
+    def _cancel(self, scope, body: bytes, *, notified: bool) -> None:
+        """notified=False: cancel the requests this body carried (its client left); True: cancel the
+        requests named by the `notifications/cancelled` it carries, when the SDK cannot (no session)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         session_id = headers.get("mcp-session-id")
+        # A session's own cancels reach its calls through the SDK; a stateless client that leaves
+        # has its request's handler cancelled by the SDK too.
+        owner = (self.token_owner if notified and session_id is None and b"cancelled" in body
+                 else session_id if not notified else None)
+        if owner is None:
+            return
         try:
             messages = json.loads(body)
         except ValueError:
             return
         for message in messages if isinstance(messages, list) else [messages]:
-            if isinstance(message, dict) and "id" in message:
-                cancel_scope = self.in_flight.get((session_id, str(message["id"])))
-                if cancel_scope is not None:
-                    log.info("client disconnected: cancelling request %s", message["id"])
-                    cancel_scope.cancel()
+            if not isinstance(message, dict):
+                continue
+            if notified:
+                params = message.get("params")
+                if message.get("method") != "notifications/cancelled" or not isinstance(params, dict):
+                    continue
+                request_id = params.get("requestId")
+            else:
+                request_id = message.get("id")
+            for cancel_scope in list(self.in_flight.get((owner, str(request_id)), ())):
+                log.info("cancelling request %s (%s)", request_id, "cancelled" if notified else "client left")
+                cancel_scope.cancel()
+
+
+def principal_resolver(settings: HttpSettings):
+    """`principal_of(ctx)` for HTTP: the token's holder when a token is required (Guard has checked
+    it), else the session (one per SSE connection or streamable HTTP session); without a token in
+    stateless mode a caller cannot be recognised again: anonymous."""
+    import weakref
+
+    from .owners import ANONYMOUS, session_principal, token_principal
+
+    token_owner = token_principal(settings.token) if settings.token else None
+    by_session: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def principal_of(ctx):
+        if token_owner is not None:
+            return token_owner
+        url = getattr(ctx.request, "url", None)
+        if settings.stateless and url is not None and url.path.rstrip("/") == "/mcp":
+            return ANONYMOUS
+        # The SDK makes a ServerSession per request; its Connection is what lives as long as the client's
+        # SSE connection or streamable HTTP session (the SDK offers no public accessor for it).
+        connection = getattr(ctx.session, "_connection", ctx.session)
+        owner = by_session.get(connection)
+        if owner is None:
+            owner = by_session[connection] = session_principal()
+        return owner
+
+    return principal_of, (token_owner.key if token_owner else None)
 
 
 def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse")):
@@ -193,7 +268,8 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
     from .server import build_server
 
     in_flight: dict = {}
-    server = build_server(table, in_flight)
+    principal_of, token_owner = principal_resolver(settings)
+    server = build_server(table, in_flight, principal_of)
     # Host and Origin are checked once, by Guard, for every route.
     no_rebinding_check = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     routes: list = []
@@ -211,7 +287,8 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
         manager = StreamableHTTPSessionManager(app=server, stateless=settings.stateless,
                                                security_settings=no_rebinding_check,
                                                max_request_body_size=settings.max_body_bytes)
-        routes.append(Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight)))
+        routes.append(Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight,
+                                                                    token_owner)))
     if "sse" in transports:
         sse = SseServerTransport("/messages/", security_settings=no_rebinding_check,
                                  max_request_body_size=settings.max_body_bytes)
@@ -240,6 +317,127 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
+def bounded_protocol(settings: HttpSettings):
+    """uvicorn's h11 protocol with per-connection bounds, for one server:
+
+    - a request's headers must arrive within header_timeout of the connection (or, on a kept-alive
+      connection, of the request's first byte), else the connection is closed;
+    - its body must arrive within body_timeout of its headers, else the client is answered 408 (if
+      nothing was answered yet) and the connection closed; the app sees a disconnect;
+    - above max_connections, a new connection closes the one that has waited longest with no
+      request in progress (headers not complete yet, or idle between requests), so connections
+      that never send a request cannot lock others out. When every connection has a request in
+      progress, uvicorn's limit_concurrency answers the new request 503.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    waiting: dict = {}  # connections with no request in progress, longest-waiting first
+
+    class BoundedH11Protocol(H11Protocol):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._phase = None  # (client's h11 state, request cycle) the deadline is for
+            self._deadline = None
+            self._upgraded = False
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._watch(headers_due=True)
+            if len(self.connections) > settings.max_connections:
+                oldest = next(iter(waiting), self)
+                if oldest is not self:
+                    log.debug("connection limit reached: closing the longest-waiting connection without a request")
+                    oldest._close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch(headers_due=True)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch(headers_due=False)  # idle until a next request: uvicorn's keep-alive timeout applies
+
+        def handle_websocket_upgrade(self, event) -> None:
+            self._stop()  # the websocket protocol owns the connection from here
+            self._upgraded = True
+            super().handle_websocket_upgrade(event)
+
+        def connection_lost(self, exc) -> None:
+            self._stop()
+            super().connection_lost(exc)
+
+        def _watch(self, headers_due: bool) -> None:
+            if self._upgraded:
+                return
+            state = self.conn.their_state
+            if (state, self.cycle) != self._phase:  # a new phase of the connection: a new deadline
+                self._stop()
+                self._phase = (state, self.cycle)
+                if state is h11.IDLE:
+                    waiting[self] = None
+            if self._deadline is None:
+                if state is h11.SEND_BODY:
+                    self._deadline = self.loop.call_later(settings.body_timeout, self._expired)
+                elif state is h11.IDLE and headers_due:
+                    self._deadline = self.loop.call_later(settings.header_timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._deadline = None
+            cycle = self.cycle
+            if self.conn.their_state is h11.SEND_BODY and cycle is not None and not cycle.response_started:
+                log.debug("request body not received in time: answering 408")
+                cycle.disconnected = True  # the app's receive() sees a disconnect, what it sends is dropped
+                cycle.message_event.set()
+                body = json.dumps({"error": f"Request body not received within {settings.body_timeout:g} s"})
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                           (b"connection", b"close")]
+                try:
+                    self.transport.write(
+                        self.conn.send(h11.Response(status_code=408, headers=headers, reason=b"Request Timeout"))
+                        + self.conn.send(h11.Data(data=body.encode())) + self.conn.send(h11.EndOfMessage()))
+                except h11.LocalProtocolError:
+                    pass
+            else:
+                log.debug("request headers not received in time: closing the connection")
+            self._close()
+
+        def _stop(self) -> None:
+            waiting.pop(self, None)
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _close(self) -> None:
+            self._stop()
+            self.transport.abort()  # not close(): that waits for a client that may never read
+
+    return BoundedH11Protocol
+
+
+def raise_open_files_limit(wanted: int = 65536) -> int | None:
+    """Raise this process's soft limit on open files to its hard limit (at most `wanted`): with a
+    common default of 1024, a burst of connections makes accepts fail. Returns the soft limit,
+    None if unlimited or where there is no such limit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as error:  # macOS, for one, caps it below an unlimited hard limit
+        log.warning("could not raise the open files limit from %d to %d: %s", soft, target, error)
+        return soft
+    log.info("raised the open files limit from %d to %d", soft, target)
+    return target
+
+
 async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse"),
                      ready=None) -> None:
     """Serve until cancelled. `ready`, if given, is called with the bound port once listening."""
@@ -251,6 +449,10 @@ async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] 
     import uvicorn
 
     settings.check_exposure()
+    files = raise_open_files_limit()
+    if files is not None and files < settings.max_connections + 100:
+        log.warning("FAL_MCP_MAX_CONNECTIONS=%d is near the open files limit (%d): accepting connections "
+                    "may fail before the limit is reached", settings.max_connections, files)
     app = build_app(table, settings, transports)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (else Nagle
@@ -260,7 +462,10 @@ async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] 
     sock.bind((settings.host, settings.port))
     port = sock.getsockname()[1]
     sock.listen(1024)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    # limit_concurrency is one above the cap: bounded_protocol keeps connections at the cap by
+    # closing idle ones, so uvicorn's 503 comes only when every connection has a request in progress
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+                            http=bounded_protocol(settings), limit_concurrency=settings.max_connections + 1)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # the CLI owns signals (and stdio, in dual mode)
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host

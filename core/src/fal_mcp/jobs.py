@@ -2,10 +2,11 @@
 
 A job id carries everything needed to find the job on fal and to finish the
 tool's work: the tool, its (validated, media-resolved) arguments, the endpoint
-and the fal request id, compressed and signed with HMAC. So any replica of a
-stateless deployment that shares the secret can answer `check_job`; no job table
-is needed for correctness, and a client cannot point a job id at a request of
-its own choosing.
+the fal request id, its owner and its expiry, compressed and encrypted with
+AES-GCM. So any replica of a stateless deployment that shares the secret can
+answer `check_job`; no job table is needed for correctness; a job id reveals
+nothing of the call, and no client can forge one, point one at a request of its
+choosing, or use another client's.
 
 How a tool runs as a job: its handler runs with `ctx.job = SUBMIT`; its first
 `ctx.run()` submits and stops the handler (JobSubmitted). When fal reports the
@@ -16,10 +17,9 @@ back the stored output, so the result is exactly the one the tool returns.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import hmac
 import json
-import os
 import secrets
 import time
 import zlib
@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field, model_validator
 from .errors import ToolError
 from .gateway import FalResult
 from .outputs import ToolInput
+from .owners import Principal
 from .types import Tool, ToolHints, ToolResult
 
 PREFIX = "job_"
 SUBMIT = "submit"
-_PROCESS_SECRET = secrets.token_bytes(32)
 
 
 class JobSubmitted(Exception):
@@ -69,14 +69,16 @@ async def run_as_job(ctx, endpoint_id: str, arguments: dict) -> FalResult | None
 # -- job ids --------------------------------------------------------------------------
 
 
-def _secret(settings) -> bytes:
-    """FAL_MCP_JOB_SECRET; else derived from the fal key (replicas share it); else this process only."""
-    explicit = os.environ.get("FAL_MCP_JOB_SECRET", "").strip()
-    if explicit:
-        return explicit.encode()
-    if settings.fal_key:
-        return hashlib.sha256(b"fal-mcp job ids\0" + settings.fal_key.encode()).digest()
-    return _PROCESS_SECRET
+@functools.cache
+def _process_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def _key(settings) -> bytes:
+    """The AES-256 key of job ids: from FAL_MCP_JOB_SECRET (replicas share it; at least 32
+    characters, checked at start), else random for this process."""
+    secret = settings.job_secret.encode() if settings.job_secret else _process_secret()
+    return hashlib.sha256(b"fal-mcp job ids\0" + secret).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -87,23 +89,39 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def encode_job(settings, tool: str, arguments: dict, endpoint_id: str, request_id: str) -> str:
-    payload = json.dumps({"t": tool, "a": arguments, "e": endpoint_id, "r": request_id, "s": int(time.time())},
-                         separators=(",", ":")).encode()
-    body = _b64(zlib.compress(payload, 9))
-    signature = _b64(hmac.new(_secret(settings), body.encode(), hashlib.sha256).digest()[:18])
-    return f"{PREFIX}{body}.{signature}"
+def encode_job(settings, owner: Principal, tool: str, arguments: dict, endpoint_id: str, request_id: str) -> str:
+    """An opaque job id: the job's facts encrypted and authenticated (AES-GCM), so it reveals nothing
+    of the call, cannot be forged or altered, names its owner and expires after FAL_MCP_JOB_TTL_HOURS."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    payload = json.dumps({"t": tool, "a": arguments, "e": endpoint_id, "r": request_id, "o": owner.key,
+                          "x": int(time.time() + settings.job_ttl)}, separators=(",", ":")).encode()
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_key(settings)).encrypt(nonce, zlib.compress(payload, 9), PREFIX.encode())
+    return PREFIX + _b64(nonce + sealed)
 
 
-def decode_job(settings, job_id: str) -> dict:
-    body, _, signature = job_id.removeprefix(PREFIX).partition(".")
-    expected = _b64(hmac.new(_secret(settings), body.encode(), hashlib.sha256).digest()[:18])
-    if not job_id.startswith(PREFIX) or not hmac.compare_digest(signature, expected):
-        raise ToolError("job_id: not a job id issued by this server (or by a replica sharing its secret)")
+def decode_job(settings, job_id: str, owner: Principal) -> dict:
+    """The facts of `owner`'s job `job_id`; ToolError, the same for every kind of refusal (forged,
+    damaged, expired, another owner's), so a refusal tells nothing about other owners' jobs."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    unknown = ToolError("job_id: no such job (job ids are valid for the client that submitted the job, on this "
+                        "server or a replica sharing its FAL_MCP_JOB_SECRET, until they expire)")
     try:
-        return json.loads(zlib.decompress(_unb64(body)))
-    except (ValueError, zlib.error):
-        raise ToolError("job_id: the job id is damaged") from None
+        raw = _unb64(job_id.removeprefix(PREFIX))
+        if not job_id.startswith(PREFIX) or len(raw) < 29:
+            raise unknown
+        job = json.loads(zlib.decompress(AESGCM(_key(settings)).decrypt(raw[:12], raw[12:], PREFIX.encode())))
+    except (InvalidTag, ValueError, zlib.error):
+        raise unknown from None
+    if job.get("o") != owner.key:
+        raise unknown
+    if job.get("x", 0) < time.time():
+        raise ToolError("job_id: this job id has expired (FAL_MCP_JOB_TTL_HOURS); its files stay at the URLs "
+                        "given when it finished")
+    return job
 
 
 # -- the tools ----------------------------------------------------------------------------
@@ -146,16 +164,18 @@ async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
     if tool in JOB_TOOL_NAMES:
         raise ToolError(f"tool: {tool} cannot run as a job")
     try:
-        ran_tool, result = await ctx.table.invoke(tool, arguments, job=SUBMIT)
+        ran_tool, result = await ctx.table.invoke(tool, arguments, job=SUBMIT, owner=ctx.owner,
+                                                  allowed_dirs=ctx.client_roots)
     except JobSubmitted as submitted:
-        job_id = encode_job(ctx.settings, tool, submitted.arguments, submitted.endpoint_id, submitted.request_id)
+        job_id = encode_job(ctx.settings, ctx.owner, tool, submitted.arguments, submitted.endpoint_id,
+                            submitted.request_id)
         status = JobStatus(job_id=job_id, status="submitted", tool=tool, endpoint=submitted.endpoint_id,
                            request_id=submitted.request_id)
-        ctx.table.jobs.append(status.model_dump())
+        ctx.table.jobs.append((ctx.owner.key, status.model_dump()))
         return ToolResult(f"Submitted {tool} as a background job ({submitted.endpoint_id}, fal request "
                           f"{submitted.request_id}). Check it with check_job and this job_id:\n{job_id}", status)
     # the tool finished without a fal job (local work): its result is here already
-    packaged = await ctx.table.package(ran_tool, result)
+    packaged = await ctx.table.package(ran_tool, result, ctx.owner)
     return ToolResult(f"{tool} finished at once (no fal job was needed):\n{packaged.content[0].text}",
                       packaged.structured_content)
 
@@ -163,7 +183,7 @@ async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
 async def check_job(args: JobInput, ctx) -> ToolResult:
     from fal_client import InProgress, Queued
 
-    job = decode_job(ctx.settings, args.job_id)
+    job = decode_job(ctx.settings, args.job_id, ctx.owner)
     facts = dict(job_id=args.job_id, tool=job["t"], endpoint=job["e"], request_id=job["r"])
     try:
         status = await ctx.gateway.status(job["e"], job["r"])
@@ -178,13 +198,14 @@ async def check_job(args: JobInput, ctx) -> ToolResult:
         return ToolResult(f"Job running{': ' + last if last else ''} ({job['e']}).",
                           JobStatus(status="running", log=last, **facts))
     finished = await ctx.gateway.result(job["e"], job["r"])
-    tool, result = await ctx.table.invoke(job["t"], job["a"], job=Replay(job["e"], job["r"], finished.data))
+    tool, result = await ctx.table.invoke(job["t"], job["a"], job=Replay(job["e"], job["r"], finished.data),
+                                          owner=ctx.owner)
     result.text = f"Job done.\n{result.text}"
     return result
 
 
 async def cancel_job(args: JobInput, ctx) -> ToolResult:
-    job = decode_job(ctx.settings, args.job_id)
+    job = decode_job(ctx.settings, args.job_id, ctx.owner)
     cancelled = await ctx.gateway.cancel(job["e"], job["r"])
     state = "cancelled" if cancelled else "failed"
     text = (f"Cancelled fal request {job['r']} ({job['e']})." if cancelled else
@@ -202,8 +223,8 @@ class JobList(BaseModel):
 
 
 async def list_jobs(args: NoInput, ctx) -> ToolResult:
-    jobs = [JobStatus(**job) for job in ctx.table.jobs]
-    lines = [f"{len(jobs)} job(s) submitted by this server in this run:"]
+    jobs = [JobStatus(**job) for key, job in ctx.table.jobs if ctx.owner.listable and key == ctx.owner.key]
+    lines = [f"{len(jobs)} job(s) you submitted to this server in this run:"]
     lines += [f"- {job.tool} ({job.endpoint}, fal request {job.request_id}): {job.job_id}" for job in jobs]
     return ToolResult("\n".join(lines), JobList(jobs=jobs))
 

@@ -28,6 +28,9 @@ MAX_PIXELS = 64_000_000  # 8000 x 8000
 FETCH_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 MAX_URL_LENGTH = 8192  # longer http(s) URLs are refused (servers refuse them anyway)
+# The formats decoded here: what generative models take and give. Not ICO/ICNS (their real size is
+# known only after decoding), not EPS/PDF (handed to Ghostscript), not the long tail of PIL's plugins.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class _MediaInput:
@@ -185,25 +188,41 @@ async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTE
         raise MediaError(f"downloading it failed ({type(exc).__name__})") from None
 
 
+def _reason(exc: BaseException) -> str:
+    """A decoder's complaint, short enough to quote in an error."""
+    text = " ".join(str(exc).split())
+    return (text[:150] + "...") if len(text) > 150 else (text or type(exc).__name__)
+
+
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Any:
-    """Decode an image with PIL, refusing anything over `max_pixels` before decoding it."""
+    """Decode an image with PIL, refusing anything over `max_pixels` before decoding it.
+
+    Blocking: run it in a worker thread. The first frame (of an animation too: the others are never
+    decoded) is loaded completely here, so later work on the result cannot meet bad data. Every
+    failure is a MediaError with a short reason: PIL's decoders raise OSError, SyntaxError,
+    ValueError, EOFError, struct.error, IndexError... on bad data, with no common base class."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:  # PIL's own, far higher limit, checked on opening
         raise MediaError(f"it has more pixels than the limit of {max_pixels} ({exc})") from None
-    except (UnidentifiedImageError, OSError):
-        raise MediaError("it is not an image PIL can read") from None
+    except UnidentifiedImageError:
+        raise MediaError(f"it is not an image PIL can read (formats read here: {', '.join(IMAGE_FORMATS)})") from None
+    except Exception as exc:  # a format PIL recognised whose header it could not parse
+        raise MediaError(f"it is not an image PIL can read ({_reason(exc)})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise MediaError(f"it is {width}x{height} pixels, more than the limit of {max_pixels}")
     try:
         image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise MediaError(f"it could not be decoded ({exc})") from None
+    except Exception as exc:
+        raise MediaError(f"it could not be decoded ({_reason(exc)})") from None
+    width, height = image.size  # a few formats (ICO, ICNS) learn their real size only on loading
+    if width * height > max_pixels:
+        raise MediaError(f"it is {width}x{height} pixels, more than the limit of {max_pixels}")
     return image
 
 
@@ -240,9 +259,71 @@ def is_remote(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
-def local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes: int):
-    """The checked path of a local file a tool may read; MediaError says why not."""
+# Never read, whatever the allowed directories: the kernel's views of processes and devices
+# (their files claim a size of 0 and can hold the server's own environment, keys included).
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+# Never allowed implicitly (as the working directory): a server started in one of these (Claude
+# Desktop starts stdio servers in /) would otherwise open the whole machine or the user's home.
+_BROAD_DIRS = ("/", "/bin", "/boot", "/etc", "/lib", "/lib64", "/opt", "/root", "/run", "/sbin", "/srv",
+               "/tmp", "/usr", "/var", "/home", "/Users", *SYSTEM_TREES)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def is_broad(directory: str) -> bool:
+    """A directory too wide to allow without the operator saying so: /, a system tree, a home."""
     import os
+
+    real = os.path.realpath(directory)
+    home = os.path.realpath(os.path.expanduser("~"))
+    return real in _BROAD_DIRS or real == home or any(_inside(real, tree) for tree in SYSTEM_TREES)
+
+
+def operator_dirs(settings) -> list[str]:
+    """What the operator allows: FAL_MCP_ALLOWED_DIRS, else the working directory unless it is
+    too broad (then no local files at all until the operator names a directory)."""
+    import os
+
+    if settings.allowed_dirs:
+        return list(settings.allowed_dirs)
+    cwd = os.path.realpath(os.getcwd())
+    return [] if is_broad(cwd) else [cwd]
+
+
+def narrow(client_roots: list[str] | None, allowed: list[str]) -> list[str]:
+    """The client's roots can only narrow what the operator allows: each root inside an allowed
+    directory is kept; an allowed directory inside a root is kept; the rest gives nothing."""
+    import os
+
+    if not client_roots:
+        return allowed
+    kept: list[str] = []
+    for root in (os.path.realpath(r) for r in client_roots):
+        for directory in allowed:
+            choice = root if _inside(root, directory) else directory if _inside(directory, root) else None
+            if choice is not None and choice not in kept:
+                kept.append(choice)
+    return kept
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    name: str
+    data: bytes
+
+
+def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes: int) -> LocalFile:
+    """Read a local file a tool may read, or raise MediaError saying why not. Blocking: run it in a
+    worker thread.
+
+    The path is resolved and checked, then opened one component at a time from / without following
+    any symbolic link, so a link swapped in after the check makes the open fail instead of escaping;
+    the opened file must be a regular file, and at most `max_bytes` are read from that descriptor
+    (a file's claimed size is not trusted)."""
+    import os
+    import stat
     from pathlib import Path
 
     from .errors import shown
@@ -251,33 +332,88 @@ def local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes
         raise MediaError("the path contains a NUL byte")
     if "://" in text or text.startswith(("file:", "ftp:", "gopher:")):
         raise MediaError("only http(s) URLs, data: URIs and local paths are accepted")
-    roots = [Path(os.path.realpath(d)) for d in allowed_dirs]
+    roots = [os.path.realpath(d) for d in allowed_dirs]
     given = shown(text, 200)
-    allowed = ", ".join(str(r) for r in roots)
+    if not roots:
+        raise MediaError(f"{given}: no local files may be read here (the server's working directory is too "
+                         "broad to allow, or your client's roots lie outside the directories the operator "
+                         "allows); set FAL_MCP_ALLOWED_DIRS to the folders tools may read")
     try:
         candidate = Path(os.path.expanduser(text))
         if not candidate.is_absolute():
-            candidate = roots[0] / candidate if roots else candidate
-        resolved = Path(os.path.realpath(candidate))  # follows symlinks and '..'
-        root = next((r for r in roots if resolved == r or r in resolved.parents), None)
+            candidate = Path(roots[0]) / candidate
+        resolved = os.path.realpath(candidate)  # follows symlinks and '..', for the check
+        named = os.path.normpath(candidate)
+        if any(_inside(path, tree) for path in (resolved, named) for tree in SYSTEM_TREES):
+            raise MediaError(f"{given} is a system file ({', '.join(SYSTEM_TREES)} are never read)")
+        root = next((r for r in roots if _inside(resolved, r)), None)
         if root is None:
-            raise MediaError(f"{given} is outside the allowed directories ({allowed}); set "
+            raise MediaError(f"{given} is outside the allowed directories ({', '.join(roots)}); set "
                              "FAL_MCP_ALLOWED_DIRS or open the file's folder as a root in your client")
-        inside = resolved.relative_to(root).parts
-        lexical = candidate.parts
-        hidden = any(part.startswith(".") and part not in (".", "..") for part in (*inside, *lexical))
+        inside = Path(resolved).relative_to(root).parts
+        hidden = any(part.startswith(".") and part not in (".", "..") for part in (*inside, *candidate.parts))
         if hidden and not allow_hidden:
             raise MediaError(f"{given} is or is inside a hidden file or directory; those are refused "
                              "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)")
-        if not resolved.is_file():
-            raise MediaError(f"{given} is not a file")
-        size = resolved.stat().st_size
+        descriptor = _open_no_follow(resolved)
+    except MediaError as exc:
+        raise MediaError(str(exc) if str(exc).startswith(given) else f"{given}: {exc}") from None
+    except FileNotFoundError:
+        raise MediaError(f"{given} is not a file (nothing exists at that path)") from None
     except OSError as exc:  # a name too long, a loop of symlinks, no permission...
         raise MediaError(f"{given} cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if size > max_bytes:
-        raise MediaError(f"{given} is {size} bytes, more than the limit of {max_bytes} "
-                         "(FAL_MCP_MAX_UPLOAD_MB)")
-    return resolved
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise MediaError(f"{given} is not a file (only regular files are read: no directories, "
+                             "devices, FIFOs or sockets)")
+        if info.st_size > max_bytes:
+            raise MediaError(f"{given} is {info.st_size} bytes, more than the limit of {max_bytes} "
+                             "(FAL_MCP_MAX_UPLOAD_MB)")
+        chunks, size = [], 0
+        while size <= max_bytes:  # the limit holds on what is read, whatever size the file claims
+            chunk = os.read(descriptor, min(1024 * 1024, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except BlockingIOError:
+        raise MediaError(f"{given} cannot be read now (it would block)") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > max_bytes:
+        raise MediaError(f"{given} is more than the limit of {max_bytes} bytes (FAL_MCP_MAX_UPLOAD_MB)")
+    return LocalFile(Path(resolved).name, data)
+
+
+def _open_no_follow(path: str) -> int:
+    """A descriptor for `path` (absolute, already resolved), opened from / one component at a time
+    with O_NOFOLLOW: if any component became a symbolic link since the check, this fails (ELOOP or
+    ENOTDIR). O_NONBLOCK: a FIFO must not hang the open (it is refused as not a regular file)."""
+    import errno
+    import os
+
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    final_flags = os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if os.open not in os.supports_dir_fd or not nofollow:  # not POSIX: best effort
+        return os.open(path, final_flags)
+    parts = [part for part in path.split("/") if part] or ["."]  # "/" itself: refused later, not a file
+    directory_flags = os.O_RDONLY | os.O_DIRECTORY | nofollow | getattr(os, "O_CLOEXEC", 0)
+    current = os.open("/", directory_flags)
+    try:
+        for part in parts[:-1]:
+            following = os.open(part, directory_flags, dir_fd=current)
+            os.close(current)
+            current = following
+        return os.open(parts[-1], final_flags, dir_fd=current)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise MediaError("it is not a file that can be opened safely (a symbolic link in its path loops, "
+                             "or appeared after the path was checked)") from None
+        raise
+    finally:
+        os.close(current)
 
 
 async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
@@ -292,7 +428,7 @@ async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
         extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"
         return await gateway.upload_once(fetched.data, fetched.content_type or "application/octet-stream",
                                          f"upload{extension}")
-    path = local_file(value, allowed_dirs, settings.allow_hidden, settings.max_upload_bytes)
-    data = await anyio.Path(path).read_bytes()
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return await gateway.upload_once(data, content_type, path.name)
+    local = await anyio.to_thread.run_sync(read_local_file, value, allowed_dirs, settings.allow_hidden,
+                                           settings.max_upload_bytes)
+    content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
+    return await gateway.upload_once(local.data, content_type, local.name)

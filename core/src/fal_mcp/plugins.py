@@ -197,7 +197,7 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             registry.add(pack, found)
         except Exception as exc:  # a broken pack must not take the others down
             # shown by `fal-mcp plugins` and logged: a pack's message must not carry the key
-            pack.status, pack.error = "failed", scrub(f"{type(exc).__name__}: {exc}", [settings.fal_key])
+            pack.status, pack.error = "failed", scrub(f"{type(exc).__name__}: {exc}", settings.secrets())
             if manager.has_plugin(entry.name):
                 manager.unregister(name=entry.name)
             log.error("fal-mcp: pack %r (%s) failed to load: %s", entry.name, pack.label, pack.error)

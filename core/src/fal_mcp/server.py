@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,15 @@ from .context import ToolContext
 from .errors import ToolError, scrub, shown
 from .gateway import FalGateway
 from .outputs import GenerationOutput
+from .owners import STDIO, Principal
 from .plugins import Registry
-from .types import Tool
+from .types import Tool, ToolResult
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "fal-mcp"
 # The longest message kept for one invalid field (a validator may quote a huge value in its message).
 FIELD_MESSAGE_LIMIT = 300
+JOBS_KEPT = 2000
 
 
 def _version() -> str:
@@ -71,23 +73,38 @@ def input_schema(tool: Tool, registry: Registry) -> dict[str, Any]:
 
 
 class Outputs:
-    """The files this server run produced, exposed as MCP resources (fal-mcp://outputs/...)."""
+    """The files this server run produced, exposed as MCP resources (fal-mcp://outputs/...), each
+    visible to its owner only. Bounded: the oldest are forgotten first (the files stay on fal)."""
 
     PREFIX = "fal-mcp://outputs/"
+    LIMIT = 2000
 
     def __init__(self) -> None:
-        self.files: dict[str, Any] = {}  # uri -> OutputFile
+        from collections import OrderedDict
 
-    def record(self, output: GenerationOutput) -> None:
+        self.files: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # uri -> (owner key, OutputFile)
+
+    def record(self, output: GenerationOutput, owner: Principal) -> None:
         for index, file in enumerate(output.files):
-            self.files[f"{self.PREFIX}{output.request_id}/{index}"] = file
+            uri = f"{self.PREFIX}{output.request_id}/{index}"
+            self.files[uri] = (owner.key, file)
+            self.files.move_to_end(uri)
+        while len(self.files) > self.LIMIT:
+            self.files.popitem(last=False)
 
-    def listing(self):
+    def file(self, uri: str, owner: Principal) -> Any:
+        """The owner's file at `uri`, else None (another owner's file is as unknown as a missing one)."""
+        entry = self.files.get(uri)
+        return entry[1] if entry is not None and entry[0] == owner.key else None
+
+    def listing(self, owner: Principal):
         from mcp import types
 
+        if not owner.listable:
+            return []
         return [types.Resource(uri=uri, name=uri.removeprefix(self.PREFIX), mime_type=file.content_type,
                                size=file.file_size, description=file.url)
-                for uri, file in self.files.items()]
+                for uri, (key, file) in self.files.items() if key == owner.key]
 
 
 class ToolTable:
@@ -99,7 +116,8 @@ class ToolTable:
         self.gateway = gateway
         self._listing = None
         self.outputs = Outputs()
-        self.jobs: list[dict[str, Any]] = []  # background jobs submitted in this run, for list_jobs
+        # background jobs submitted in this run, for list_jobs: (owner key, status), the newest kept
+        self.jobs: deque[tuple[str, dict[str, Any]]] = deque(maxlen=JOBS_KEPT)
         self.calls_in_flight = 0  # tool calls running now (shown by /health)
 
     def listing(self):
@@ -146,7 +164,7 @@ class ToolTable:
         return args.model_copy(update=updates) if updates else args
 
     async def invoke(self, name: str, arguments: dict[str, Any] | None, *, report_progress=None,
-                     allowed_dirs=None, job=None) -> tuple[Tool, ToolResult]:
+                     allowed_dirs=None, job=None, owner: Principal = STDIO) -> tuple[Tool, ToolResult]:
         """Validate the arguments, resolve media inputs, run the handler. Failures raise (ToolError for
         anything the user can act on). `job` selects background-job behaviour (see jobs.py)."""
         tool = self.registry.tools.get(name)
@@ -163,12 +181,14 @@ class ToolTable:
             except ValueError as exc:
                 raise ToolError(f"Invalid arguments for {name}: {tool.model_field}: {exc}") from None
         context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
-                              report_progress=report_progress, client_roots=allowed_dirs, table=self, job=job)
+                              report_progress=report_progress, client_roots=allowed_dirs, table=self, job=job,
+                              owner=owner)
         context.arguments = await self._resolve_media(tool, args, context)
         return tool, await tool.handler(context.arguments, context)
 
-    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None):
-        """Validate, run and package one tool call. Always returns a CallToolResult.
+    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None,
+                   owner: Principal = STDIO):
+        """Validate, run and package one tool call for `owner`. Always returns a CallToolResult.
 
         `allowed_dirs`, when given, is an async function returning the client's roots.
         """
@@ -176,23 +196,23 @@ class ToolTable:
         try:
             try:
                 tool, result = await self.invoke(name, arguments, report_progress=report_progress,
-                                                 allowed_dirs=allowed_dirs)
+                                                 allowed_dirs=allowed_dirs, owner=owner)
             except Exception as exc:
                 return self.failure(name, exc)
-            return await self.package(tool, result)
+            return await self.package(tool, result, owner)
         finally:
             self.calls_in_flight -= 1
 
     def failure(self, name: str, exc: Exception):
         """The one mapping of a failed call to an isError result."""
         if isinstance(exc, ToolError):
-            return _error(scrub(str(exc), [self.settings.fal_key]))
+            return _error(scrub(str(exc), self.settings.secrets()))
         if isinstance(exc, ValidationError):
             return _error(f"{name} could not read fal's answer: {format_validation_error(exc)}")
         log.error("tool %s failed", name, exc_info=exc)
-        return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", [self.settings.fal_key]))
+        return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", self.settings.secrets()))
 
-    async def package(self, tool: Tool, result: ToolResult):
+    async def package(self, tool: Tool, result: ToolResult, owner: Principal):
         """A handler's result as MCP content: text, previews, file links, structured content."""
         from mcp import types
 
@@ -206,7 +226,7 @@ class ToolTable:
             saved = [f"Saved: {file.local_path}" for file in result.structured.files if file.local_path]
             added = [f"Note: {note}" for note in result.structured.notes[noted:]]
             text = "\n".join([text, *saved, *added])
-            self.outputs.record(result.structured)
+            self.outputs.record(result.structured, owner)
         content: list[Any] = [types.TextContent(type="text", text=text)]
         for data, mime_type in images:
             content.append(types.ImageContent(type="image", data=base64.b64encode(data).decode(),
@@ -253,15 +273,18 @@ async def client_roots(session) -> list[str] | None:
     except Exception as exc:  # an old or partial client: fall back to the configured directories
         log.info("could not list the client's roots: %s", exc)
         return None
-    paths = [unquote(urlsplit(str(root.uri)).path) for root in listing.roots if str(root.uri).startswith("file:")]
-    return [path for path in paths if os.path.isdir(path)] or None
+    # Every declared root counts, even one that does not exist here: roots only narrow (media.narrow).
+    return [unquote(urlsplit(str(root.uri)).path) for root in listing.roots
+            if str(root.uri).startswith("file:")] or None
 
 
-def build_server(table: ToolTable, in_flight: dict | None = None):
+def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=None):
     """A low-level mcp Server whose tools are `table`'s.
 
-    `in_flight`, given by the HTTP transport, maps (session id, request id) to the cancel
-    scope of each running call, so that a client that disconnects can have its call cancelled.
+    `principal_of(ctx)`, given by the HTTP transport, names the owner of a request (default: the
+    stdio client). `in_flight`, given by the HTTP transport too, maps (owner or session, request
+    id) to the cancel scope of each running call, so that a client that disconnects or sends
+    `notifications/cancelled` on another connection can have its call cancelled.
     """
     import anyio
     from mcp import types
@@ -270,41 +293,53 @@ def build_server(table: ToolTable, in_flight: dict | None = None):
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
         return types.ListToolsResult(tools=table.listing())
 
+    def owner(ctx) -> Principal:
+        return principal_of(ctx) if principal_of is not None else STDIO
+
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        principal = owner(ctx)
+
         def call():
             return table.call(params.name, params.arguments, ctx.session.report_progress,
-                              lambda: client_roots(ctx.session))
+                              lambda: client_roots(ctx.session), owner=principal)
 
         headers = getattr(ctx.request, "headers", None)
         session_id = headers.get("mcp-session-id") if in_flight is not None and headers is not None else None
-        if session_id is None:
+        # Without a session (stateless HTTP) a cancel can only be matched to its call by the owner,
+        # and only an owner that can be recognised again.
+        scope_owner = session_id or (principal.key if in_flight is not None and principal.listable else None)
+        if scope_owner is None:
             return await call()
-        key = (session_id, str(ctx.request_id))
+        key = (scope_owner, str(ctx.request_id))
         with anyio.CancelScope() as scope:
-            in_flight[key] = scope
+            # a set: two calls of one token's holder may carry the same request id
+            in_flight.setdefault(key, set()).add(scope)
             try:
                 return await call()
             finally:
-                in_flight.pop(key, None)
-        return _error("The client disconnected; the call was cancelled.")  # never delivered
+                scopes = in_flight.get(key, set())
+                scopes.discard(scope)
+                if not scopes:
+                    in_flight.pop(key, None)
+        return _error("The call was cancelled.")  # never delivered
 
     async def on_list_resources(ctx, params) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=table.outputs.listing())
+        return types.ListResourcesResult(resources=table.outputs.listing(owner(ctx)))
 
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         from mcp.shared.exceptions import MCPError
 
         from .media import MediaError, fetch
 
-        file = table.outputs.files.get(str(params.uri))
+        file = table.outputs.file(str(params.uri), owner(ctx))
         if file is None:
-            raise MCPError(code=-32002, message=f"Unknown resource {params.uri}: list_resources shows this run's "
-                                                "outputs")
+            raise MCPError(code=-32002, message=f"Unknown resource {shown(str(params.uri), 200)}: "
+                                                "list_resources shows your outputs of this run")
         try:
             fetched = await fetch(file.url, trusted_urls=list(table.settings.urls.values()),
                                   http=table.gateway.downloads())
         except MediaError as exc:
-            raise MCPError(code=-32603, message=f"Could not read {params.uri}: {exc}") from None
+            raise MCPError(code=-32603, message=f"Could not read {shown(str(params.uri), 200)}: {exc}") from None
         return types.ReadResourceResult(contents=[types.BlobResourceContents(
             uri=params.uri, mime_type=file.content_type or fetched.content_type,
             blob=base64.b64encode(fetched.data).decode())])

@@ -1,6 +1,10 @@
 """What several image tools share: argument translation helpers, reading input images, doing Pillow
 work off the event loop and uploading the result, and the text of a result.
 
+Two guards every tool here goes through: `checked_size` bounds each image size computed before Pillow
+allocates it, and `guarded` (which `transform`, `upload_image` and `in_worker` use) turns whatever
+Pillow raises while working on an input into a ToolError naming that input.
+
 PIL is imported inside functions only: the server must start without it.
 """
 
@@ -14,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from fal_mcp import (
+    MAX_PIXELS,
     FalResult,
     GenerationOutput,
     Model,
@@ -28,6 +33,9 @@ from fal_mcp import (
 LOCAL_ENDPOINT = "local/pillow"
 HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+# Nor may any side of an image made here exceed this (a JPEG's largest side): far past any real use,
+# while a strip of a few pixels by millions stays under MAX_PIXELS and still breaks encoders.
+MAX_SIDE = 65_500
 
 
 # -- argument translation ----------------------------------------------------------------
@@ -65,6 +73,49 @@ async def fetch_image(ctx: ToolContext, field: str, url: str):
         raise ToolError(f"{field}: {exc}") from None
 
 
+# -- bounds and failures of local Pillow work ---------------------------------------------------
+
+
+def checked_size(size: tuple[int, int], field: str, what: str) -> tuple[int, int]:
+    """`size`, for an image about to be made here (a resize, pad, crop or composite target), or a
+    ToolError naming `field`, the argument it follows from, if it is over MAX_PIXELS pixels or MAX_SIDE
+    a side. Every such size goes through here before Pillow allocates it: inputs are bounded on
+    decoding, but sizes computed from them (an overlay scaled to a base's width) are not."""
+    width, height = size
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise ToolError(f"{field}: {what} would be {width}x{height} pixels; an image made here may have at "
+                        f"most {MAX_PIXELS} pixels and {MAX_SIDE} a side")
+    return width, height
+
+
+def guarded(fields: tuple[str, ...], work: Callable[..., Any], *args: Any) -> Any:
+    """Blocking: `work(*args)`, where anything Pillow raises (an odd mode or palette in an input it
+    decoded, an encoder's limits, memory) becomes a ToolError naming the inputs `fields`: a bad input,
+    not an internal error."""
+    try:
+        return work(*args)
+    except ToolError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:150] or "no details"
+        raise ToolError(f"{' and '.join(fields)}: the image could not be processed "
+                        f"({type(exc).__name__}: {reason})") from None
+
+
+async def in_worker(fields: tuple[str, ...], work: Callable[..., Any], *args: Any) -> Any:
+    """`guarded(fields, work, *args)` in a worker thread (Pillow blocks)."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(guarded, fields, work, *args)
+
+
+def normalised(image):
+    """RGB, or RGBA when the image has transparency (palette and other modes resize badly); always a
+    new image, which the caller may change."""
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
 # -- images out ----------------------------------------------------------------------------
 
 
@@ -87,26 +138,38 @@ def encode(image, output_format: str) -> bytes:
     return buffer.getvalue()
 
 
-async def upload_image(ctx: ToolContext, image, output_format: str, name: str) -> OutputFile:
-    """Encode (in a worker thread) and store on fal storage."""
-    import anyio
-
-    data = await anyio.to_thread.run_sync(encode, image, output_format)
+async def _store(ctx: ToolContext, size: tuple[int, int], data: bytes, output_format: str,
+                 name: str) -> OutputFile:
     content_type = OUTPUT_FORMATS[output_format][1]
     extension = "jpg" if output_format == "jpeg" else output_format
     url = await ctx.upload(data, content_type, f"{name}.{extension}")
-    return OutputFile(url=url, content_type=content_type, width=image.width, height=image.height,
-                      file_size=len(data))
+    return OutputFile(url=url, content_type=content_type, width=size[0], height=size[1], file_size=len(data))
 
 
-async def transform(ctx: ToolContext, work: Callable[..., Any], *images, output_format: str,
-                    name: str) -> OutputFile:
-    """Load → transform → encode → upload: `work(*images)` runs in a worker thread and returns the
-    PIL image to store."""
+async def upload_image(ctx: ToolContext, image, output_format: str, name: str,
+                       fields: tuple[str, ...]) -> OutputFile:
+    """Encode (in a worker thread; a failure names `fields`, the inputs it was made from) and store on
+    fal storage."""
+    data = await in_worker(fields, encode, image, output_format)
+    return await _store(ctx, image.size, data, output_format, name)
+
+
+async def transform(ctx: ToolContext, work: Callable[..., Any], images: dict[str, Any], *,
+                    output_format: str, name: str) -> OutputFile:
+    """Load → transform → encode → upload. In one worker thread: each of `images` (keyed by the
+    argument it came from) is `normalised`, `work(*images)` returns the PIL image to store, and that
+    is encoded. A failure names the input it happened on (all of them once they are combined)."""
     import anyio
 
-    result = await anyio.to_thread.run_sync(work, *images)
-    return await upload_image(ctx, result, output_format, name)
+    fields = tuple(images)
+
+    def run() -> tuple[tuple[int, int], bytes]:
+        ready = [guarded((field,), normalised, image) for field, image in images.items()]
+        result = guarded(fields, work, *ready)
+        return result.size, guarded(fields, encode, result, output_format)
+
+    size, data = await anyio.to_thread.run_sync(run)
+    return await _store(ctx, size, data, output_format, name)
 
 
 def local_output(files: list[OutputFile], notes: list[str]) -> GenerationOutput:

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from fal_mcp import GenerationOutput, MediaUrl, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
 
-from ._common import fetch_image, local_output, report, transform
+from ._common import checked_size, fetch_image, local_output, report, transform
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center", "custom"]
 
@@ -55,14 +55,15 @@ def place(args: ComposeImagesInput, base: tuple[int, int], overlay: tuple[int, i
 
 
 def compose(base, overlay, *, size: tuple[int, int], at: tuple[int, int], opacity: float):
-    """Blocking: `overlay` resized to `size`, faded by `opacity`, composited on `base` at `at`."""
+    """Blocking: `overlay` resized to `size`, faded by `opacity`, composited on `base` at `at`. Both
+    are RGB or RGBA (see transform); `base` is changed and returned."""
     from PIL import Image
 
-    layer = overlay.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
+    layer = overlay.resize(size, Image.Resampling.LANCZOS)
+    layer = layer if layer.mode == "RGBA" else layer.convert("RGBA")  # after resizing: less to convert
     if opacity < 1:
         layer.putalpha(layer.getchannel("A").point(lambda value: round(value * opacity)))
-    base_has_alpha = "A" in base.getbands() or "transparency" in base.info
-    result = base.convert("RGBA" if base_has_alpha else "RGB")
+    result, base_has_alpha = base, base.mode == "RGBA"
     # Composite only the region the overlay covers (clipped to the base): Pillow holds the GIL in
     # alpha_composite, and over a whole 4096x4096 base that stalled the event loop ~170 ms.
     x, y = at
@@ -81,8 +82,13 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
         field = "x" if args.x >= base.width else "y"
         raise ToolError(f"Invalid arguments for compose_images: {field}: ({args.x}, {args.y}) is outside the "
                         f"base image ({base.width}x{base.height})")
+    checked_size(base.size, "base_image_url", "the composed image")
     width = max(1, round(base.width * args.scale))
-    size = (width, max(1, round(overlay.height * width / overlay.width)))
+    # The overlay keeps its aspect ratio: a tiny but very tall one scaled to a wide base's width
+    # would be gigapixels. Refused here, before anything is allocated.
+    size = checked_size((width, max(1, round(overlay.height * width / overlay.width))), "overlay_image_url",
+                        f"the {overlay.width}x{overlay.height} overlay scaled to {width} pixels wide "
+                        f"(scale {args.scale:g} of the {base.width}-pixel-wide base)")
     x, y = place(args, base.size, size)
     notes = []
     if x < 0 or y < 0:
@@ -92,7 +98,8 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
     if x + size[0] > base.width or y + size[1] > base.height:
         notes.append("the overlay runs past the base's edge: that part is cut off")
     work = partial(compose, size=size, at=(x, y), opacity=args.opacity)
-    file = await transform(ctx, work, base, overlay, output_format=args.output_format, name="composed")
+    file = await transform(ctx, work, {"base_image_url": base, "overlay_image_url": overlay},
+                           output_format=args.output_format, name="composed")
     detail = (f"Overlay {size[0]}x{size[1]} at x={x}, y={y} ({args.position}) on the "
               f"{base.width}x{base.height} base, opacity {args.opacity:g}")
     return report("Composed", local_output([file], notes), [detail])

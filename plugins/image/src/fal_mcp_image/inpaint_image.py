@@ -22,7 +22,7 @@ from fal_mcp import (
     ToolResult,
 )
 
-from ._common import dropped, fal_output, fetch_image, optional, report, upload_image
+from ._common import checked_size, dropped, fal_output, fetch_image, in_worker, optional, report, upload_image
 
 
 class InpaintImageInput(ToolInput):
@@ -78,15 +78,14 @@ def fit_mask(mask, size):
 
 
 async def inpaint_image(args: InpaintImageInput, ctx: ToolContext) -> ToolResult:
-    import anyio
-
     model = ctx.model(args.model)
     image = await fetch_image(ctx, "image_url", args.image_url)
     mask = await fetch_image(ctx, "mask_url", args.mask_url)
     notes = []
     if mask.size != image.size:
-        fitted = await anyio.to_thread.run_sync(fit_mask, mask, image.size)
-        uploaded = await upload_image(ctx, fitted, "png", "mask")
+        size = checked_size(image.size, "image_url", "the mask resized to the image's size")
+        fitted = await in_worker(("mask_url",), fit_mask, mask, size)
+        uploaded = await upload_image(ctx, fitted, "png", "mask", ("mask_url",))
         args = args.model_copy(update={"mask_url": uploaded.url})
         stretched = abs(mask.width / mask.height - image.width / image.height) > 0.01
         how = " (stretched: another aspect ratio)" if stretched else ""

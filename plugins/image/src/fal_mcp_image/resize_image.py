@@ -34,9 +34,12 @@ from fal_mcp import (
 
 from ._common import (
     HexColour,
+    checked_size,
     fal_output,
     fetch_image,
+    in_worker,
     local_output,
+    normalised,
     optional,
     report,
     transform,
@@ -130,7 +133,7 @@ RECOMMENDATIONS = [
 ]
 
 
-# -- geometry (blocking Pillow work, run in a worker thread) ----------------------------
+# -- geometry (blocking Pillow work, run in a worker thread on RGB or RGBA images) -------------
 
 
 def outpaint_plan(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, ...]]:
@@ -150,16 +153,10 @@ def outpaint_plan(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple
     raise ValueError(f"no outpainting plan for {w}x{h} -> {tw}x{th}")  # unreachable within the size limits
 
 
-def _normalised(image):
-    """RGB, or RGBA when the image has transparency (palette and other modes resize badly)."""
-    has_alpha = "A" in image.getbands() or "transparency" in image.info
-    return image.convert("RGBA" if has_alpha else "RGB")
-
-
 def scale_to(image, size: tuple[int, int]):
     from PIL import Image
 
-    return _normalised(image).resize(size, Image.Resampling.LANCZOS)
+    return normalised(image).resize(size, Image.Resampling.LANCZOS)
 
 
 def content_centering(image, size: tuple[int, int]) -> tuple[float, float]:
@@ -193,7 +190,7 @@ def crop(image, size: tuple[int, int], focus: str):
     from PIL import Image, ImageOps
 
     centering = content_centering(image, size) if focus == "content" else (0.5, 0.5)
-    return ImageOps.fit(_normalised(image), size, Image.Resampling.LANCZOS, centering=centering)
+    return ImageOps.fit(image, size, Image.Resampling.LANCZOS, centering=centering)
 
 
 def fill(image, size: tuple[int, int]):
@@ -204,7 +201,7 @@ def fill(image, size: tuple[int, int]):
 def pad(image, size: tuple[int, int], colour: str):
     from PIL import Image, ImageOps
 
-    fitted = ImageOps.contain(_normalised(image), size, Image.Resampling.LANCZOS).convert("RGBA")
+    fitted = ImageOps.contain(image, size, Image.Resampling.LANCZOS).convert("RGBA")
     canvas = Image.new("RGBA", size, colour)
     canvas.alpha_composite(fitted, ((size[0] - fitted.width) // 2, (size[1] - fitted.height) // 2))
     return canvas.convert("RGB")  # the bars are opaque, so is the whole
@@ -228,16 +225,15 @@ def _unused(args: ResizeImageInput) -> list[str]:
 async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple[int, int], notes: list[str]):
     """The image extended on fal to the target's aspect ratio, as (PIL image, model, FalResult); None when
     it has that aspect ratio already."""
-    import anyio
-
     scaled_size, (left, right, top, bottom) = outpaint_plan(image.size, size)
     if not (left or right or top or bottom):
         notes.append("the image already has the target aspect ratio: it was only scaled, nothing generated")
         return None
     source_url = args.image_url
     if scaled_size != image.size:
-        scaled = await anyio.to_thread.run_sync(scale_to, image, scaled_size)
-        source_url = (await upload_image(ctx, scaled, "png", "outpaint_input")).url
+        checked_size(scaled_size, "image_url", "the image scaled for outpainting")
+        scaled = await in_worker(("image_url",), scale_to, image, scaled_size)
+        source_url = (await upload_image(ctx, scaled, "png", "outpaint_input", ("image_url",))).url
         notes.append(f"the input was scaled to {scaled_size[0]}x{scaled_size[1]} before outpainting (its "
                      f"size on the final canvas; fal's outpaint adds at most {MAX_EXPAND} px a side)")
     model = ctx.model(args.model)
@@ -256,7 +252,9 @@ async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple
 
 
 async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
-    size = SIZES.get(args.target_format) or (args.width, args.height)
+    custom = args.target_format == "custom"
+    size = checked_size(SIZES.get(args.target_format) or (args.width, args.height),
+                        "width" if custom else "target_format", "the target")
     image = await fetch_image(ctx, "image_url", args.image_url)
     notes = _unused(args)
     if args.mode == "crop":
@@ -266,7 +264,8 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
     else:
         work = partial(fill, size=size)
     extended = await _outpaint(args, ctx, image, size, notes) if args.mode == "extend" else None
-    file = await transform(ctx, work, extended[0] if extended else image, output_format=args.output_format,
+    source = {"output": extended[0]} if extended else {"image_url": image}  # what was resized
+    file = await transform(ctx, work, source, output_format=args.output_format,
                            name=f"{args.target_format}_{size[0]}x{size[1]}")
     if extended:
         output = fal_output(extended[1], extended[2], notes, files=[file], prompt=args.background_prompt)

@@ -1,0 +1,35 @@
+"""Who a call belongs to. Outputs, resources and jobs are visible only to their owner.
+
+The owner is decided by the transport, never by anything the client says about itself: the stdio
+client (one per process), an HTTP session, or, when FAL_MCP_AUTH_TOKEN is set, the token's holder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Principal:
+    # A stable name for the owner: "stdio", "token:<digest>", "session:<random>".
+    key: str
+    # False for a caller that cannot be recognised again (stateless HTTP without a token): it lists
+    # nothing, and what it made is reachable only through ids it was given (unguessable job ids).
+    listable: bool = True
+
+
+STDIO = Principal("stdio")
+ANONYMOUS = Principal("anonymous", listable=False)
+
+
+def token_principal(token: str) -> Principal:
+    """The holder of a bearer token; named by a digest, never by the token itself."""
+    import hashlib
+
+    return Principal("token:" + hashlib.sha256(b"fal-mcp principal\0" + token.encode()).hexdigest()[:24])
+
+
+def session_principal() -> Principal:
+    import secrets
+
+    return Principal("session:" + secrets.token_hex(12))
