@@ -62,6 +62,54 @@ def thread_sandbox():
     sb.stop_thread()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (Debian's package) on a free loopback port, for the session: its URL base."""
+    import shutil
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+
+    for _ in range(500):  # until it accepts connections
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("redis-server exited at start")
+            time.sleep(0.02)
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """Database 1 of the session's redis-server, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(f"{redis_server}/1")
+    client.flushdb()
+    client.close()
+    return f"{redis_server}/1"
+
+
 @pytest.fixture(scope="session")
 def test_packs_dir(tmp_path_factory) -> Path:
     """The packs under tests/packs, really installed (wheels built by pip) into a directory of their own."""
@@ -127,7 +175,11 @@ async def tool_table_for(sb, registry, **overrides):
 
     settings = sandbox_settings(sb, **{"FAL_MCP_MAX_RETRY_AFTER": 0.5, **overrides})
     async with FalGateway(settings) as gw:
-        yield ToolTable(registry, settings, gw)
+        table = ToolTable(registry, settings, gw)
+        try:
+            yield table
+        finally:
+            await table.aclose()
 
 
 def count_routes(sb, *routes: str) -> int:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from fal_mcp.config import Settings
-from fal_mcp.jobs import decode_job, encode_job
-
 from .conftest import server_env, stdio_client
 
 pytestmark = pytest.mark.anyio
@@ -29,18 +26,17 @@ async def test_a_job_reports_queue_running_and_the_tools_own_result(tool_table, 
                                                      "arguments": {"prompt": "later", "seed": 11}})
     assert not submitted.is_error, submitted.content[0].text
     job = submitted.structured_content
-    assert job["status"] == "submitted" and job["endpoint"] == "fal-ai/flux/schnell"
+    assert job["status"] in ("queued", "running") and job["endpoint"] == "fal-ai/flux/schnell"
     assert job["request_id"] == sandbox.state.submissions[-1]["request_id"]
-    first = await tool_table.call("check_job", {"job_id": job["job_id"]})
-    assert first.structured_content["status"] == "queued" and first.structured_content["position"] is not None
-    seen = {first.structured_content["status"]}
-    for _ in range(100):
+    seen = []
+    for _ in range(200):
         checked = await tool_table.call("check_job", {"job_id": job["job_id"]})
         if checked.content[0].text.startswith("Job done"):
             break
-        seen.add(checked.structured_content["status"])
+        seen.append((checked.structured_content["status"], checked.structured_content["progress"]))
         await anyio.sleep(0.05)
-    assert seen == {"queued", "running"}
+    assert any(s == "queued" and p.startswith("In queue, position") for s, p in seen)
+    assert "running" in {status for status, _ in seen}
     done = checked.structured_content
     assert done["seed"] == 11 and done["files"][0]["width"] == 1024 and done["model"] == "flux_schnell"
     assert [c for c in checked.content if c.type == "image"]  # the same result, preview included
@@ -84,45 +80,25 @@ async def test_invalid_jobs_are_refused_before_anything_is_spent(tool_table, san
     assert sandbox.state.submissions == []
 
 
-async def test_job_ids_are_sealed_owned_and_expire(tool_table):
-    from dataclasses import replace
+async def test_job_ids_are_random_owned_and_forgotten_with_the_job(tool_table, sandbox):
+    from fal_mcp.owners import Principal
 
-    from fal_mcp.owners import STDIO, Principal
-
-    settings = tool_table.settings
-    job_id = encode_job(settings, STDIO, "generate_image", {"prompt": "a secret plan"}, "fal-ai/flux/schnell",
-                        "abc")
-    assert decode_job(settings, job_id, STDIO)["r"] == "abc"
-    # nothing of the call can be read from the id, in any encoding
-    import base64
-    import zlib
-
-    raw = base64.urlsafe_b64decode(job_id[4:] + "=" * (-len(job_id[4:]) % 4))
-    with pytest.raises(zlib.error):
-        zlib.decompress(raw[12:])
-    assert b"secret" not in raw and "secret" not in job_id
-    other_secret = replace(settings, job_secret="x" * 40)
-    forged = encode_job(other_secret, STDIO, "generate_image", {}, "fal-ai/flux/schnell", "victim-request")
-    foreign = encode_job(settings, Principal("session:someone-else"), "generate_image", {}, "fal-ai/flux/schnell",
-                         "abc")
-    expired = encode_job(replace(settings, job_ttl=-1), STDIO, "generate_image", {}, "fal-ai/flux/schnell", "abc")
-    for bad in (forged, foreign, job_id[:-2] + ("xx" if not job_id.endswith("xx") else "yy"), "job_nonsense.sig",
-                expired):
-        for tool in ("check_job", "cancel_job"):
-            result = await tool_table.call(tool, {"job_id": bad})
-            assert result.is_error and "job_id:" in result.content[0].text
-    assert "expired" in (await tool_table.call("check_job", {"job_id": expired})).content[0].text
-    # a refusal tells a forged id from another owner's in no way
-    texts = {(await tool_table.call("check_job", {"job_id": bad})).content[0].text for bad in (forged, foreign)}
-    assert len(texts) == 1
-
-
-def test_a_short_job_secret_stops_the_server():
-    from fal_mcp.config import ConfigError
-
-    with pytest.raises(ConfigError, match="FAL_MCP_JOB_SECRET"):
-        Settings.from_env({"FAL_MCP_JOB_SECRET": "x"})
-    assert Settings.from_env({"FAL_MCP_JOB_SECRET": "y" * 32}).job_secret == "y" * 32
+    submitted = await tool_table.call("submit_job", {"tool": "generate_image", "arguments": {
+        "prompt": "a secret plan"}})
+    job_id = submitted.structured_content["job_id"]
+    assert job_id.startswith("job_") and len(job_id) < 40 and "secret" not in job_id
+    await wait_done(tool_table, job_id)
+    stranger = Principal("session:someone-else")
+    for tool in ("check_job", "cancel_job"):
+        for bad, owner in [(job_id, stranger), (job_id[:-2] + "xx", None), ("job_nonsense", None)]:
+            result = await tool_table.call(tool, {"job_id": bad}, **({"owner": owner} if owner else {}))
+            assert result.is_error and "job_id: no such job" in result.content[0].text, result.content[0].text
+    assert (await tool_table.call("list_jobs", {}, owner=stranger)).structured_content["jobs"] == []
+    # forgotten with the job: retention removes finished jobs, and their ids with them
+    assert await tool_table.store.prune(max_age=0, per_owner=1000) == 1
+    gone = await tool_table.call("check_job", {"job_id": job_id})
+    assert gone.is_error and "no such job" in gone.content[0].text
+    assert sandbox.state.cancels == []
 
 
 async def test_outputs_are_listed_and_read_as_resources():
@@ -139,13 +115,13 @@ async def test_outputs_are_listed_and_read_as_resources():
         assert data[:3] == b"\xff\xd8\xff" and len(data) == made.structured_content["files"][0]["file_size"]
 
 
-async def test_a_video_job_submitted_in_one_process_is_finished_in_another(thread_sandbox):
+async def test_a_video_job_submitted_in_one_process_is_finished_in_another(thread_sandbox, tmp_path):
     """A long video job (time compressed: the sandbox job runs 3 s) submitted to one server process,
     followed and fetched from another, as across replicas of a stateless deployment."""
     thread_sandbox.state.reset()
     thread_sandbox.state.set_config(job_seconds=3)
-    # replicas share FAL_MCP_JOB_SECRET: without it each process has a random one of its own
-    env = server_env(dict(thread_sandbox.env(), FAL_MCP_JOB_SECRET="replicas-share-this-secret-0123456789"))
+    # replicas share the job store (here one SQLite file; across machines, Redis)
+    env = server_env(dict(thread_sandbox.env(), FAL_MCP_STORE=f"sqlite:///{tmp_path}/jobs.sqlite3"))
     arguments = {"prompt": "a slow pan over mountains", "model": "kling.t2v", "duration": 10, "seed": 3}
     try:
         async with stdio_client(["serve"], env) as first:

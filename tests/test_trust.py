@@ -22,7 +22,7 @@ TOKEN = "trust-token-" + secrets.token_hex(16)
 
 
 def canary_env(extra: dict | None = None) -> dict[str, str]:
-    return server_env({"FAL_MCP_JOB_SECRET": CANARY, "CANARY_VARIABLE": CANARY, **(extra or {})})
+    return server_env({"CANARY_VARIABLE": CANARY, **(extra or {})})
 
 
 def stored_bytes(sandbox) -> list[bytes]:
@@ -303,7 +303,8 @@ async def test_two_clients_of_one_server_are_strangers(thread_sandbox, transport
         async with connect(base) as owner, connect(base) as stranger:
             uri, job_id = await make_job_and_output(owner)
             assert [str(r.uri) for r in (await owner.list_resources()).resources] == [uri]
-            assert len((await owner.call_tool("list_jobs", {})).structured_content["jobs"]) == 1
+            # both the generation and the submitted job are the owner's jobs
+            assert len((await owner.call_tool("list_jobs", {})).structured_content["jobs"]) == 2
             await assert_stranger_sees_nothing(stranger, uri, job_id, thread_sandbox)
             mine = await owner.call_tool("check_job", {"job_id": job_id})
             assert not mine.is_error, mine.content[0].text
@@ -331,7 +332,8 @@ async def test_a_tokens_holder_is_one_owner_across_stateless_requests(thread_san
             uri, job_id = await make_job_and_output(first)
         async with http_client(base, TOKEN) as again:
             assert [str(r.uri) for r in (await again.list_resources()).resources] == [uri]
-            assert [j["job_id"] for j in (await again.call_tool("list_jobs", {})).structured_content["jobs"]] == [job_id]
+            listed = (await again.call_tool("list_jobs", {})).structured_content["jobs"]
+            assert len(listed) == 2 and listed[0]["job_id"] == job_id  # newest first
         async with httpx.AsyncClient() as http:
             refused = await http.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                                       headers={"Authorization": "Bearer " + TOKEN[:-1]})
@@ -524,7 +526,6 @@ async def test_what_grows_with_use_is_bounded(tool_table, monkeypatch):
         outputs.record(GenerationOutput(files=[OutputFile(url=f"https://x/{index}")], endpoint="a/b",
                                         request_id=f"r{index}"), STDIO)
     assert len(outputs.files) == 5 and outputs.file("fal-mcp://outputs/r11/0", STDIO) is not None
-    assert tool_table.jobs.maxlen is not None
     monkeypatch.setattr(gateway_module, "UPLOADS_KEPT", 3)
     for index in range(6):
         await tool_table.gateway.upload_once(f"content {index}".encode(), "text/plain")

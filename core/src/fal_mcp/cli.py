@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -63,8 +64,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                   "needed)", file=sys.stderr)
         try:
             # One gateway and one tool table, whatever the transports.
-            async with FalGateway(run_settings) as gateway:
-                table = ToolTable(registry, run_settings, gateway)
+            async with FalGateway(run_settings) as gateway, \
+                    _closing(ToolTable(registry, run_settings, gateway)) as table:
+                table.runner.start_resuming()  # jobs a previous run left: followed to their end
                 # What is loaded now lives as long as the server: keep it out of the garbage
                 # collector's passes, and make those rarer: a full pass over a busy server's
                 # objects stalled the event loop for ~100 ms (benchmarks/concurrency.py).
@@ -103,9 +105,19 @@ async def _stop_on_signal(scope) -> None:
 
 
 def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Settings:
-    """`settings` pointed at a sandbox: its URLs and its key, never the user's real key."""
+    """`settings` pointed at a sandbox: its URLs and its key, never the user's real key; its jobs are kept
+    in memory unless FAL_MCP_STORE says otherwise (they die with the in-process sandbox anyway)."""
     urls = {kind: sandbox_env[f"FAL_MCP_{kind.upper()}_URL"] for kind in settings.urls}
-    return replace(settings, urls=urls, fal_key=sandbox_env["FAL_KEY"])
+    return replace(settings, urls=urls, fal_key=sandbox_env["FAL_KEY"],
+                   store_url=settings.store_url or "sqlite:///:memory:")
+
+
+@contextlib.asynccontextmanager
+async def _closing(table):
+    try:
+        yield table
+    finally:
+        await table.aclose()
 
 
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:

@@ -96,10 +96,17 @@ class Settings:
     # How long fal's model catalogue and prices are cached, in seconds.
     catalog_ttl: float = 3600.0
     output_dir: str | None = None
-    # Encrypts and signs job ids; None: a random secret for this process (ids die with it).
-    job_secret: str | None = field(default=None, repr=False)
-    # How long a job id stays valid, in seconds.
-    job_ttl: float = 7 * 24 * 3600.0
+    # The job store: sqlite:///path or redis://host:port/db; None: a file in the user's state directory.
+    store_url: str | None = None
+    # A call still running after this many seconds returns its job id (None: never, wait to the timeout).
+    handoff_after: float | None = 45.0
+    # Seconds between progress notifications while a call waits (clients reset their timeouts on them).
+    heartbeat: float = 5.0
+    # The longest check_job may wait for a job to finish, in seconds.
+    check_wait_max: float = 50.0
+    # Finished jobs are forgotten after this many seconds, and beyond this many per owner.
+    job_retention: float = 30 * 24 * 3600.0
+    jobs_per_owner: int = 500
     # Other secrets of this deployment (bearer token, key parts), kept out of every message and log.
     other_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -129,14 +136,18 @@ class Settings:
                 "FAL_MCP_MAX_COST_PER_CALL", "").strip() else None,
             catalog_ttl=number_setting(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
             output_dir=_output_dir(env),
-            job_secret=_job_secret(env),
-            job_ttl=number_setting(env, "FAL_MCP_JOB_TTL_HOURS", 7 * 24, 0.01) * 3600,
+            store_url=env.get("FAL_MCP_STORE", "").strip() or None,
+            handoff_after=_handoff(env),
+            heartbeat=number_setting(env, "FAL_MCP_HEARTBEAT", 5.0, 0.05),
+            check_wait_max=number_setting(env, "FAL_MCP_CHECK_WAIT_MAX", 50.0, 0),
+            job_retention=number_setting(env, "FAL_MCP_JOB_RETENTION_DAYS", 30, 0.0001) * 24 * 3600,
+            jobs_per_owner=int(number_setting(env, "FAL_MCP_JOBS_PER_OWNER", 500, 1)),
             other_secrets=tuple(env[name].strip() for name in SECRET_VARIABLES if env.get(name, "").strip()),
         )
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret this server holds: never in a result, an error or a log line."""
-        return tuple(s for s in (self.fal_key, self.job_secret, *self.other_secrets) if s)
+        return tuple(s for s in (self.fal_key, *self.other_secrets) if s)
 
     def timeout_for(self, category: str) -> float:
         return self.category_timeouts.get(category, self.timeout)
@@ -165,16 +176,23 @@ def _output_dir(env: Mapping[str, str]) -> str | None:
     return path
 
 
-MIN_SECRET_LENGTH = 32
-SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_MCP_AUTH_TOKEN", "FAL_MCP_JOB_SECRET")
+def _handoff(env: Mapping[str, str]) -> float | None:
+    if env.get("FAL_MCP_HANDOFF_AFTER", "").strip().lower() == "off":
+        return None
+    return number_setting(env, "FAL_MCP_HANDOFF_AFTER", 45.0, 0)
 
 
-def _job_secret(env: Mapping[str, str]) -> str | None:
-    raw = env.get("FAL_MCP_JOB_SECRET", "").strip()
-    if raw and len(raw) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"FAL_MCP_JOB_SECRET is {len(raw)} characters long; it must be at least "
-                          f"{MIN_SECRET_LENGTH} (e.g. `openssl rand -hex 32`)")
-    return raw or None
+def state_dir(env: Mapping[str, str] | None = None) -> str:
+    """Where the server keeps its state (the job store): FAL_MCP_STATE_DIR, else the XDG state home."""
+    env = os.environ if env is None else env
+    explicit = env.get("FAL_MCP_STATE_DIR", "").strip()
+    if explicit:
+        return os.path.expanduser(explicit)
+    base = env.get("XDG_STATE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "fal-mcp")
+
+
+SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_MCP_AUTH_TOKEN")
 
 
 def _fal_key(env: Mapping[str, str]) -> str | None:

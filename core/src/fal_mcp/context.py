@@ -29,37 +29,45 @@ class ToolContext:
         self.gateway = gateway
         self.registry = registry
         self.settings = settings
-        self._report = report_progress
+        self.report_progress = report_progress  # the request's progress callback (the runner forwards to it)
         self.client_roots = client_roots  # async () -> the client's MCP roots
         self._allowed_dirs: list[str] | None = None
         self._steps = 0
         self.table = table  # the ToolTable serving this call (used by the core's job tools)
-        self.job = job  # None, or a background-job mode from jobs.py
+        self.job = job  # None, or a runner.Replay: the fal output a finished job already has
+        self.call: Any = None  # the runner's Call this context belongs to
         self.arguments: Any = None  # the validated arguments, media inputs resolved
         self.owner = owner or STDIO  # who the call belongs to: its jobs and outputs are theirs alone
 
     async def progress(self, message: str) -> None:
-        """Tell the client what is happening. Progress values only grow, as MCP requires."""
+        """Tell the client what is happening (and the job store). Progress values only grow, as MCP requires."""
+        if self.call is not None:
+            await self.call.progress(message)
+            return
         self._steps += 1
-        if self._report is not None:
-            await self._report(self._steps, None, message)
+        if self.report_progress is not None:
+            await self.report_progress(self._steps, None, message)
 
     def model(self, name: str | None = None) -> Model:
         """The registered model of this tool called `name` (alias or endpoint id), or its default."""
         return self.registry.resolve_model(self.tool.name, name)
 
     async def run(self, endpoint_id: str, arguments: dict[str, Any]) -> FalResult:
-        """Run a fal endpoint through the queue, with progress, this tool's timeout and cancel-on-abandon."""
-        if self.job is not None:  # a background job: submit only, or replay a finished one
-            from .jobs import run_as_job
+        """Run a fal endpoint through the queue, with progress and this tool's timeout. The job is
+        recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
+        if self.job is not None:  # finishing a job whose fal output is in hand already
+            replayed = self.job.take(endpoint_id)
+            if replayed is not None:
+                return replayed
+        call = self.call
 
-            result = await run_as_job(self, endpoint_id, arguments)
-            if result is not None:
-                return result
-        result = await self.gateway.run(endpoint_id, arguments, progress=self.progress,
-                                        timeout=self.settings.timeout_for(self.tool.category))
-        await self.progress("Done")
-        return result
+        async def on_submit(request_id: str) -> None:
+            if call is not None:
+                await call.on_submit(endpoint_id, request_id, arguments)
+
+        return await self.gateway.run(endpoint_id, arguments, progress=self.progress,
+                                      timeout=self.settings.timeout_for(self.tool.category), on_submit=on_submit,
+                                      cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None)
 
     async def run_model(self, model: Model, arguments: Any) -> tuple[FalResult, EndpointCall]:
         """Translate the tool's arguments for `model` and run it."""

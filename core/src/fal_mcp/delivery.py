@@ -116,7 +116,9 @@ async def deliver(output: GenerationOutput, *, tool: str, settings, http=None) -
     trusted = list(settings.urls.values())
     previews: list[tuple[bytes, str]] = []
     for index, file in enumerate(output.files):
-        if settings.output_dir:
+        if file.local_path and Path(file.local_path).is_file():
+            pass  # saved when the job finished (a stored result read again)
+        elif settings.output_dir:
             try:
                 target = Path(settings.output_dir) / _file_name(tool, output.request_id, index, file)
                 file.local_path = str(await save(file.url, target, trusted_urls=trusted, http=http))

@@ -176,10 +176,14 @@ class FalGateway:
     # -- queue jobs ----------------------------------------------------------------
 
     async def run(self, endpoint_id: str, arguments: dict[str, Any], *, timeout: float,
-                  progress: Progress | None = None) -> FalResult:
+                  progress: Progress | None = None, on_submit: Callable[[str], Awaitable[None]] | None = None,
+                  cancel_when_cancelled: Callable[[], bool] | None = None) -> FalResult:
         """Submit `arguments` to `endpoint_id`, wait for it, return its output.
 
-        Raises ToolError with a readable message for every failure.
+        `on_submit(request_id)` runs once fal has accepted the job (to record it). If this task is
+        cancelled, the fal request is cancelled too unless `cancel_when_cancelled()` says no (a server
+        shutting down leaves its jobs to be resumed). Raises ToolError with a readable message for
+        every failure.
         """
         handle, reporter = None, _Reporter(progress)
         if self.settings.max_cost_per_call is not None:
@@ -188,6 +192,8 @@ class FalGateway:
             with anyio.fail_after(timeout):
                 handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
                                           idempotent=False)
+                if on_submit is not None:
+                    await on_submit(handle.request_id)
                 logs = await self._follow(handle, reporter)
                 data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
             return FalResult(endpoint_id, handle.request_id, data, logs)
@@ -200,7 +206,8 @@ class FalGateway:
             raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
                             "Raise FAL_MCP_TIMEOUT (or FAL_MCP_TIMEOUT_<CATEGORY>) for longer jobs.") from None
         except anyio.get_cancelled_exc_class():
-            if handle is not None:  # the MCP client cancelled or went away
+            wanted = cancel_when_cancelled() if cancel_when_cancelled is not None else True
+            if handle is not None and not reporter.finished and wanted:  # the MCP client cancelled
                 await self.cancel(endpoint_id, handle.request_id)
             raise
         except Exception as exc:
@@ -210,6 +217,24 @@ class FalGateway:
                 error = ToolError(f"{error} " + ("The fal request was cancelled." if cancelled else
                                                  "Cancelling the fal request failed (it may still run)."))
             raise error from None
+
+    async def follow(self, endpoint_id: str, request_id: str, *, timeout: float,
+                     progress: Progress | None = None) -> FalResult:
+        """Follow a job submitted earlier (by this process before a restart, or by another replica) to its
+        end and return its output; it is never cancelled from here. ToolError on failure or timeout."""
+        reporter = _Reporter(progress)
+        try:
+            handle = await self.client.get_handle(endpoint_id, request_id)
+            with anyio.fail_after(timeout):
+                logs = await self._follow(handle, reporter)
+                data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
+        except TimeoutError:
+            raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s of following it again") from None
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, endpoint_id) from None
+        return FalResult(endpoint_id, request_id, data, logs)
 
     # -- jobs by request id (background jobs; any replica can follow them) -------------
 

@@ -1,130 +1,23 @@
-"""Background jobs: submit any generation tool's call and come back for the result.
+"""The job tools: submit_job, check_job, cancel_job, list_jobs.
 
-A job id carries everything needed to find the job on fal and to finish the
-tool's work: the tool, its (validated, media-resolved) arguments, the endpoint
-the fal request id, its owner and its expiry, compressed and encrypted with
-AES-GCM. So any replica of a stateless deployment that shares the secret can
-answer `check_job`; no job table is needed for correctness; a job id reveals
-nothing of the call, and no client can forge one, point one at a request of its
-choosing, or use another client's.
-
-How a tool runs as a job: its handler runs with `ctx.job = SUBMIT`; its first
-`ctx.run()` submits and stops the handler (JobSubmitted). When fal reports the
-job done, the handler runs again with a `Replay` whose first `ctx.run()` hands
-back the stored output, so the result is exactly the one the tool returns.
+Every fal request the server starts is a job in the job store (store.py), owned by the caller (the
+principal of owners.py); the runner (runner.py) follows it to its end even when the call that started
+it has returned. These tools read and act on the store, so any replica sharing it answers, and a
+result is never lost: a job this process is not following (a restart, another replica) is followed
+again on the first `check_job`, its output fetched from fal by request id, saved and recorded.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
-import json
-import secrets
-import time
-import zlib
-from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, Field, model_validator
 
 from .errors import ToolError
-from .gateway import FalResult
 from .outputs import ToolInput
-from .owners import Principal
+from .store import JobRecord
 from .types import Tool, ToolHints, ToolResult
-
-PREFIX = "job_"
-SUBMIT = "submit"
-
-
-class JobSubmitted(Exception):
-    """Stops a handler running as a job once its fal request is submitted."""
-
-    def __init__(self, endpoint_id: str, request_id: str, arguments: dict) -> None:
-        super().__init__(endpoint_id, request_id)
-        self.endpoint_id, self.request_id, self.arguments = endpoint_id, request_id, arguments
-
-
-@dataclass
-class Replay:
-    endpoint_id: str
-    request_id: str
-    data: dict
-    used: bool = False
-
-
-async def run_as_job(ctx, endpoint_id: str, arguments: dict) -> FalResult | None:
-    """ctx.run() in a job: submit and stop, or hand back a finished job's output (None: run normally)."""
-    if ctx.job == SUBMIT:
-        request_id = await ctx.gateway.submit(endpoint_id, arguments)
-        raise JobSubmitted(endpoint_id, request_id, ctx.arguments.model_dump(mode="json", exclude_unset=True))
-    replay = ctx.job
-    if isinstance(replay, Replay) and not replay.used and replay.endpoint_id == endpoint_id:
-        replay.used = True
-        return FalResult(endpoint_id, replay.request_id, replay.data)
-    return None  # a second fal call in the same tool runs in the foreground
-
-
-# -- job ids --------------------------------------------------------------------------
-
-
-@functools.cache
-def _process_secret() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def _key(settings) -> bytes:
-    """The AES-256 key of job ids: from FAL_MCP_JOB_SECRET (replicas share it; at least 32
-    characters, checked at start), else random for this process."""
-    secret = settings.job_secret.encode() if settings.job_secret else _process_secret()
-    return hashlib.sha256(b"fal-mcp job ids\0" + secret).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def encode_job(settings, owner: Principal, tool: str, arguments: dict, endpoint_id: str, request_id: str) -> str:
-    """An opaque job id: the job's facts encrypted and authenticated (AES-GCM), so it reveals nothing
-    of the call, cannot be forged or altered, names its owner and expires after FAL_MCP_JOB_TTL_HOURS."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    payload = json.dumps({"t": tool, "a": arguments, "e": endpoint_id, "r": request_id, "o": owner.key,
-                          "x": int(time.time() + settings.job_ttl)}, separators=(",", ":")).encode()
-    nonce = secrets.token_bytes(12)
-    sealed = AESGCM(_key(settings)).encrypt(nonce, zlib.compress(payload, 9), PREFIX.encode())
-    return PREFIX + _b64(nonce + sealed)
-
-
-def decode_job(settings, job_id: str, owner: Principal) -> dict:
-    """The facts of `owner`'s job `job_id`; ToolError, the same for every kind of refusal (forged,
-    damaged, expired, another owner's), so a refusal tells nothing about other owners' jobs."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    unknown = ToolError("job_id: no such job (job ids are valid for the client that submitted the job, on this "
-                        "server or a replica sharing its FAL_MCP_JOB_SECRET, until they expire)")
-    try:
-        raw = _unb64(job_id.removeprefix(PREFIX))
-        if not job_id.startswith(PREFIX) or len(raw) < 29:
-            raise unknown
-        job = json.loads(zlib.decompress(AESGCM(_key(settings)).decrypt(raw[:12], raw[12:], PREFIX.encode())))
-    except (InvalidTag, ValueError, zlib.error):
-        raise unknown from None
-    if job.get("o") != owner.key:
-        raise unknown
-    if job.get("x", 0) < time.time():
-        raise ToolError("job_id: this job id has expired (FAL_MCP_JOB_TTL_HOURS); its files stay at the URLs "
-                        "given when it finished")
-    return job
-
-
-# -- the tools ----------------------------------------------------------------------------
 
 
 class SubmitJobInput(ToolInput):
@@ -144,7 +37,13 @@ class SubmitJobInput(ToolInput):
 
 
 class JobInput(ToolInput):
-    job_id: str = Field(min_length=5, max_length=200_000, description="The id submit_job returned")
+    job_id: str = Field(min_length=5, max_length=100, description="The id submit_job (or a handed-off call) "
+                                                                  "returned")
+
+
+class CheckJobInput(JobInput):
+    wait_seconds: float = Field(0, ge=0, le=300, description="Wait up to this long for the job to finish "
+                                                             "(bounded by the server) before answering")
 
 
 class JobStatus(BaseModel):
@@ -153,9 +52,27 @@ class JobStatus(BaseModel):
     tool: str
     endpoint: str
     request_id: str
-    position: int | None = None
-    log: str | None = None
+    progress: str | None = Field(None, description="The latest queue position or log line")
     error: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+def status_of(record: JobRecord, live=None) -> JobStatus:
+    """A job's status; `live`, the call following it in this process, knows its latest progress."""
+    progress = live.latest if live is not None and not record.finished else record.progress
+    return JobStatus(job_id=record.job_id, status=record.status, tool=record.tool, endpoint=record.endpoint_id,
+                     request_id=record.request_id, progress=progress, error=record.error,
+                     created_at=record.created_at, updated_at=record.updated_at)
+
+
+async def owned(ctx, job_id: str) -> JobRecord:
+    """The caller's job; another owner's is answered exactly like one that does not exist."""
+    record = await ctx.table.store.get(job_id)
+    if record is None or record.owner != ctx.owner.key:
+        raise ToolError("job_id: no such job (a job id is valid for the client that started the job, on this "
+                        "server or a replica sharing its job store, until the job is forgotten)")
+    return record
 
 
 async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
@@ -163,69 +80,77 @@ async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
                                                                                  "input": args.input})
     if tool in JOB_TOOL_NAMES:
         raise ToolError(f"tool: {tool} cannot run as a job")
-    try:
-        ran_tool, result = await ctx.table.invoke(tool, arguments, job=SUBMIT, owner=ctx.owner,
-                                                  allowed_dirs=ctx.client_roots)
-    except JobSubmitted as submitted:
-        job_id = encode_job(ctx.settings, ctx.owner, tool, submitted.arguments, submitted.endpoint_id,
-                            submitted.request_id)
-        status = JobStatus(job_id=job_id, status="submitted", tool=tool, endpoint=submitted.endpoint_id,
-                           request_id=submitted.request_id)
-        ctx.table.jobs.append((ctx.owner.key, status.model_dump()))
-        return ToolResult(f"Submitted {tool} as a background job ({submitted.endpoint_id}, fal request "
-                          f"{submitted.request_id}). Check it with check_job and this job_id:\n{job_id}", status)
-    # the tool finished without a fal job (local work): its result is here already
-    packaged = await ctx.table.package(ran_tool, result, ctx.owner)
-    return ToolResult(f"{tool} finished at once (no fal job was needed):\n{packaged.content[0].text}",
-                      packaged.structured_content)
+    call = await ctx.table.start(tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True)
+    outcome = await ctx.table.runner.wait(call, handoff=0)
+    if outcome.is_error:
+        raise ToolError(outcome.content[0].text)
+    record = await ctx.table.store.get(call.job_id)
+    status = status_of(record)
+    if record.finished:  # done without a fal job (local work): its result is stored already
+        return ToolResult(f"{tool} finished at once (no fal job was needed); check_job with job_id "
+                          f"{record.job_id} returns its result:\n{record.result['text'] if record.result else ''}",
+                          status)
+    return ToolResult(f"Submitted {tool} as a background job ({call.endpoint_id}, fal request {call.request_id}). "
+                      f"Get its result with check_job and job_id {record.job_id}.", status)
 
 
-async def check_job(args: JobInput, ctx) -> ToolResult:
-    from fal_client import InProgress, Queued
-
-    job = decode_job(ctx.settings, args.job_id, ctx.owner)
-    facts = dict(job_id=args.job_id, tool=job["t"], endpoint=job["e"], request_id=job["r"])
-    try:
-        status = await ctx.gateway.status(job["e"], job["r"])
-    except ToolError as exc:
-        state = "cancelled" if "cancel" in str(exc).lower() else "failed"
-        return ToolResult(f"Job {state}: {exc}", JobStatus(status=state, error=str(exc), **facts))
-    if isinstance(status, Queued):
-        return ToolResult(f"Job queued at position {status.position} ({job['e']}).",
-                          JobStatus(status="queued", position=status.position, **facts))
-    if isinstance(status, InProgress):
-        last = (status.logs or [{}])[-1].get("message") if status.logs else None
-        return ToolResult(f"Job running{': ' + last if last else ''} ({job['e']}).",
-                          JobStatus(status="running", log=last, **facts))
-    finished = await ctx.gateway.result(job["e"], job["r"])
-    tool, result = await ctx.table.invoke(job["t"], job["a"], job=Replay(job["e"], job["r"], finished.data),
-                                          owner=ctx.owner)
-    result.text = f"Job done.\n{result.text}"
-    return result
+async def check_job(args: CheckJobInput, ctx) -> ToolResult:
+    record = await owned(ctx, args.job_id)
+    runner = ctx.table.runner
+    wait = min(args.wait_seconds, ctx.settings.check_wait_max)
+    if not record.finished:
+        call = runner.live.get(record.job_id) or runner.resume(record)  # followed here from now on
+        if call is not None and wait > 0:
+            with anyio.move_on_after(wait):
+                await call.finished.wait()
+        record = await owned(ctx, args.job_id)
+    if record.status == "done" and record.result is not None:
+        tool = ctx.table.registry.tools.get(record.tool)
+        result = await ctx.table.replayed(tool, record.result) if tool is not None else None
+        if result is not None:
+            result.text = f"Job done.\n{result.text}"
+            return result
+    status = status_of(record, runner.live.get(record.job_id))
+    if record.status == "failed":
+        return ToolResult(f"Job failed: {record.error}", status)
+    if record.status == "cancelled":
+        return ToolResult("Job cancelled.", status)
+    return ToolResult(f"Job {record.status}{': ' + status.progress if status.progress else ''} "
+                      f"({record.endpoint_id}). Ask again with check_job (wait_seconds up to "
+                      f"{ctx.settings.check_wait_max:g} waits for it).", status)
 
 
 async def cancel_job(args: JobInput, ctx) -> ToolResult:
-    job = decode_job(ctx.settings, args.job_id, ctx.owner)
-    cancelled = await ctx.gateway.cancel(job["e"], job["r"])
-    state = "cancelled" if cancelled else "failed"
-    text = (f"Cancelled fal request {job['r']} ({job['e']})." if cancelled else
-            f"Could not cancel fal request {job['r']} ({job['e']}); it may have finished already.")
-    return ToolResult(text, JobStatus(job_id=args.job_id, status=state, tool=job["t"], endpoint=job["e"],
-                                      request_id=job["r"]))
+    record = await owned(ctx, args.job_id)
+    if record.finished:
+        return ToolResult(f"Job {record.job_id} had already ended ({record.status}); nothing to cancel.",
+                          status_of(record))
+    cancelled = await ctx.table.runner.cancel(record)
+    record = await owned(ctx, args.job_id)
+    text = (f"Cancelled fal request {record.request_id} ({record.endpoint_id})." if cancelled else
+            f"Could not cancel fal request {record.request_id} ({record.endpoint_id}); it may have finished "
+            "already.")
+    return ToolResult(text, status_of(record))
 
 
 class NoInput(ToolInput):
     pass
 
 
+class ListJobsInput(ToolInput):
+    limit: int = Field(20, ge=1, le=100, description="How many of your most recent jobs")
+
+
 class JobList(BaseModel):
     jobs: list[JobStatus]
 
 
-async def list_jobs(args: NoInput, ctx) -> ToolResult:
-    jobs = [JobStatus(**job) for key, job in ctx.table.jobs if ctx.owner.listable and key == ctx.owner.key]
-    lines = [f"{len(jobs)} job(s) you submitted to this server in this run:"]
-    lines += [f"- {job.tool} ({job.endpoint}, fal request {job.request_id}): {job.job_id}" for job in jobs]
+async def list_jobs(args: ListJobsInput, ctx) -> ToolResult:
+    records = await ctx.table.store.list(ctx.owner.key, args.limit) if ctx.owner.listable else []
+    jobs = [status_of(record) for record in records]
+    lines = [f"Your {len(jobs)} most recent job(s):"]
+    lines += [f"- {job.job_id}: {job.tool} ({job.endpoint}) {job.status}"
+              + (f", {job.progress}" if job.progress and job.status != "done" else "") for job in jobs]
     return ToolResult("\n".join(lines), JobList(jobs=jobs))
 
 
@@ -235,13 +160,14 @@ TOOLS = [
          "at once, so a long job (video, music) does not block the conversation. Follow it with check_job.",
          SubmitJobInput, submit_job, output_model=JobStatus, category="utility"),
     Tool("check_job", "Check a background job",
-         "Where a background job is: queued (position), running (latest log), done (the same result the tool "
-         "would have returned), failed (why) or cancelled.", JobInput, check_job,
+         "Where a job is (submit_job's, or a call that returned before its job finished): queued, running "
+         "(latest log), done (the same result the tool would have returned), failed (why) or cancelled. "
+         "wait_seconds waits for it to finish.", CheckJobInput, check_job,
          hints=ToolHints(read_only=True, idempotent=True), category="utility"),
-    Tool("cancel_job", "Cancel a background job", "Cancel a background job's fal request.", JobInput, cancel_job,
+    Tool("cancel_job", "Cancel a background job", "Cancel a job and its fal request.", JobInput, cancel_job,
          output_model=JobStatus, hints=ToolHints(destructive=True, idempotent=True), category="utility"),
-    Tool("list_jobs", "List background jobs", "The background jobs this server submitted in this run.",
-         NoInput, list_jobs, output_model=JobList, hints=ToolHints(read_only=True, idempotent=True),
-         category="utility"),
+    Tool("list_jobs", "List your jobs", "Your most recent jobs, across restarts and replicas sharing the job "
+         "store, newest first.", ListJobsInput, list_jobs, output_model=JobList,
+         hints=ToolHints(read_only=True, idempotent=True), category="utility"),
 ]
 JOB_TOOL_NAMES = {tool.name for tool in TOOLS}

@@ -25,6 +25,15 @@ class OutputFile(BaseModel):
     local_path: str | None = Field(None, description="Where the file was saved locally, if it was")
 
 
+class JobHandoff(BaseModel):
+    """A call that returned before its job finished: the job goes on, and this is how to get its result."""
+
+    job_id: str
+    status: str
+    progress: str | None = None
+    how: str = Field("check_job with this job_id", description="How to get the result")
+
+
 class GenerationOutput(BaseModel):
     """What every generation tool returns as structured content."""
 
@@ -35,6 +44,8 @@ class GenerationOutput(BaseModel):
     seed: int | None = None
     prompt: str | None = Field(None, description="The prompt that was sent, where there was one")
     notes: list[str] = Field(default_factory=list, description="What was adapted or dropped, and why")
+    job: JobHandoff | None = Field(None, description="Set when the call returned before its job finished "
+                                                     "(files is empty then): the job that will make them")
 
 
 def _as_file(value: Mapping[str, Any]) -> OutputFile:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections import deque
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,21 @@ from .gateway import FalGateway
 from .outputs import GenerationOutput
 from .owners import STDIO, Principal
 from .plugins import Registry
+from .runner import Call, Runner
+from .store import open_store
 from .types import Tool, ToolResult
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "fal-mcp"
 # The longest message kept for one invalid field (a validator may quote a huge value in its message).
 FIELD_MESSAGE_LIMIT = 300
-JOBS_KEPT = 2000
+
+
+def default_store_url() -> str:
+    """The job store when FAL_MCP_STORE is not set: a SQLite file in the user's state directory."""
+    from .config import state_dir
+
+    return f"sqlite:///{os.path.join(state_dir(), 'jobs.sqlite3')}"
 
 
 def _version() -> str:
@@ -116,12 +124,14 @@ class ToolTable:
         self.gateway = gateway
         self._listing = None
         self.outputs = Outputs()
-        # background jobs submitted in this run, for list_jobs: (owner key, status), the newest kept
-        self.jobs: deque[tuple[str, dict[str, Any]]] = deque(maxlen=JOBS_KEPT)
         self.calls_in_flight = 0  # tool calls running now (shown by /health)
+        self.store = open_store(settings.store_url or default_store_url())
+        self.runner = Runner(self)
 
     def listing(self):
         from mcp import types
+
+        from .tasks import task_support
 
         if self._listing is None:
             self._listing = [
@@ -135,6 +145,8 @@ class ToolTable:
                         title=tool.title, read_only_hint=tool.hints.read_only,
                         destructive_hint=tool.hints.destructive, idempotent_hint=tool.hints.idempotent,
                         open_world_hint=tool.hints.open_world),
+                    execution=(types.ToolExecution(task_support=task_support(tool))
+                               if task_support(tool) != "forbidden" else None),  # absent means forbidden
                 )
                 for tool in self.registry.tools.values()
             ]
@@ -163,45 +175,69 @@ class ToolTable:
             updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
-    async def invoke(self, name: str, arguments: dict[str, Any] | None, *, report_progress=None,
-                     allowed_dirs=None, job=None, owner: Principal = STDIO) -> tuple[Tool, ToolResult]:
-        """Validate the arguments, resolve media inputs, run the handler. Failures raise (ToolError for
-        anything the user can act on). `job` selects background-job behaviour (see jobs.py)."""
-        tool = self.registry.tools.get(name)
-        if tool is None:
-            known = ", ".join(sorted(self.registry.tools)) or "none"
-            raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.")
+    async def validate(self, tool: Tool, arguments: dict[str, Any] | None) -> Any:
+        """The tool's arguments checked against its input model (and its model choice); ToolError names
+        each bad field."""
         try:
             args = tool.input_model.model_validate(arguments or {})
         except ValidationError as exc:
-            raise ToolError(f"Invalid arguments for {name}: {format_validation_error(exc)}") from None
+            raise ToolError(f"Invalid arguments for {tool.name}: {format_validation_error(exc)}") from None
         if tool.model_field:
             try:
                 self.registry.resolve_model(tool.name, getattr(args, tool.model_field))
             except ValueError as exc:
-                raise ToolError(f"Invalid arguments for {name}: {tool.model_field}: {exc}") from None
-        context = ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
-                              report_progress=report_progress, client_roots=allowed_dirs, table=self, job=job,
-                              owner=owner)
+                raise ToolError(f"Invalid arguments for {tool.name}: {tool.model_field}: {exc}") from None
+        return args
+
+    def new_context(self, tool: Tool, *, owner: Principal = STDIO, report_progress=None,
+                    allowed_dirs=None) -> ToolContext:
+        return ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
+                           report_progress=report_progress, client_roots=allowed_dirs, table=self, owner=owner)
+
+    async def start(self, name: str, arguments: dict[str, Any] | None, *, owner: Principal = STDIO,
+                    report_progress=None, allowed_dirs=None, record_now: bool = False) -> Call:
+        """Validate the arguments, resolve media inputs (in the caller's task: local files are read with
+        the caller's roots), then start the handler in a task of its own (runner.py). Failures before
+        the start raise (ToolError for anything the user can act on)."""
+        tool = self.registry.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.registry.tools)) or "none"
+            raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.")
+        args = await self.validate(tool, arguments)
+        context = self.new_context(tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs)
         context.arguments = await self._resolve_media(tool, args, context)
-        return tool, await tool.handler(context.arguments, context)
+        return await self.runner.start(tool, context, record_now=record_now)
 
     async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None,
-                   owner: Principal = STDIO):
-        """Validate, run and package one tool call for `owner`. Always returns a CallToolResult.
+                   owner: Principal = STDIO, handoff: float | None | str = "default"):
+        """Validate, run and package one tool call for `owner`. Always returns a CallToolResult: the
+        tool's result, or, when its job runs longer than `handoff` seconds (FAL_MCP_HANDOFF_AFTER by
+        default; None: never), a result carrying the job id (runner.py).
 
         `allowed_dirs`, when given, is an async function returning the client's roots.
         """
         self.calls_in_flight += 1
         try:
             try:
-                tool, result = await self.invoke(name, arguments, report_progress=report_progress,
-                                                 allowed_dirs=allowed_dirs, owner=owner)
+                call = await self.start(name, arguments, owner=owner, report_progress=report_progress,
+                                        allowed_dirs=allowed_dirs)
             except Exception as exc:
                 return self.failure(name, exc)
-            return await self.package(tool, result, owner)
+            return await self.runner.wait(call, self.settings.handoff_after if handoff == "default" else handoff)
         finally:
             self.calls_in_flight -= 1
+
+    async def replayed(self, tool: Tool, stored: dict[str, Any]) -> ToolResult:
+        """A finished job's stored result as the tool's result again."""
+        structured = stored.get("structured")
+        if tool.output_model is not None and isinstance(structured, dict):
+            structured = tool.output_model.model_validate(structured)
+        return ToolResult(stored.get("text", ""), structured)
+
+    async def aclose(self) -> None:
+        """Stop following jobs (they stay unfinished in the store, resumed on the next start)."""
+        await self.runner.aclose()
+        await self.store.aclose()
 
     def failure(self, name: str, exc: Exception):
         """The one mapping of a failed call to an isError result."""
@@ -290,6 +326,8 @@ def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=N
     from mcp import types
     from mcp.server import Server
 
+    from .tasks import serve_tasks
+
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
         return types.ListToolsResult(tools=table.listing())
 
@@ -297,7 +335,16 @@ def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=N
         return principal_of(ctx) if principal_of is not None else STDIO
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        from .tasks import wants_task
+
         principal = owner(ctx)
+        tool = table.registry.tools.get(params.name)
+        if tool is not None and wants_task(ctx, params, tool):
+            try:
+                created = await server.start_task(ctx, params, lambda: client_roots(ctx.session))
+            except Exception as exc:
+                return table.failure(params.name, exc)
+            return created if created is not None else types.CallToolResult(content=[])  # see tasks.py
 
         def call():
             return table.call(params.name, params.arguments, ctx.session.report_progress,
@@ -344,10 +391,12 @@ def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=N
             uri=params.uri, mime_type=file.content_type or fetched.content_type,
             blob=base64.b64encode(fetched.data).decode())])
 
-    return Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
-                  instructions="Generate and edit images, video and audio with fal.ai models.",
-                  on_list_tools=on_list_tools, on_call_tool=on_call_tool,
-                  on_list_resources=on_list_resources, on_read_resource=on_read_resource)
+    server = Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
+                    instructions="Generate and edit images, video and audio with fal.ai models.",
+                    on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+                    on_list_resources=on_list_resources, on_read_resource=on_read_resource)
+    serve_tasks(server, table, owner)
+    return server
 
 
 def protocol_error(problem: Exception):

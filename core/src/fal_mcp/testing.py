@@ -41,13 +41,15 @@ PRIVATE_PREFIXES = ("FAL_KEY", "FAL_MCP_")
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without fal keys and FAL_MCP_* settings, plus `extra`."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(PRIVATE_PREFIXES)}
+    # A server's job store lives with it unless a test says otherwise (never in the developer's home).
+    env["FAL_MCP_STORE"] = "sqlite:///:memory:"
     env.update(extra or {})
     return env
 
 
 def sandbox_settings(sandbox: Any, **overrides: Any) -> Settings:
     """Settings pointing at a started sandbox; `overrides` are FAL_MCP_* variables."""
-    env = dict(sandbox.env())
+    env = {**sandbox.env(), "FAL_MCP_STORE": "sqlite:///:memory:"}
     env.update({name: str(value) for name, value in overrides.items()})
     return Settings.from_env(env)
 
@@ -127,4 +129,8 @@ async def fal_tools(fal_sandbox, fal_registry):
     # A sandbox fault with a long Retry-After must not stall a test.
     settings = sandbox_settings(fal_sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)
     async with FalGateway(settings) as gateway:
-        yield ToolTable(fal_registry, settings, gateway)
+        table = ToolTable(fal_registry, settings, gateway)
+        try:
+            yield table
+        finally:
+            await table.aclose()

@@ -338,6 +338,11 @@ class SandboxApp:
             if outcome == "never_finish":
                 job.log(lines[0] if lines else "Loading model")
                 await asyncio.Event().wait()  # until cancelled
+            if outcome == "hold":  # running until the test calls state.release()
+                job.log(lines[0] if lines else "Loading model")
+                released = self.state.hold(job.request_id)
+                while not released.is_set():
+                    await asyncio.sleep(0.02)
             for line in lines:
                 job.log(line)
                 await asyncio.sleep(job_seconds / len(lines))

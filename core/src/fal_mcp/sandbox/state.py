@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 ROUTES = ("submit", "status", "result", "cancel", "run", "token", "upload", "download", "multipart",
           "platform", "openapi")
-OUTCOMES = ("ok", "model_error", "never_finish")
+OUTCOMES = ("ok", "model_error", "never_finish", "hold")
 _REQUEST_RULE_KEYS = {"route", "endpoint", "status", "retry_after", "delay", "reset", "ingress", "times",
                       "message"}
 _OUTCOME_RULE_KEYS = {"outcome", "endpoint", "message", "error_type", "status", "times", "queue_ahead",
@@ -133,6 +133,7 @@ class SandboxState:
         self.jobs: dict[str, Job] = {}
         self.faults: list[dict] = []
         self.storage = Storage()
+        self.held: dict[str, threading.Event] = {}  # request id -> released, for jobs with outcome "hold"
         self.tokens: dict[str, float] = {}  # CDN bearer token -> expiry (epoch seconds)
         self.uploads: dict[str, dict] = {}  # pending multipart / signed uploads
         self.base_url = ""  # set when the server starts
@@ -226,6 +227,20 @@ class SandboxState:
             self.submissions.append({"request_id": job.request_id, "endpoint_id": job.endpoint_id,
                                      "input": job.input, "mode": job.mode, "time": job.created_at})
 
+    def hold(self, request_id: str) -> threading.Event:
+        """A job with the outcome "hold" runs until the test releases it (release())."""
+        with self.lock:
+            return self.held.setdefault(request_id, threading.Event())
+
+    def release(self, request_id: str | None = None) -> int:
+        """Let held jobs (one, or all) finish; returns how many were released."""
+        with self.lock:
+            events = [self.held.pop(request_id)] if request_id in self.held else (
+                [] if request_id is not None else [self.held.pop(key) for key in list(self.held)])
+        for event in events:
+            event.set()
+        return len(events)
+
     def add_cancel(self, request_id: str) -> None:
         with self.lock:
             self.cancels.append(request_id)
@@ -241,6 +256,9 @@ class SandboxState:
             self.cancels.clear()
             self.jobs.clear()
             self.faults.clear()
+            for event in self.held.values():
+                event.set()
+            self.held.clear()
             self.config = replace(self._initial)
 
     def snapshot(self, what: str) -> Any:

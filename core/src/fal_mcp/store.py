@@ -1,0 +1,300 @@
+"""The job store: every fal request the server starts, recorded at submit, kept across restarts and
+shared by replicas. One interface, two engines:
+
+- SQLite (the default): a file in the user's state directory, no setup; `sqlite:///:memory:` keeps
+  the store in this process only (the offline sandbox's default: its jobs die with it).
+- Redis, for several replicas: `redis://host:port/db`, through the `redis` package's asyncio client.
+
+Retention is bounded: finished jobs older than `FAL_MCP_JOB_RETENTION_DAYS`, and beyond
+`FAL_MCP_JOBS_PER_OWNER` per owner, are forgotten (their files stay at fal's URLs). Unfinished jobs
+are never forgotten: they were paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+FINISHED = ("done", "failed", "cancelled")
+STATUSES = ("submitted", "queued", "running", *FINISHED)
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    owner: str  # the principal's key: only its owner sees the job
+    tool: str
+    arguments: dict[str, Any]  # the tool's validated arguments, media inputs resolved (to finish it again)
+    endpoint_id: str = ""
+    request_id: str = ""  # fal's, once submitted
+    status: str = "submitted"
+    progress: str | None = None  # the latest queue position or log line
+    result: dict[str, Any] | None = None  # the tool's result once done: {"text", "structured"}
+    error: str | None = None
+    cost_estimate: float | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobRecord:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class JobStore(Protocol):
+    """What every engine does. All methods are coroutines; none blocks the event loop."""
+
+    async def add(self, record: JobRecord) -> None: ...
+
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    async def update(self, job_id: str, **changes: Any) -> JobRecord | None:
+        """Apply `changes` (and a new updated_at); the record after, or None if there is none."""
+
+    async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
+        """The owner's jobs, newest first."""
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Every job not yet done, failed or cancelled, whoever owns it (to resume following them)."""
+
+    async def prune(self, max_age: float, per_owner: int) -> int:
+        """Forget finished jobs older than `max_age` seconds or beyond `per_owner` per owner."""
+
+    async def aclose(self) -> None: ...
+
+
+def open_store(url: str) -> JobStore:
+    """The store at `url`: `sqlite:///path`, `sqlite:///:memory:` or `redis://host:port/db`."""
+    from .config import ConfigError
+
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        path = path[1:] if path.startswith("/:memory:") else path
+        return SqliteStore(path or ":memory:")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise ConfigError(f"FAL_MCP_STORE={url[:100]!r} must be sqlite:///<path> or redis://host:port/db")
+
+
+class SqliteStore:
+    """One SQLite file (WAL, so several processes on one machine can share it). Every statement runs
+    in a worker thread, one at a time, on one connection."""
+
+    SCHEMA = """
+        CREATE TABLE IF NOT EXISTS jobs (
+            job_id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, body TEXT NOT NULL);
+        CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
+        CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+    """
+
+    def __init__(self, path: str) -> None:
+        import threading
+
+        self.path = path
+        self._connection = None
+        self._lock = threading.Lock()
+
+    def _connect(self):
+        import os
+        import sqlite3
+
+        if self._connection is None:
+            if self.path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            if self.path != ":memory:":
+                connection.execute("PRAGMA journal_mode=WAL")
+                # WAL with NORMAL: a commit survives the process being killed (not a power cut) without an
+                # fsync per write; progress updates come several times a job.
+                connection.execute("PRAGMA synchronous=NORMAL")
+                os.chmod(self.path, 0o600)  # prompts and results are the user's own
+            connection.executescript(self.SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    async def _run(self, work, *args):
+        import anyio
+
+        def locked():
+            with self._lock:
+                return work(self._connect(), *args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    @staticmethod
+    def _write(connection, record: JobRecord) -> None:
+        connection.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+                           (record.job_id, record.owner, record.status, record.created_at, record.updated_at,
+                            record.to_json()))
+
+    async def add(self, record: JobRecord) -> None:
+        await self._run(self._write, record)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        def work(connection):
+            row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            return JobRecord.from_json(row[0]) if row else None
+
+        return await self._run(work)
+
+    async def update(self, job_id: str, **changes: Any) -> JobRecord | None:
+        def work(connection):
+            connection.execute("BEGIN IMMEDIATE")  # read, change and write as one, across processes too
+            try:
+                row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row is None:
+                    return None
+                record = JobRecord.from_json(row[0])
+                for name, value in changes.items():
+                    setattr(record, name, value)
+                record.updated_at = time.time()
+                self._write(connection, record)
+                return record
+            finally:
+                connection.execute("COMMIT")
+
+        return await self._run(work)
+
+    async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
+        def work(connection):
+            rows = connection.execute("SELECT body FROM jobs WHERE owner = ? ORDER BY created_at DESC LIMIT ?",
+                                      (owner, limit)).fetchall()
+            return [JobRecord.from_json(row[0]) for row in rows]
+
+        return await self._run(work)
+
+    async def unfinished(self) -> list[JobRecord]:
+        def work(connection):
+            marks = ",".join("?" * len(FINISHED))
+            rows = connection.execute(f"SELECT body FROM jobs WHERE status NOT IN ({marks})", FINISHED).fetchall()
+            return [JobRecord.from_json(row[0]) for row in rows]
+
+        return await self._run(work)
+
+    async def prune(self, max_age: float, per_owner: int) -> int:
+        def work(connection):
+            marks = ",".join("?" * len(FINISHED))
+            old = connection.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND created_at < ?",
+                                     (*FINISHED, time.time() - max_age)).rowcount
+            extra = connection.execute(f"""
+                DELETE FROM jobs WHERE job_id IN (
+                    SELECT job_id FROM (
+                        SELECT job_id, status, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY created_at DESC) AS n
+                        FROM jobs)
+                    WHERE n > ? AND status IN ({marks}))""", (per_owner, *FINISHED)).rowcount
+            return old + extra
+
+        return await self._run(work)
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+class RedisStore:
+    """Redis: a hash per job (each field JSON), a sorted set of each owner's jobs by creation, and a
+    set of unfinished jobs. A field is written by one command, so two replicas never lose each
+    other's changes to different fields."""
+
+    PREFIX = "fal-mcp:"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import redis.asyncio as redis
+
+            self._client = redis.Redis.from_url(self.url)
+        return self._client
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.PREFIX}{kind}:{name}"
+
+    async def add(self, record: JobRecord) -> None:
+        values = {name: json.dumps(value) for name, value in asdict(record).items()}
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("job", record.job_id), mapping=values)
+            pipe.zadd(self._key("owner", record.owner), {record.job_id: record.created_at})
+            if record.finished:
+                pipe.srem(self._key("set", "unfinished"), record.job_id)
+            else:
+                pipe.sadd(self._key("set", "unfinished"), record.job_id)
+            await pipe.execute()
+
+    @staticmethod
+    def _record(values: dict) -> JobRecord | None:
+        if not values:
+            return None
+        known = {f.name for f in fields(JobRecord)}
+        return JobRecord(**{k.decode(): json.loads(v) for k, v in values.items() if k.decode() in known})
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return self._record(await self.client.hgetall(self._key("job", job_id)))
+
+    async def update(self, job_id: str, **changes: Any) -> JobRecord | None:
+        key = self._key("job", job_id)
+        if not await self.client.exists(key):
+            return None
+        changes = {**changes, "updated_at": time.time()}
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={name: json.dumps(value) for name, value in changes.items()})
+            if changes.get("status") in FINISHED:
+                pipe.srem(self._key("set", "unfinished"), job_id)
+            pipe.hgetall(key)
+            values = (await pipe.execute())[-1]
+        return self._record(values)
+
+    async def _many(self, job_ids) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key("job", job_id.decode() if isinstance(job_id, bytes) else job_id))
+            found = await pipe.execute()
+        return [record for record in map(self._record, found) if record is not None]
+
+    async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
+        return await self._many(await self.client.zrevrange(self._key("owner", owner), 0, limit - 1))
+
+    async def unfinished(self) -> list[JobRecord]:
+        records = await self._many(await self.client.smembers(self._key("set", "unfinished")))
+        return [record for record in records if not record.finished]
+
+    async def prune(self, max_age: float, per_owner: int) -> int:
+        removed = 0
+        cutoff = time.time() - max_age
+        async for key in self.client.scan_iter(match=self._key("owner", "*")):
+            job_ids = await self.client.zrevrange(key, 0, -1, withscores=True)
+            for index, (job_id, created) in enumerate(job_ids):
+                if index < per_owner and created >= cutoff:
+                    continue
+                job_key = self._key("job", job_id.decode())
+                status = await self.client.hget(job_key, "status")
+                if status is not None and json.loads(status) not in FINISHED:
+                    continue
+                async with self.client.pipeline(transaction=True) as pipe:
+                    pipe.delete(job_key)
+                    pipe.zrem(key, job_id)
+                    await pipe.execute()
+                removed += 1
+        return removed
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

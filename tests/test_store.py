@@ -1,0 +1,116 @@
+"""The job store: SQLite and Redis pass the same suite (Redis is a real redis-server on a free port)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from fal_mcp.store import JobRecord, open_store
+
+from .conftest import redis_url  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "redis"])
+async def store(request, tmp_path):
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+    elif request.param == "sqlite-file":
+        url = f"sqlite:///{tmp_path}/state/jobs.sqlite3"
+    else:
+        url = "sqlite:///:memory:"
+    opened = open_store(url)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def record(job_id: str, owner: str = "alice", created: float | None = None, **values) -> JobRecord:
+    return JobRecord(job_id=job_id, owner=owner, tool="generate_video", arguments={"prompt": "a"},
+                     created_at=created if created is not None else time.time(), **values)
+
+
+async def test_a_record_round_trips(store):
+    added = record("j1", endpoint_id="fal-ai/x", request_id="r1", cost_estimate=0.25)
+    await store.add(added)
+    assert await store.get("j1") == added
+    assert await store.get("nope") is None
+
+
+async def test_updates_change_only_what_they_name(store):
+    await store.add(record("j1"))
+    before = await store.get("j1")
+    updated = await store.update("j1", status="running", progress="In queue, position 2")
+    assert updated.status == "running" and updated.progress == "In queue, position 2"
+    assert updated.arguments == {"prompt": "a"} and updated.updated_at >= before.updated_at
+    done = await store.update("j1", status="done", result={"text": "ok", "structured": {"files": []}})
+    assert (await store.get("j1")).result == {"text": "ok", "structured": {"files": []}} and done.finished
+    assert await store.update("missing", status="done") is None
+    assert await store.get("missing") is None
+
+
+async def test_lists_are_per_owner_and_newest_first(store):
+    now = time.time()
+    for index in range(5):
+        await store.add(record(f"a{index}", "alice", now + index))
+    await store.add(record("b0", "bob", now))
+    assert [r.job_id for r in await store.list("alice")] == ["a4", "a3", "a2", "a1", "a0"]
+    assert [r.job_id for r in await store.list("alice", limit=2)] == ["a4", "a3"]
+    assert [r.job_id for r in await store.list("bob")] == ["b0"]
+    assert await store.list("carol") == []
+
+
+async def test_unfinished_jobs_are_found_for_resuming(store):
+    await store.add(record("running", status="running"))
+    await store.add(record("queued", status="queued"))
+    await store.add(record("done", status="done"))
+    await store.update("queued", status="cancelled")
+    assert {r.job_id for r in await store.unfinished()} == {"running"}
+
+
+async def test_retention_forgets_old_and_extra_finished_jobs_but_never_unfinished_ones(store):
+    now = time.time()
+    await store.add(record("old-done", created=now - 100, status="done"))
+    await store.add(record("old-running", created=now - 100, status="running"))
+    for index in range(4):
+        await store.add(record(f"new{index}", created=now + index, status="done"))
+    await store.add(record("bob-old", "bob", now - 100, status="failed"))
+    removed = await store.prune(max_age=50, per_owner=3)
+    assert removed == 3  # old-done, new0 (4th newest of alice's), bob-old
+    assert [r.job_id for r in await store.list("alice")] == ["new3", "new2", "new1", "old-running"]
+    assert await store.list("bob") == []
+
+
+async def test_concurrent_updates_of_different_fields_keep_both(store):
+    await store.add(record("j1"))
+    async with anyio.create_task_group() as group:
+        for index in range(20):
+            group.start_soon(lambda i=index: store.update("j1", progress=f"log {i}"))
+            group.start_soon(lambda i=index: store.update("j1", cost_estimate=float(i)))
+    found = await store.get("j1")
+    assert found.progress.startswith("log ") and found.cost_estimate is not None
+
+
+async def test_a_file_store_survives_reopening(tmp_path):
+    url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    first = open_store(url)
+    await first.add(record("kept", status="running"))
+    await first.aclose()
+    second = open_store(url)
+    try:
+        assert (await second.get("kept")).status == "running"
+        assert [r.job_id for r in await second.unfinished()] == ["kept"]
+    finally:
+        await second.aclose()
+    assert oct((tmp_path / "jobs.sqlite3").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_bad_store_url_names_the_setting():
+    from fal_mcp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="FAL_MCP_STORE"):
+        open_store("postgres://x")
