@@ -164,11 +164,12 @@ class Runner:
             result = await call.tool.handler(call.context.arguments, call.context)
             call.latest = "Saving the result"  # previews and saved files: heartbeats say so meanwhile
             outcome = await self.table.package(call.tool, result, call.owner)
-            await call.report("Done")
             if call.job_id is not None:
                 await self.store.update(call.job_id, status="done", progress="Done",
                                         result=stored_result(result), endpoint_id=call.endpoint_id,
                                         request_id=call.request_id)
+            call.latest = "Done"  # no heartbeat after this
+            await call.report("Done")
         except asyncio.CancelledError:
             if call.cancelled_by_client and call.job_id is not None:
                 with anyio.CancelScope(shield=True):
@@ -215,7 +216,7 @@ class Runner:
                     return self.handoff_result(call)
                 deadline = min(next_beat, handoff if handoff is not None and call.submitted else next_beat)
                 await call.wait_change(max(0.0, deadline - call.elapsed))
-                if call.elapsed >= next_beat and not call.finished.is_set():
+                if call.elapsed >= next_beat and not call.finished.is_set() and call.latest != "Done":
                     await call.report(f"{call.latest} ({call.elapsed:.0f} s)")
                     next_beat = call.elapsed + heartbeat
             return call.outcome
