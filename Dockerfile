@@ -6,8 +6,8 @@ FROM python:3.12-slim
 WORKDIR /app
 COPY core ./core
 COPY plugins ./plugins
-COPY pyproject.toml README.md ./
-RUN pip install --no-cache-dir ./core ./plugins/image ./plugins/video ./plugins/audio ./plugins/utility . \
+# The core and every pack; not the offline sandbox (fal-mcp-sandbox): a deployed server talks to fal.
+RUN pip install --no-cache-dir ./core ./plugins/image ./plugins/video ./plugins/audio ./plugins/utility \
     && useradd --create-home --uid 10001 fal
 
 USER fal

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-PACKAGES = ["core", "plugins/image", "plugins/video", "plugins/audio", "plugins/utility"]
+PACKAGES = ["core", "sandbox", "plugins/image", "plugins/video", "plugins/audio", "plugins/utility"]
 STAMP = VENV / ".installed"
 
 

@@ -23,8 +23,8 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def sandbox_process(*args: str):
-    """`python -m fal_mcp.sandbox` in its own process; yields its FAL_MCP_* settings and the process."""
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.sandbox", "--port", "0", *args],
+    """`python -m fal_mcp_sandbox` in its own process; yields its FAL_MCP_* settings and the process."""
+    process = subprocess.Popen([sys.executable, "-m", "fal_mcp_sandbox", "--port", "0", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())
     try:
         settings = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6))

@@ -11,10 +11,10 @@ import pytest
 
 from fal_mcp.gateway import FalGateway
 
-# The fixtures pack authors get from fal_mcp.testing serve this project's own tests too:
+# The fixtures pack authors get from fal_mcp_sandbox.testing serve this project's own tests too:
 # anyio_backend, fal_isolated (autouse: no real key or login, fal_client's hosts restored after each
 # test), fal_sandbox, fal_registry and fal_tools, here also under shorter names.
-from fal_mcp.testing import (  # noqa: F401
+from fal_mcp_sandbox.testing import (  # noqa: F401
     anyio_backend,
     fal_isolated,
     fal_registry,
@@ -22,7 +22,7 @@ from fal_mcp.testing import (  # noqa: F401
     fal_tools,
     sandbox_settings,
 )
-from fal_mcp.testing import clean_env as server_env  # noqa: F401
+from fal_mcp_sandbox.testing import clean_env as server_env  # noqa: F401
 
 TESTS = Path(__file__).parent
 PACKS = TESTS / "packs"
@@ -55,7 +55,7 @@ async def gateway(sandbox):
 @pytest.fixture(scope="session")
 def thread_sandbox():
     """One sandbox in a background thread, for tests that start server subprocesses."""
-    from fal_mcp.sandbox import Sandbox
+    from fal_mcp_sandbox import Sandbox
 
     sb = Sandbox.start_in_thread()
     yield sb
@@ -174,12 +174,8 @@ async def tool_table_for(sb, registry, **overrides):
     from fal_mcp.server import ToolTable
 
     settings = sandbox_settings(sb, **{"FAL_MCP_MAX_RETRY_AFTER": 0.5, **overrides})
-    async with FalGateway(settings) as gw:
-        table = ToolTable(registry, settings, gw)
-        try:
-            yield table
-        finally:
-            await table.aclose()
+    async with FalGateway(settings) as gw, ToolTable(registry, settings, gw) as table:
+        yield table
 
 
 def count_routes(sb, *routes: str) -> int:
@@ -200,7 +196,7 @@ def portal():
 @pytest.fixture(scope="module")
 def portal_sandbox(portal):
     """One sandbox per module, served by `portal`'s event loop."""
-    from fal_mcp.sandbox import Sandbox
+    from fal_mcp_sandbox import Sandbox
 
     sb = Sandbox()
     portal.call(sb.start)

@@ -235,7 +235,7 @@ FETCHING_FIELDS = [
 @pytest.fixture(scope="module")
 def stored_png(portal_sandbox) -> str:
     """A PNG on the sandbox's CDN (a configured fal host, so trusted) for the other image fields."""
-    from fal_mcp.sandbox.state import file_url
+    from fal_mcp_sandbox.state import file_url
 
     key = portal_sandbox.state.storage.put(png_bytes((300, 200)), "image/png", "in.png")
     return file_url(portal_sandbox.base_url, key, "in.png")

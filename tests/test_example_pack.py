@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fal_mcp.testing import clean_env, run_cli
+from fal_mcp_sandbox.testing import clean_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fal-mcp-speech"

@@ -84,8 +84,9 @@ async def test_dual_mode_serves_stdio_and_http_from_one_process():
             assert await tool_names(over_http) == names
             assert not (await over_http.call_tool("generate_image", {"prompt": "dual http"})).is_error
         # both sides used the one in-process sandbox, so one gateway: the usage shows both calls
+        # (flux_schnell is priced per megapixel: two 1024x576 images)
         usage = await over_stdio.call_tool("get_usage", {})
-        assert usage.structured_content["usage"][0]["quantity"] == 2
+        assert usage.structured_content["usage"][0]["quantity"] == pytest.approx(2 * 1024 * 576 / 1e6)
 
 
 def _listening_port_of_child() -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from fal_mcp.config import ConfigError
 from fal_mcp.http import Guard, HttpSettings
-from fal_mcp.testing import run_cli
+from fal_mcp_sandbox.testing import run_cli
 
 from .conftest import http_server, server_env
 

@@ -320,7 +320,7 @@ def test_a_pillow_error_on_an_input_names_that_input(portal, table, monkeypatch)
 
 @pytest.mark.anyio
 async def test_a_corrupt_output_gets_a_note_instead_of_a_preview(tool_table, sandbox, monkeypatch):
-    from fal_mcp.sandbox import media
+    from fal_mcp_sandbox import media
 
     real = media.encode_image
 

@@ -239,13 +239,15 @@ async def test_a_large_input_is_shrunk_before_outpainting(tool_table, fast):
     assert (output["files"][0]["width"], output["files"][0]["height"]) == (1080, 1920)
 
 
-def test_outpaint_plans_keep_every_side_within_fal_limits():
-    from fal_mcp_image.resize_image import MAX_EXPAND, outpaint_plan
+def test_outpaint_plans_keep_every_side_within_fal_limits(registry):
+    from fal_mcp_image.resize_image import expand_limit, outpaint_plan
 
+    limit = expand_limit(registry.resolve_model("resize_image", "outpaint"))
+    assert limit == 700  # fal's schema of fal-ai/image-apps-v2/outpaint
     for size in [(300, 200), (2400, 1600), (4000, 500), (64, 4000), (1080, 1080)]:
         for target in [(1080, 1920), (1280, 720), (1000, 1500), (16, 4096), (4096, 16)]:
-            (w, h), (left, right, top, bottom) = outpaint_plan(size, target)
-            assert max(left, right, top, bottom) <= MAX_EXPAND
+            (w, h), (left, right, top, bottom) = outpaint_plan(size, target, limit)
+            assert max(left, right, top, bottom) <= limit
             assert w <= size[0] and h <= size[1]
             width, height = w + left + right, h + top + bottom
             # Rounding to whole pixels: off by at most half a pixel on the extended side.
@@ -303,6 +305,8 @@ BAD = [
     ("resize_image", {**STORY, "height": 100}, "height"),
     ("resize_image", {**STORY, "mode": "stretch"}, "mode"),
     ("resize_image", {**STORY, "mode": "pad", "background_color": "blue"}, "background_color"),
+    # fal's outpaint takes a prompt of at most 500 characters (its schema), the tool up to 2000
+    ("resize_image", {**STORY, "background_prompt": "sea " * 126}, "background_prompt"),
     ("compose_images", {**TWO, "position": "custom", "x": 5}, "y"),
     ("compose_images", {**TWO, "x": 5}, "x"),
     ("compose_images", {**TWO, "position": "custom", "x": 300, "y": 0}, "x"),  # the base is 300 wide

@@ -47,7 +47,8 @@ async def test_a_job_reports_queue_running_and_the_tools_own_result(tool_table, 
 
 async def test_any_model_as_a_job_and_cancel(tool_table, sandbox):
     sandbox.state.add_fault(outcome="never_finish")
-    submitted = await tool_table.call("submit_job", {"model": "fal-ai/flux/schnell", "input": {"prompt": "x"}})
+    submitted = await tool_table.call("submit_job", {"tool": "run_model", "arguments": {
+        "model": "fal-ai/flux/schnell", "input": {"prompt": "x"}}})
     job_id = submitted.structured_content["job_id"]
     cancelled = await tool_table.call("cancel_job", {"job_id": job_id})
     assert cancelled.structured_content["status"] == "cancelled"
@@ -71,9 +72,10 @@ async def test_invalid_jobs_are_refused_before_anything_is_spent(tool_table, san
     cases = [({"tool": "generate_image", "arguments": {"num_images": 9}}, "num_images"),
              ({"tool": "check_job", "arguments": {}}, "cannot run as a job"),
              ({"tool": "nope", "arguments": {}}, "Unknown tool"),
-             ({}, "either `tool`"),
-             ({"tool": "generate_image", "model": "x", "input": {}}, "either `tool`"),
-             ({"model": "fal-ai/flux/schnell", "input": {"promt": "x"}}, "promt: not an input")]
+             ({}, "tool: Field required"),
+             ({"tool": "generate_image", "model": "x"}, "model: Extra inputs are not permitted"),
+             ({"tool": "run_model", "arguments": {"model": "fal-ai/flux/schnell", "input": {"promt": "x"}}},
+              "promt: not an input")]
     for arguments, expected in cases:
         result = await tool_table.call("submit_job", arguments)
         assert result.is_error and expected in result.content[0].text, result.content[0].text

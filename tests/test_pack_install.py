@@ -62,7 +62,65 @@ def test_each_pack_installs_alone(core_only, pack):
                  "print(sorted(m for m in ('PIL', 'fal_client', 'uvicorn', 'starlette') if m in sys.modules))")
         heavy = subprocess.run([str(core_only), "-c", probe], capture_output=True, text=True, check=True).stdout
         assert heavy.strip() == "[]"
+        # and the wheel carries fal's schema of every endpoint the pack's models call (package data)
+        probe = ("from fal_mcp.plugins import load_plugins; models = load_plugins().models.values(); "
+                 "print(len(models), sorted(m.endpoint_id for m in models if not (m.input_schema() "
+                 "and m.output_schema())))")
+        schemas = subprocess.run([str(core_only), "-c", probe], capture_output=True, text=True,
+                                 check=True).stdout
+        count, missing = schemas.split(" ", 1)
+        assert missing.strip() == "[]" and (int(count) > 0) == (pack != "utility"), schemas
     finally:
         subprocess.run([str(core_only), "-m", "pip", "uninstall", "-y", "--quiet", f"fal-mcp-{pack}"],
                        check=True, capture_output=True)
+    assert set(listed_tools(core_only)) == CORE_TOOLS
+
+
+def uninstall(python: Path, *distributions: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "--quiet", *distributions], check=True,
+                   capture_output=True)
+
+
+def test_core_and_a_pack_without_the_sandbox_say_how_to_add_it(core_only):
+    """`pip install ./core ./plugins/image` is a server with no fake of fal: asking for the sandbox
+    fails with exit code 2 and the install command, on stderr."""
+    pip(core_only, "--no-deps", "--no-build-isolation", str(ROOT / "plugins" / "image"))
+    try:
+        probe = ("import importlib.util as u; print([m for m in ('fal_mcp_sandbox', 'fal_mcp.sandbox', "
+                 "'fal_mcp.testing') if u.find_spec(m)])")
+        found = subprocess.run([str(core_only), "-c", probe], capture_output=True, text=True, check=True)
+        assert found.stdout.strip() == "[]"  # no fake of fal anywhere, nor the old one in the core
+        for command in (["serve", "--sandbox"], ["sandbox"]):
+            done = subprocess.run([str(core_only), "-m", "fal_mcp.cli", *command], capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+            assert done.returncode == 2, done.stderr
+            assert "pip install fal-mcp-sandbox" in done.stderr and "fal-mcp" in done.stderr
+            assert done.stdout == ""
+    finally:
+        uninstall(core_only, "fal-mcp-image")
+
+
+def test_the_sandbox_installs_beside_the_core_and_is_no_pack(core_only):
+    """fal-mcp-sandbox as a real (non-editable) install: it runs alone, serves the installed pack's
+    endpoints, and is never loaded as a pack."""
+    pip(core_only, "--no-deps", "--no-build-isolation", str(ROOT / "sandbox"), str(ROOT / "plugins" / "image"))
+    try:
+        packs = subprocess.run([str(core_only), "-m", "fal_mcp.cli", "plugins", "--json"], capture_output=True,
+                               text=True, timeout=60, check=True)
+        assert {row["distribution"] for row in json.loads(packs.stdout)} == {"fal-mcp-core", "fal-mcp-image"}
+        process = subprocess.Popen([str(core_only), "-m", "fal_mcp_sandbox", "--port", "0"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            settings = dict(process.stdout.readline().strip().removeprefix("export ").split("=", 1)
+                            for _ in range(6))
+            base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
+            import urllib.request
+
+            health = json.loads(urllib.request.urlopen(base + "/_sandbox/health", timeout=10).read())
+            assert health["status"] == "ok" and health["endpoints"] >= 10  # the image pack's
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    finally:
+        uninstall(core_only, "fal-mcp-sandbox", "fal-mcp-image")
     assert set(listed_tools(core_only)) == CORE_TOOLS

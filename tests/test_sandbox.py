@@ -1,4 +1,9 @@
-"""Tests of the offline fal sandbox, driven through the real fal_client where possible."""
+"""Tests of the offline fal sandbox, driven through the real fal_client where possible.
+
+The sandbox knows no model: it serves what the installed packs register, with the schemas they vendor.
+Most tests here give it endpoints of their own (ENDPOINTS below, schemas written like fal's), so they
+do not depend on what a pack vendors; the last tests check the installed packs' endpoints.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,107 @@ import fal_client
 import fal_client.client as fal_module
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 from PIL import Image
 
-from fal_mcp.sandbox import Sandbox, catalog
+from fal_mcp_sandbox import Endpoint, Sandbox
+from fal_mcp_sandbox.endpoints import installed
 
 KEY = {"Authorization": "Key sandbox-key"}
+
+# --- endpoints of our own, their schemas written the way fal publishes them ----------------------------
+
+
+def p(type_: str, **kw) -> dict:
+    return {"type": type_, **kw}
+
+
+def obj(required=(), **properties) -> dict:
+    return {"type": "object", "properties": properties, "required": list(required)}
+
+
+FILE = obj(["url"], url=p("string"), content_type=p("string"), file_name=p("string"), file_size=p("integer"))
+IMAGE = obj(["url"], url=p("string"), content_type=p("string", default="image/jpeg"), file_name=p("string"),
+            file_size=p("integer"), width=p("integer"), height=p("integer"))
+PRESETS = ["square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
+IMAGE_SIZE = {"anyOf": [obj(width=p("integer", default=512, maximum=14142),
+                            height=p("integer", default=512, maximum=14142)),
+                        p("string", enum=PRESETS)]}
+SEED = {"anyOf": [p("integer"), {}]}
+TIMINGS = p("object", additionalProperties=p("number"))
+IMAGES_OUT = obj(["prompt", "images", "timings", "has_nsfw_concepts", "seed"], prompt=p("string"),
+                 images=p("array", items=IMAGE), timings=TIMINGS,
+                 has_nsfw_concepts=p("array", items=p("boolean")), seed=p("integer"))
+COMMON = {"num_images": p("integer", default=1, minimum=1, maximum=4),
+          "output_format": p("string", enum=["jpeg", "png"], **{"x-head-default": "jpeg"}),
+          "seed": SEED, "sync_mode": p("boolean", default=False)}
+
+
+def text_to_image(endpoint_id: str, price: float, **extra) -> Endpoint:
+    schema = obj(["prompt"], prompt=p("string"), image_size={**IMAGE_SIZE, "x-head-default": "landscape_4_3"},
+                 **COMMON)
+    return Endpoint(endpoint_id, schema, IMAGES_OUT, unit_price=price, unit="image", kind="image", **extra)
+
+
+ENDPOINTS = [
+    text_to_image("fal-ai/flux/schnell", 0.003, name="FLUX.1 [schnell]", highlighted=True,
+                  description="FLUX.1 [schnell]: fast, good quality, 1-4 steps"),
+    text_to_image("fal-ai/flux/dev", 0.025, name="FLUX.1 [dev]"),
+    text_to_image("fal-ai/flux-pro/v1.1", 0.04, name="FLUX1.1 [pro]"),
+    Endpoint("fal-ai/flux/dev/image-to-image",
+             obj(["prompt", "image_url"], prompt=p("string"), image_url=p("string"),
+                 strength=p("number", default=0.95, minimum=0.01, maximum=1), **COMMON),
+             IMAGES_OUT, unit_price=0.03, unit="megapixel"),
+    Endpoint("fal-ai/flux-2/edit",
+             obj(["prompt", "image_urls"], prompt=p("string"), image_urls=p("array", items=p("string"), minItems=1),
+                 image_size=IMAGE_SIZE, **COMMON),
+             IMAGES_OUT, unit_price=0.025, unit="image"),
+    Endpoint("fal-ai/birefnet/v2",
+             obj(["image_url"], image_url=p("string"), output_mask=p("boolean", default=False),
+                 output_format=p("string", enum=["webp", "png", "gif"], **{"x-head-default": "png"})),
+             obj(["image"], image={**IMAGE, "description": "Image with background removed"},
+                 mask_image={**IMAGE, "description": "Mask used to remove the background"}),
+             name="BiRefNet v2", tags=("background-removal",), unit_price=0.001, unit="image"),
+    Endpoint("fal-ai/clarity-upscaler",
+             obj(["image_url"], image_url=p("string"), upscale_factor=p("number", default=2, minimum=1, maximum=4),
+                 seed=SEED),
+             obj(["image", "seed", "timings"], image=IMAGE, seed=p("integer"), timings=TIMINGS),
+             unit_price=0.03, unit="megapixel"),
+    Endpoint("fal-ai/aura-sr", obj(["image_url"], image_url=p("string"), upscale_factor=p("number", default=4)),
+             obj(["image", "timings"], image=IMAGE, timings=TIMINGS), unit_price=0.01, unit="image"),
+    Endpoint("fal-ai/image-apps-v2/outpaint",
+             obj(["image_url"], image_url=p("string"),
+                 **{f"expand_{side}": p("integer", default=0, minimum=0, maximum=700)
+                    for side in ("left", "right", "top", "bottom")}),
+             obj(["images"], images=p("array", items=IMAGE)), unit_price=0.035, unit="megapixel"),
+    Endpoint("fal-ai/kling-video/v2.1/master/text-to-video",
+             obj(["prompt"], prompt=p("string"), duration=p("string", enum=["5", "10"]),
+                 aspect_ratio=p("string", enum=["16:9", "9:16", "1:1"])),
+             obj(["video"], video=FILE), name="Kling 2.1 Master text-to-video", unit_price=0.28, unit="second",
+             kind="video", tags=("kling",)),
+    Endpoint("fal-ai/kling-video/v2.1/standard/image-to-video",
+             obj(["prompt", "image_url"], prompt=p("string"), image_url=p("string"),
+                 duration=p("string", enum=["5", "10"])),
+             obj(["video"], video=FILE), name="Kling 2.1 Standard image-to-video", unit_price=0.056, unit="second",
+             kind="video", tags=("kling",)),
+    Endpoint("decart/lucy-edit/dev",
+             obj(["prompt", "video_url"], prompt=p("string"), video_url=p("string"), sync_mode=p("boolean", default=True)),
+             obj(["video"], video=FILE), unit_price=0.04, unit="second", kind="video"),
+    Endpoint("fal-ai/stable-audio",
+             obj(["prompt"], prompt=p("string"), seconds_total=p("integer", default=30, minimum=1, maximum=47)),
+             obj(["audio_file"], audio_file=FILE), unit_price=0.001, unit="second", kind="audio"),
+    Endpoint("fal-ai/kokoro/american-english",
+             obj([], prompt=p("string", default=""), voice=p("string", enum=["af_heart", "am_adam"], default="af_heart"),
+                 speed=p("number", default=1, minimum=0.1, maximum=5)),
+             obj(["audio"], audio={**FILE, "description": "The generated music"}), unit_price=0.02,
+             unit="1000 characters", kind="audio"),
+    Endpoint("fal-ai/wizper",
+             obj(["audio_url"], audio_url=p("string"), language={"anyOf": [p("string", enum=["en", "fr"]), {}]}),
+             obj(["text", "languages", "chunks"], text=p("string"), languages=p("array", items=p("string")),
+                 chunks=p("array", items=obj(["text", "timestamp"], text=p("string"), timestamp=p("array")))),
+             unit_price=0.0005, unit="second", kind="audio"),
+]
+BY_ID = {endpoint.id: endpoint for endpoint in ENDPOINTS}
 
 
 @pytest.fixture
@@ -31,7 +132,7 @@ def anyio_backend():
 
 @pytest.fixture
 async def sb():
-    async with Sandbox(job_seconds=0.1) as sandbox:
+    async with Sandbox(endpoints=ENDPOINTS, job_seconds=0.1) as sandbox:
         yield sandbox
 
 
@@ -125,6 +226,7 @@ async def test_validation_errors_like_fal(fal):
         "literal_error": {"prompt": "x", "output_format": "gif"},
         "int_from_float": {"prompt": "x", "num_images": 1.5},
         "less_than_equal": {"prompt": "x", "image_size": {"width": 20000, "height": 512}},
+        "int_type": {"prompt": "x", "num_images": "2"},
     }
     handles = {kind: await fal.submit("fal-ai/flux/schnell", body) for kind, body in cases.items()}
     for kind, handle in handles.items():
@@ -142,7 +244,6 @@ async def test_validation_errors_like_fal(fal):
 async def test_unknown_endpoint_bad_body_and_auth(sb, http):
     response = await http.post("/queue/fal-ai/no-such-model", json={"prompt": "x"})
     assert response.status_code == 404 and "not found" in response.json()["detail"]
-    assert (await http.post("/queue/fal-ai/ltx-video", json={})).status_code == 404  # listed, not runnable
     assert (await http.post("/queue/fal-ai/flux/dev", json=[1, 2])).status_code == 422
     async with httpx.AsyncClient(base_url=sb.base_url) as anonymous:
         response = await anonymous.post("/queue/fal-ai/flux/dev", json={"prompt": "x"})
@@ -422,56 +523,115 @@ async def test_video_is_a_well_formed_mjpeg_mp4(fal):
     assert first.size == (256, 144) == (width >> 16, height >> 16)
 
 
-@pytest.mark.anyio
-async def test_every_endpoint_runs_with_its_required_inputs(sb, fal):
-    sb.state.set_config(job_seconds=0, log_lines=0)
+
+def required_input(schema: dict, urls: dict[str, str]) -> dict:
+    """The smallest valid input of a schema: its required fields, URLs of the right kind for *_url(s)."""
+    args = {}
+    for name in schema.get("required", ()):
+        prop = schema["properties"][name]
+        prop = next((o for o in prop.get("anyOf", ()) if o), prop)
+        kind = next((k for k in ("video", "audio", "image", "mask") if k in name), "image")
+        url = urls["image" if kind == "mask" else kind]
+        if name.endswith("_urls"):
+            args[name] = [url]
+        elif name.endswith("_url"):
+            args[name] = url
+        elif "default" in prop or "enum" in prop:
+            args[name] = prop.get("default", (prop.get("enum") or [None])[0])
+        elif prop.get("type") in ("integer", "number"):
+            args[name] = max(prop.get("minimum", 1), min(10, prop.get("maximum", 10)))
+        else:
+            args[name] = {"string": "a prompt", "boolean": False, "array": ["a prompt"], "object": {}}.get(
+                prop.get("type"), "a prompt")
+    return args
+
+
+async def run_every_endpoint(fal, endpoints) -> dict[str, dict]:
+    """Each endpoint run with its required input; its answer checked against its output schema."""
     image = await fal.upload(png_bytes(64, 48), "image/png", "in.png")
-    audio = (await fal.run("fal-ai/lyria2", {"prompt": "x"}))["audio"]["url"]
-    video = (await fal.run("fal-ai/wan-t2v", {"prompt": "x"}))["video"]["url"]
-    values = {"string": "a prompt", "integer": 10, "number": 10}
+    audio = (await fal.run("fal-ai/stable-audio", {"prompt": "x", "seconds_total": 2}))["audio_file"]["url"]
+    video = (await fal.run("fal-ai/kling-video/v2.1/master/text-to-video", {"prompt": "x"}))["video"]["url"]
     urls = {"image": image, "audio": audio, "video": video}
-
-    def required_input(endpoint: catalog.Endpoint) -> dict:
-        args = {}
-        for f in endpoint.fields:
-            if f.required:
-                value = urls[f.media] if f.media else values[f.type]
-                args[f.name] = [value] if f.type == "array" else value
-        return args
-
-    results = await asyncio.gather(*(fal.run(e.id, required_input(e)) for e in catalog.ENDPOINTS_LIST))
-    for endpoint, result in zip(catalog.ENDPOINTS_LIST, results, strict=True):
-        required = [n for n in endpoint.outputs if n not in catalog.OPTIONAL_OUTPUTS]
-        assert set(required) <= set(result) <= set(endpoint.outputs), endpoint.id
-    lucy = results[[e.id for e in catalog.ENDPOINTS_LIST].index("decart/lucy-edit/dev")]
-    assert lucy["video"]["url"].startswith("data:video/mp4;base64,")  # sync_mode defaults to true there
+    results = await asyncio.gather(*(fal.run(e.id, required_input(e.input_schema, urls)) for e in endpoints))
+    for endpoint, result in zip(endpoints, results, strict=True):
+        problems = [e.message for e in Draft202012Validator(endpoint.output_schema).iter_errors(result)]
+        assert problems == [], (endpoint.id, problems)
+    return {endpoint.id: result for endpoint, result in zip(endpoints, results, strict=True)}
 
 
-def test_catalogue_covers_the_reference_endpoints():
-    expected = {
-        "fal-ai/flux/schnell", "fal-ai/flux/dev", "fal-ai/flux-pro/v1.1", "fal-ai/flux-pro/v1.1-ultra",
-        "fal-ai/fast-sdxl", "fal-ai/stable-diffusion-v35-large", "fal-ai/stable-diffusion-v3-medium",
-        "fal-ai/flux/dev/image-to-image", "fal-ai/birefnet/v2", "fal-ai/clarity-upscaler", "fal-ai/aura-sr",
-        "fal-ai/flux-2/edit", "fal-ai/flux-pro/kontext", "fal-ai/flux-kontext-lora/inpaint",
-        "fal-ai/flux-lora/inpainting", "fal-ai/image-apps-v2/outpaint", "fal-ai/stable-video",
-        "fal-ai/fast-svd-lcm", "fal-ai/fast-animatediff/text-to-video",
-        "fal-ai/fast-animatediff/video-to-video",
-        "fal-ai/kling-video/v2.1/standard/image-to-video", "fal-ai/kling-video/v2.1/master/text-to-video",
-        "fal-ai/wan-i2v", "fal-ai/stable-audio", "fal-ai/lyria2", "CassetteAI/music-generator",
-        "fal-ai/minimax-music", "fal-ai/ace-step", "fal-ai/whisper", "fal-ai/wizper", "decart/lucy-edit/dev",
-        "fal-ai/kokoro/american-english", "fal-ai/wan-t2v",
+@pytest.mark.anyio
+async def test_every_endpoint_answers_in_its_output_schema(sb, fal):
+    sb.state.set_config(job_seconds=0, log_lines=0)
+    results = await run_every_endpoint(fal, ENDPOINTS)
+    assert results["decart/lucy-edit/dev"]["video"]["url"].startswith("data:video/mp4;base64,")  # sync_mode default
+    assert "mask_image" not in results["fal-ai/birefnet/v2"]  # optional, not asked for
+    assert results["fal-ai/wizper"]["languages"] == ["en"]
+
+
+@pytest.mark.anyio
+async def test_an_endpoint_without_schemas_takes_any_input_and_draws_its_kind(sb, fal):
+    sb.state.endpoints["test/loose-video"] = Endpoint("test/loose-video", kind="video")
+    sb.state.endpoints["test/loose-image"] = Endpoint("test/loose-image", kind="image")
+    video = await fal.run("test/loose-video", {"prompt": "x", "anything": [1, 2], "duration": 2})
+    assert video["video"]["content_type"] == "video/mp4" and isinstance(video["seed"], int)
+    image = await fal.run("test/loose-image", {"prompt": "x", "num_images": 2, "image_size": "square"})
+    assert [(i["width"], i["height"]) for i in image["images"]] == [(512, 512)] * 2
+
+
+@pytest.mark.anyio
+async def test_nested_objects_refs_and_optional_fields(sb, fal):
+    output = {
+        "type": "object",
+        "$defs": {"Frame": obj(["url", "width"], url=p("string"), width=p("integer"), height=p("integer"))},
+        "properties": {
+            "result": obj(["frames", "score", "label"], frames=p("array", items={"$ref": "#/$defs/Frame"}),
+                          score=p("number", minimum=0.5), label=p("string", enum=["cat", "dog"]),
+                          note=p("string")),
+            "debug_video": FILE,
+        },
+        "required": ["result"],
     }
-    assert set(catalog.ENDPOINTS) == expected
-    fast_sdxl = {f.name for f in catalog.ENDPOINTS["fal-ai/fast-sdxl"].fields}
-    assert "format" in fast_sdxl and "output_format" not in fast_sdxl
-    assert catalog.ENDPOINTS["fal-ai/clarity-upscaler"].fields[-1].name == "upscale_factor"
+    sb.state.endpoints["test/nested"] = Endpoint("test/nested", obj(["prompt"], prompt=p("string")), output)
+    result = await fal.run("test/nested", {"prompt": "nest"})
+    assert Draft202012Validator(output).is_valid(result)
+    assert set(result) == {"result"}  # the optional file is left out: no output_* flag asked for it
+    frame = result["result"]["frames"][0]
+    assert frame["width"] == 1024 and frame["url"].startswith(sb.base_url)
+    assert result["result"]["score"] == 0.5 and result["result"]["label"] == "cat"
+
+    asked = Endpoint("test/asked", obj([], output_mask=p("boolean")),
+                     obj(["image"], image=IMAGE, mask_image={**IMAGE, "description": "The mask"}))
+    sb.state.endpoints[asked.id] = asked
+    plain = await fal.run(asked.id, {})
+    masked = await fal.run(asked.id, {"output_mask": True})
+    assert "mask_image" not in plain and masked["mask_image"]["content_type"] == "image/png"
+
+
+def test_openapi_documents_show_fal_defaults():
+    from fal_mcp import openapi_schemas
+    from fal_mcp_sandbox.endpoints import openapi_document
+
+    doc = openapi_document(BY_ID["fal-ai/birefnet/v2"], "http://sandbox/queue")
+    inputs, outputs = openapi_schemas(doc, "fal-ai/birefnet/v2")
+    assert inputs["properties"]["output_format"]["default"] == "png"  # from x-head-default
+    assert inputs["required"] == ["image_url"] and "mask_image" in outputs["properties"]
+    assert doc["info"]["x-fal-metadata"]["category"] == "image-to-image"
+    assert openapi_document(Endpoint("test/none"), "http://sandbox/queue") is None
+    categories = {e.id: e.category for e in ENDPOINTS}
+    assert categories["fal-ai/flux/schnell"] == "text-to-image"
+    assert categories["fal-ai/kling-video/v2.1/standard/image-to-video"] == "image-to-video"
+    assert categories["decart/lucy-edit/dev"] == "video-to-video"
+    assert categories["fal-ai/wizper"] == "speech-to-text"
+    assert categories["fal-ai/kokoro/american-english"] == "text-to-speech"
 
 
 # --- platform API -------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_models_pagination_collects_every_model_once(http):
+async def test_models_pagination_collects_every_model_once(sb, http):
+    for i in range(12):  # more than one default page of 20
+        sb.state.endpoints[f"test/model-{i}"] = Endpoint(f"test/model-{i}", name=f"Model {i}")
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": 7, **({"cursor": cursor} if cursor else {})}
@@ -482,7 +642,7 @@ async def test_models_pagination_collects_every_model_once(http):
             assert body["next_cursor"] is None
             break
         cursor = body["next_cursor"]
-    assert len(seen) == len(set(seen)) == len(catalog.catalogue()) >= 70
+    assert len(seen) == len(set(seen)) == len(sb.state.endpoints) > 20
     assert pages == -(-len(seen) // 7)
     default = (await http.get("/platform/v1/models")).json()
     assert len(default["models"]) == 20 and default["has_more"]
@@ -505,18 +665,19 @@ async def test_models_search_filters_and_openapi(sb, http):
     assert "fal-ai/birefnet/v2" in [m["endpoint_id"] for m in by_tag]
     params = {"category": "speech-to-text", "limit": 100}
     speech = (await http.get("/platform/v1/models", params=params)).json()
-    assert {m["metadata"]["category"] for m in speech["models"]} == {"speech-to-text"}
+    assert [m["endpoint_id"] for m in speech["models"]] == ["fal-ai/wizper"]
 
-    params = [("endpoint_id", "fal-ai/flux/schnell"), ("endpoint_id", "fal-ai/fast-sdxl"),
+    params = [("endpoint_id", "fal-ai/flux/schnell"), ("endpoint_id", "fal-ai/flux/dev"),
               ("expand", "openapi-3.0")]
     models = (await http.get("/platform/v1/models", params=params)).json()["models"]
-    assert [m["endpoint_id"] for m in models] == ["fal-ai/flux/schnell", "fal-ai/fast-sdxl"]
+    assert [m["endpoint_id"] for m in models] == ["fal-ai/flux/schnell", "fal-ai/flux/dev"]
+    assert models[0]["metadata"]["display_name"] == "FLUX.1 [schnell]" and models[0]["metadata"]["highlighted"]
     doc = models[0]["openapi"]
     ref = doc["paths"]["/fal-ai/flux/schnell"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
     assert schema["required"] == ["prompt"]
     assert schema["properties"]["output_format"]["enum"] == ["jpeg", "png"]
-    assert schema["properties"]["image_size"]["default"] == "landscape_4_3"
+    assert schema["properties"]["image_size"]["default"] == "landscape_4_3"  # fal's, which the vendoring lost
     assert schema["properties"]["num_images"]["maximum"] == 4
     result = doc["paths"]["/fal-ai/flux/requests/{request_id}"]["get"]["responses"]["200"]
     out_ref = result["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -551,11 +712,14 @@ async def test_pricing_and_estimates(http):
     estimate = await http.post("/platform/v1/models/pricing/estimate", json={
         "estimate_type": "historical_api_price",
         "endpoints": {"fal-ai/kling-video/v2.1/master/text-to-video": {"call_quantity": 2}}})
-    assert estimate.json()["total_cost"] == 2.8  # 2 calls x 5 s x 0.28
+    assert estimate.json()["total_cost"] == 2.8  # 2 calls x a typical 5 s x 0.28
     for bad in ({"estimate_type": "guess", "endpoints": {}}, {"estimate_type": "unit_price"},
                 {"estimate_type": "unit_price", "endpoints": {"fal-ai/flux/dev": {"call_quantity": 1}}}):
         response = await http.post("/platform/v1/models/pricing/estimate", json=bad)
         assert response.status_code == 400 and "message" in response.json()["error"]
+    unpriced = await http.post("/platform/v1/models/pricing/estimate", json={
+        "estimate_type": "unit_price", "endpoints": {"fal-ai/nope": {"unit_quantity": 1}}})
+    assert unpriced.status_code == 404 and unpriced.json()["error"]["type"] == "not_found"
 
 
 @pytest.mark.anyio
@@ -621,7 +785,7 @@ async def test_http_control_routes(sb, http):
 
 def test_start_in_thread_with_the_sync_client(monkeypatch, tmp_path):
     monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path))
-    sb = Sandbox.start_in_thread(job_seconds=0.05)
+    sb = Sandbox.start_in_thread(endpoints=ENDPOINTS, job_seconds=0.05)
     base_url = sb.base_url
     try:
         point_fal_client_at(sb, monkeypatch)
@@ -637,7 +801,7 @@ def test_start_in_thread_with_the_sync_client(monkeypatch, tmp_path):
 
 def test_import_is_cheap():
     code = (
-        "import sys; import fal_mcp; before = set(sys.modules); import fal_mcp.sandbox; "
+        "import sys; import fal_mcp; before = set(sys.modules); import fal_mcp_sandbox; "
         "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
         "('starlette', 'uvicorn', 'PIL', 'httpx')))"
     )
@@ -646,7 +810,7 @@ def test_import_is_cheap():
 
 
 def test_command_line_prints_settings_and_stops_on_sigterm():
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.sandbox", "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "fal_mcp_sandbox", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [process.stdout.readline().strip() for _ in range(6)]
@@ -661,3 +825,39 @@ def test_command_line_prints_settings_and_stops_on_sigterm():
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     assert process.stdout.read() == ""  # settings are printed once, nothing else
+
+
+# --- the installed packs ------------------------------------------------------------------------------------
+
+
+def test_serves_what_the_installed_packs_register(fal_registry):
+    served = installed()
+    models = list(fal_registry.models.values())
+    assert set(served) == {model.endpoint_id for model in models}
+    hints = {}
+    for hint in fal_registry.prices:
+        hints.setdefault(hint.endpoint_id, hint)
+    for endpoint_id, endpoint in served.items():
+        first = next(m for m in models if m.endpoint_id == endpoint_id)
+        assert endpoint.description == first.description and endpoint.name in first.description
+        assert endpoint.input_schema == first.input_schema() and endpoint.output_schema == first.output_schema()
+        hint = hints.get(endpoint_id)
+        assert (endpoint.unit_price, endpoint.unit) == ((hint.unit_price, hint.unit) if hint else (None, "request"))
+    # the sandbox is no pack: nothing of it is loaded as one
+    assert all(pack.distribution != "fal-mcp-sandbox" for pack in fal_registry.packs)
+
+
+@pytest.mark.anyio
+async def test_installed_endpoints_with_schemas_answer_in_them(monkeypatch, tmp_path):
+    """Every endpoint whose pack vendors its schemas, run with its required input: the answer fits its
+    output schema (the ones a test needs for inputs are added from ENDPOINTS when no pack has them)."""
+    served = installed()
+    with_schemas = [e for e in served.values() if e.input_schema and e.output_schema]
+    if not with_schemas:
+        pytest.skip("no installed pack vendors schemas")
+    helpers = [e for e in ENDPOINTS if e.id in ("fal-ai/stable-audio", "fal-ai/kling-video/v2.1/master/text-to-video")
+               and e.id not in served]
+    monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path))
+    async with Sandbox(endpoints=[*served.values(), *helpers], job_seconds=0, log_lines=0) as sandbox:
+        point_fal_client_at(sandbox, monkeypatch)
+        await run_every_endpoint(fal_client.AsyncClient(key="sandbox-key"), with_schemas)

@@ -1,5 +1,5 @@
-"""fal_mcp.testing, as a pack author uses it: a pytest run of its own, with the plugin enabled either
-by `pytest_plugins` in a conftest or by `-p fal_mcp.testing`."""
+"""fal_mcp_sandbox.testing, as a pack author uses it: a pytest run of its own, with the plugin enabled either
+by `pytest_plugins` in a conftest or by `-p fal_mcp_sandbox.testing`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fal_mcp.testing import clean_env, run_cli
+from fal_mcp_sandbox.testing import clean_env, run_cli
 
 # A pack's test suite in miniature: each fixture and helper once, in the order that shows the
 # per-test isolation (the test after fal_tools sees fal_client's hosts restored).
@@ -19,7 +19,7 @@ import os
 import fal_client.client
 import pytest
 
-from fal_mcp.testing import stdio_session
+from fal_mcp_sandbox.testing import stdio_session
 
 DEFAULT_QUEUE = fal_client.client.QUEUE_URL_FORMAT
 
@@ -60,9 +60,9 @@ async def test_stdio_session_with_its_own_sandbox(anyio_backend):
 @pytest.mark.parametrize("enabled_by", ["conftest", "-p"])
 def test_a_pack_suite_using_the_plugin(tmp_path, enabled_by):
     (tmp_path / "test_pack.py").write_text(PACK_TESTS)
-    options = ["-p", "fal_mcp.testing"] if enabled_by == "-p" else []
+    options = ["-p", "fal_mcp_sandbox.testing"] if enabled_by == "-p" else []
     if enabled_by == "conftest":
-        (tmp_path / "conftest.py").write_text('pytest_plugins = ["fal_mcp.testing"]\n')
+        (tmp_path / "conftest.py").write_text('pytest_plugins = ["fal_mcp_sandbox.testing"]\n')
     # A real key in the environment must not reach the tests or the servers they start.
     env = {**clean_env(), "FAL_KEY": "real-key-must-not-be-used"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options, str(tmp_path)]
@@ -71,8 +71,9 @@ def test_a_pack_suite_using_the_plugin(tmp_path, enabled_by):
     assert "5 passed" in done.stdout
 
 
-def test_importing_fal_mcp_imports_neither_testing_nor_pytest():
-    code = "import sys, fal_mcp; print(sorted(m for m in ('pytest', 'fal_mcp.testing') if m in sys.modules))"
+def test_importing_fal_mcp_or_the_sandbox_imports_neither_testing_nor_pytest():
+    code = ("import sys, fal_mcp, fal_mcp_sandbox; "
+            "print(sorted(m for m in ('pytest', 'fal_mcp_sandbox.testing') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

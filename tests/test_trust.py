@@ -444,6 +444,13 @@ async def test_the_budget_guard_estimates_the_whole_call(sandbox, registry, case
 async def test_an_unknown_size_is_refused_when_a_limit_is_set(sandbox, registry):
     """Priced by the second of an input whose length cannot be told, or by the megapixel of an input that
     is not an image: refused, saying why (fail closed)."""
+    from fal_mcp_sandbox import Endpoint
+
+    # A speech-to-text endpoint priced by the second of its input (no installed pack registers one).
+    sandbox.state.endpoints["fal-ai/whisper"] = Endpoint(
+        "fal-ai/whisper", {"type": "object", "properties": {"audio_url": {"type": "string"}}, "required": ["audio_url"]},
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        unit_price=0.00125, unit="second", kind="audio")
     async with tool_table_for(sandbox, registry, FAL_MCP_MAX_COST_PER_CALL=100) as table:
         speech = await table.call("run_model", {"model": "fal-ai/whisper", "input": {
             "audio_url": "https://example.com/talk.mp3"}})

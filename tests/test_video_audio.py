@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from fal_mcp.sandbox import media as sandbox_media
+from fal_mcp_sandbox import media as sandbox_media
 from fal_mcp_video import endpoints
 
 from .conftest import server_env, stdio_client
@@ -24,10 +24,11 @@ STABLE_VIDEO = "fal-ai/stable-video"
 ANIMATEDIFF_T2V = "fal-ai/fast-animatediff/text-to-video"
 ANIMATEDIFF_V2V = "fal-ai/fast-animatediff/video-to-video"
 KLING_I2V = "fal-ai/kling-video/v2.1/standard/image-to-video"
+KLING_PRO_I2V = "fal-ai/kling-video/v2.1/pro/image-to-video"
 KLING_T2V = "fal-ai/kling-video/v2.1/master/text-to-video"
 WAN_I2V = "fal-ai/wan-i2v"
 WAN_T2V = "fal-ai/wan-t2v"
-LUCY_EDIT = "decart/lucy-edit/dev"
+LUCY_EDIT = "decart/lucy-edit/pro"
 CASSETTE = "CassetteAI/music-generator"
 STABLE_AUDIO = "fal-ai/stable-audio"
 ACE_STEP = "fal-ai/ace-step"
@@ -187,12 +188,22 @@ async def test_generate_video_sends_each_endpoint_its_own_fields(tool_table, san
 # -- generate_video_from_image ----------------------------------------------------------------------
 
 FROM_IMAGE_CASES = {
-    "kling, first and last frame": (
-        {"image_url": IMAGE, "tail_image_url": TAIL, "prompt": "day turns to night",
+    "kling_pro, first and last frame": (
+        {"image_url": IMAGE, "tail_image_url": TAIL, "prompt": "day turns to night", "model": "kling_pro",
          "negative_prompt": "blur"},
-        KLING_I2V, {"prompt": "day turns to night", "image_url": IMAGE, "tail_image_url": TAIL,
-                    "negative_prompt": "blur", "duration": "5"}, 5,
+        KLING_PRO_I2V, {"prompt": "day turns to night", "image_url": IMAGE, "tail_image_url": TAIL,
+                        "negative_prompt": "blur", "duration": "5"}, 5,
         []),
+    "a last frame and no model: kling_pro": (
+        {"image_url": IMAGE, "tail_image_url": TAIL, "prompt": "day turns to night"},
+        KLING_PRO_I2V, {"prompt": "day turns to night", "image_url": IMAGE, "tail_image_url": TAIL,
+                        "duration": "5"}, 5,
+        ["a last frame (tail_image_url) was given and the default model kling takes none, so kling_pro "
+         "(fal-ai/kling-video/v2.1/pro/image-to-video) was used"]),
+    "kling": (
+        {"image_url": IMAGE, "prompt": "day turns to night", "duration": 9},
+        KLING_I2V, {"prompt": "day turns to night", "image_url": IMAGE, "duration": "10"}, 10,
+        ["duration: kling cannot make 9 s (it makes 5 s or 10 s)"]),
     "wan": (
         {"image_url": IMAGE, "prompt": "wind", "model": "wan", "duration": 6, "aspect_ratio": "9:16",
          "seed": 4, "negative_prompt": "static"},
@@ -404,6 +415,21 @@ REFUSALS = [
      ["tail_image_url: wan cannot end on a given last frame; use model kling"]),
     ("generate_video_from_image", {"image_url": IMAGE, "prompt": "p", "tail_image_url": TAIL, "model": "svd"},
      ["tail_image_url: svd cannot end on a given last frame"]),
+    # Kling 2.1 Standard's endpoint has no tail_image_url: fal would ignore it.
+    ("generate_video_from_image", {"image_url": IMAGE, "prompt": "p", "tail_image_url": TAIL,
+                                   "model": "kling"},
+     ["tail_image_url: kling cannot end on a given last frame; use model kling_pro"]),
+    # Limits of one model, from fal's schema of its endpoint.
+    ("generate_video_from_image", {"image_url": IMAGE, "prompt": "p" * 2501},
+     ["prompt: kling takes at most 2500 characters (got 2501)"]),
+    ("generate_video", {"prompt": "x", "negative_prompt": "n" * 2600, "model": "kling.t2v"},
+     ["negative_prompt: kling takes at most 2500 characters (got 2600)"]),
+    ("generate_video_from_video", {"video_url": VIDEO, "prompt": "p" * 1501, "model": "lucy_edit"},
+     ["prompt: lucy_edit takes at most 1500 characters (got 1501)"]),
+    ("generate_video_from_video", {"video_url": VIDEO, "prompt": "p", "options": {"first_n_seconds": 5}},
+     ["options.first_n_seconds: Input should be less than or equal to 4"]),
+    ("generate_music", {"prompt": "x" * 2001, "model": "lyria2"},
+     ["prompt: lyria2 takes at most 2000 characters (got 2001)"]),
     ("generate_video_from_video", {"prompt": "p"}, ["video_url: Field required"]),
     ("generate_video_from_video", {"video_url": VIDEO, "prompt": "p", "strength": 0},
      ["strength: Input should be"]),

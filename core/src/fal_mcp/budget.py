@@ -2,7 +2,7 @@
 the very input sent to fal (how many images, how many megapixels, how many seconds).
 
 Used by the gateway's budget guard (FAL_MCP_MAX_COST_PER_CALL) for every call that reaches fal:
-generation tools, run_model and submit_job alike. Where the size of a call cannot be told, the
+every tool's model calls, in the foreground or as jobs. Where the size of a call cannot be told, the
 estimate fails and, with a limit set, the call is refused (fail closed).
 """
 

@@ -1,9 +1,8 @@
-"""`fal-mcp`: serve, list packs and tools, run the offline sandbox."""
+"""`fal-mcp`: serve, list packs and tools, run the offline sandbox (a distribution of its own)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import logging
@@ -32,9 +31,27 @@ def _registry(settings: Settings):
     return load_plugins(settings)
 
 
+# The sandbox is the distribution fal-mcp-sandbox, not part of the core: a server installed for
+# production carries no fake of fal.
+SANDBOX_MISSING = (
+    "fal-mcp: the offline fal sandbox is not installed. Add it with\n"
+    "    pip install fal-mcp-sandbox\n"
+    "(the all-in-one `pip install fal-mcp` includes it), or set FAL_KEY and serve without --sandbox."
+)
+
+
+def _sandbox_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("fal_mcp_sandbox") is not None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import anyio
 
+    if args.sandbox and not _sandbox_installed():
+        print(SANDBOX_MISSING, file=sys.stderr)
+        return 2
     transport = args.transport or os.environ.get("FAL_MCP_TRANSPORT", "").strip() or "stdio"
     if transport not in TRANSPORTS:
         raise ConfigError(f"FAL_MCP_TRANSPORT={transport!r} must be one of {', '.join(TRANSPORTS)}")
@@ -55,7 +72,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         run_settings, sandbox = settings, None
         if args.sandbox:
-            from .sandbox import Sandbox
+            from fal_mcp_sandbox import Sandbox
 
             sandbox = Sandbox()
             await sandbox.start()
@@ -64,8 +81,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                   "needed)", file=sys.stderr)
         try:
             # One gateway and one tool table, whatever the transports.
-            async with FalGateway(run_settings) as gateway, \
-                    _closing(ToolTable(registry, run_settings, gateway)) as table:
+            async with FalGateway(run_settings) as gateway, ToolTable(registry, run_settings, gateway) as table:
                 table.runner.start_resuming()  # jobs a previous run left: followed to their end
                 # What is loaded now lives as long as the server: keep it out of the garbage
                 # collector's passes, and make those rarer: a full pass over a busy server's
@@ -112,14 +128,6 @@ def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Setting
                    store_url=settings.store_url or "sqlite:///:memory:")
 
 
-@contextlib.asynccontextmanager
-async def _closing(table):
-    try:
-        yield table
-    finally:
-        await table.aclose()
-
-
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
     rows = [pack.as_dict() for pack in registry.packs]
@@ -150,8 +158,60 @@ def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_models_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Each registered model's vendored input schema against fal's live OpenAPI document: fields added,
+    removed or changed, and endpoints that no longer exist. Exit 1 if anything drifted."""
+    import anyio
+
+    registry = _registry(settings)
+
+    async def check_all() -> list[dict]:
+        from .endpoint_schemas import compare_inputs, openapi_schemas
+        from .errors import ToolError
+        from .gateway import FalGateway
+
+        rows = []
+        async with FalGateway(settings) as gateway:
+            for model in registry.models.values():
+                row = {"tool": model.tool, "alias": model.alias, "endpoint": model.endpoint_id, "changes": []}
+                rows.append(row)
+                vendored = model.input_schema()
+                if vendored is None:
+                    row["status"] = "no vendored schema"
+                    continue
+                try:
+                    page = await gateway.platform("GET", "/models", params=[
+                        ("endpoint_id", model.endpoint_id), ("expand", "openapi-3.0")], ttl=300)
+                except ToolError as exc:
+                    row["status"], row["changes"] = "not checked", [str(exc)]
+                    continue
+                entry = next((m for m in page.get("models", []) if m.get("endpoint_id") == model.endpoint_id), None)
+                if entry is None:
+                    row["status"] = "gone from fal"
+                elif not entry.get("openapi"):
+                    row["status"] = "no schema published"
+                else:
+                    live, _ = openapi_schemas(entry["openapi"], model.endpoint_id)
+                    row["changes"] = compare_inputs(vendored, live, entry["openapi"])
+                    row["status"] = "changed" if row["changes"] else "up to date"
+        return rows
+
+    rows = anyio.run(check_all)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['tool']:<28} {row['alias']:<20} {row['endpoint']:<48} {row['status']}")
+            for change in row["changes"]:
+                print(f"    {change}")
+    return 0 if all(row["status"] == "up to date" for row in rows) else 1
+
+
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from .sandbox import main as sandbox_main
+    if not _sandbox_installed():
+        print(SANDBOX_MISSING, file=sys.stderr)
+        return 2
+    from fal_mcp_sandbox import main as sandbox_main
 
     return sandbox_main(["--host", args.host, "--port", str(args.port)])
 
@@ -161,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the MCP server (stdio)")
     serve.add_argument("--sandbox", action="store_true",
-                       help="start the offline fal sandbox in-process and use it: no key, no network")
+                       help="start the offline fal sandbox in-process and use it: no key, no network "
+                            "(needs fal-mcp-sandbox)")
     serve.add_argument("--transport", choices=TRANSPORTS, default=None,
                        help="stdio (default), http (streamable HTTP at /mcp), sse (/sse), dual (stdio + http)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, FAL_MCP_HOST)")
@@ -175,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     tools = commands.add_parser("tools", help="list the tools the loaded packs provide")
     tools.add_argument("--json", action="store_true")
     tools.set_defaults(run=cmd_tools)
-    sandbox = commands.add_parser("sandbox", help="run the offline fal sandbox alone")
+    models = commands.add_parser("models", help="the registered models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    check = model_commands.add_parser("check", help="compare each model's vendored schema with fal's live OpenAPI")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run=cmd_models_check)
+    sandbox = commands.add_parser("sandbox", help="run the offline fal sandbox alone (needs fal-mcp-sandbox)")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=0)
     sandbox.set_defaults(run=cmd_sandbox)

@@ -70,8 +70,13 @@ class ToolContext:
                                       cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None)
 
     async def run_model(self, model: Model, arguments: Any) -> tuple[FalResult, EndpointCall]:
-        """Translate the tool's arguments for `model` and run it."""
+        """Translate the tool's arguments for `model`, check the result against fal's schema of the
+        endpoint (ToolError naming the argument and the model's limit: nothing fal would refuse or
+        ignore is sent), and run it."""
+        from .input_check import check_input
+
         call = model.build_input(arguments)
+        check_input(model, call.arguments, arguments, self.tool.name)
         return await self.run(model.endpoint_id, call.arguments), call
 
     async def allowed_dirs(self) -> list[str]:

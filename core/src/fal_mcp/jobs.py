@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from .errors import ToolError
 from .outputs import ToolInput
@@ -21,19 +21,9 @@ from .types import Tool, ToolHints, ToolResult
 
 
 class SubmitJobInput(ToolInput):
-    tool: str | None = Field(None, max_length=64,
-                             description="A generation tool to run in the background, e.g. generate_video")
+    tool: str = Field(min_length=1, max_length=64, description="The name of the tool to run in the background "
+                                                               "(any tool of this server but the job tools)")
     arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments")
-    model: str | None = Field(None, max_length=200, description="Or: any fal model (as for run_model)")
-    input: dict[str, Any] | None = Field(None, description="The model's input (with `model`)")
-
-    @model_validator(mode="after")
-    def one_form(self):
-        if (self.tool is None) == (self.model is None):
-            raise ValueError("give either `tool` (with `arguments`) or `model` (with `input`)")
-        if self.model is not None and self.input is None:
-            raise ValueError("`model` needs `input`")
-        return self
 
 
 class JobInput(ToolInput):
@@ -76,8 +66,7 @@ async def owned(ctx, job_id: str) -> JobRecord:
 
 
 async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
-    tool, arguments = (args.tool, args.arguments) if args.tool else ("run_model", {"model": args.model,
-                                                                                 "input": args.input})
+    tool, arguments = args.tool, args.arguments
     if tool in JOB_TOOL_NAMES:
         raise ToolError(f"tool: {tool} cannot run as a job")
     call = await ctx.table.start(tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True)
@@ -156,8 +145,8 @@ async def list_jobs(args: ListJobsInput, ctx) -> ToolResult:
 
 TOOLS = [
     Tool("submit_job", "Submit a background job",
-         "Start a generation tool (or any fal model, as with run_model) in the background and return a job id "
-         "at once, so a long job (video, music) does not block the conversation. Follow it with check_job.",
+         "Start a tool call in the background and return a job id at once, so a long job (video, music) does "
+         "not block the conversation. Follow it with check_job.",
          SubmitJobInput, submit_job, output_model=JobStatus, category="utility"),
     Tool("check_job", "Check a background job",
          "Where a job is (submit_job's, or a call that returned before its job finished): queued, running "

@@ -234,6 +234,12 @@ class ToolTable:
             structured = tool.output_model.model_validate(structured)
         return ToolResult(stored.get("text", ""), structured)
 
+    async def __aenter__(self) -> ToolTable:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Stop following jobs (they stay unfinished in the store, resumed on the next start)."""
         await self.runner.aclose()

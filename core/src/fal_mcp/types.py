@@ -22,7 +22,8 @@ TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MODEL_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # fal endpoint ids: owner/app[/sub/path], e.g. fal-ai/flux/dev/image-to-image
 ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)+$")
-CATEGORIES = ("image", "video", "audio", "utility", "text")
+# Categories are open (a pack may bring "3d" or "speech"): one short lowercase word each.
+CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 def _require(condition: bool, owner: str, field_name: str, problem: str) -> None:
@@ -79,7 +80,8 @@ class Tool:
                                                and issubclass(self.output_model, BaseModel)),
                  owner, "output_model", "must be a pydantic BaseModel subclass or None")
         _require(isinstance(self.hints, ToolHints), owner, "hints", "must be a ToolHints")
-        _require(self.category in CATEGORIES, owner, "category", f"must be one of {', '.join(CATEGORIES)}")
+        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
+                 "must be one short lowercase word, e.g. image, video, audio")
         _require(self.model_field is None or self.model_field in self.input_model.model_fields, owner,
                  "model_field", "must name a field of input_model")
 
@@ -111,6 +113,10 @@ class Model:
     build_input: Callable[[Any], EndpointCall]
     read_output: Callable[[Mapping[str, Any]], Any] | None = None
     default: bool = False
+    # {endpoint field: the tool argument it is made from}, for the fields named otherwise than their
+    # argument (e.g. {"tags": "prompt"}): the core's input check names the argument a user can change.
+    # Fields not listed here are matched to an argument of the same name.
+    field_arguments: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         owner = f"Model({self.alias!r})"
@@ -120,11 +126,42 @@ class Model:
                  "endpoint_id", "must look like 'owner/app[/path]', e.g. 'fal-ai/flux/schnell'")
         _require(isinstance(self.tool, str) and bool(TOOL_NAME.match(self.tool)), owner, "tool",
                  "must be a tool name")
-        _require(self.category in CATEGORIES, owner, "category", f"must be one of {', '.join(CATEGORIES)}")
+        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
+                 "must be one short lowercase word, e.g. image, video, audio")
         _one_line(self.description, owner, "description")
         _require(callable(self.build_input), owner, "build_input", "must be callable")
         _require(self.read_output is None or callable(self.read_output), owner, "read_output",
                  "must be callable or None")
+        _require(isinstance(self.field_arguments, Mapping)
+                 and all(isinstance(k, str) and isinstance(v, str) for k, v in self.field_arguments.items()),
+                 owner, "field_arguments", "must map endpoint field names to tool argument names")
+
+    @property
+    def package(self) -> str:
+        """The package that registers this model (where its vendored schema lives): the top-level package
+        of its build_input's module (through functools.partial wrappers)."""
+        import functools
+
+        target = self.build_input
+        while isinstance(target, functools.partial):
+            target = target.func
+        return (getattr(target, "__module__", None) or "").split(".")[0]
+
+    def schema(self) -> dict[str, Any] | None:
+        """fal's published schema document of this endpoint, as vendored by its pack (endpoint_schemas.py)."""
+        from .endpoint_schemas import vendored_schema
+
+        return vendored_schema(self.package, self.endpoint_id)
+
+    def input_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of this endpoint's input, or None if its pack vendors none."""
+        document = self.schema()
+        return document.get("input") if document else None
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of this endpoint's output, or None if its pack vendors none."""
+        document = self.schema()
+        return document.get("output") if document else None
 
 
 @dataclass(frozen=True)
@@ -164,7 +201,8 @@ class Recommendation:
                  and all(isinstance(k, str) and k.strip() for k in self.keywords),
                  owner, "keywords", "must be a non-empty tuple of non-empty strings")
         _one_line(self.reason, owner, "reason")
-        _require(self.category in CATEGORIES, owner, "category", f"must be one of {', '.join(CATEGORIES)}")
+        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
+                 "must be one short lowercase word, e.g. image, video, audio")
         _require(isinstance(self.weight, (int, float)) and 0 < self.weight <= 10, owner, "weight",
                  "must be in (0, 10]")
 

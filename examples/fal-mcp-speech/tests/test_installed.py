@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fal_mcp.testing import run_cli
+from fal_mcp_sandbox.testing import run_cli
 
 
 def cli_rows(command: str, **env: str) -> dict[str, dict]:
@@ -39,6 +39,16 @@ def test_model_joins_generate_image(fal_registry):
     assert "flux_pro_ultra" in image["models"]
 
 
+def test_every_model_carries_fal_schema_of_its_endpoint(fal_registry):
+    """The installed pack ships schemas/ (package data): the core checks each model's input against it."""
+    models = [m for m in fal_registry.models.values() if m.package == "fal_mcp_speech"]
+    assert {m.alias for m in models} == {"kokoro", "wizper", "whisper", "flux_pro_ultra"}
+    for model in models:
+        document = model.schema()
+        assert document and document["endpoint_id"] == model.endpoint_id and document["date"]
+        assert model.input_schema()["properties"] and model.output_schema()["properties"]
+
+
 def test_disable_plugins_removes_it():
     env = {"FAL_MCP_DISABLE_PLUGINS": "speech"}
     pack = cli_rows("plugins", **env)["speech"]
@@ -51,6 +61,7 @@ def test_disable_plugins_removes_it():
 def test_registers_prices_and_advice(fal_registry):
     prices = {hint.endpoint_id: hint for hint in fal_registry.prices}
     assert prices["fal-ai/kokoro/american-english"].unit == "1000 characters"
+    assert "fal-ai/whisper" not in prices  # gone from fal: the whisper alias runs fal-ai/wizper
     assert prices["fal-ai/wizper"].unit_price == 0.0005
     advice = {item.model for item in fal_registry.recommendations}
     assert {"kokoro", "wizper", "whisper", "flux_pro_ultra"} <= advice

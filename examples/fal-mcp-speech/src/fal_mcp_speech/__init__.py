@@ -1,7 +1,7 @@
 """fal-mcp-speech: an example pack built only on `fal_mcp`'s public API.
 
 - `text_to_speech`: text to spoken audio (fal-ai/kokoro/american-english);
-- `transcribe_audio`: speech to text (fal-ai/wizper, fal-ai/whisper);
+- `transcribe_audio`: speech to text (fal-ai/wizper, as wizper and as whisper, which detects the language);
 - `flux_pro_ultra`: one more model for another pack's tool, `generate_image`.
 
 Each module holds one piece whole (input, models and their translation, handler); this

@@ -38,7 +38,8 @@ def ultra_input(args: Any) -> EndpointCall:
 
 MODELS = [
     Model(ALIAS, "fal-ai/flux-pro/v1.1-ultra", "generate_image", "image",
-          "FLUX1.1 [pro] ultra: up to 4 MP, photorealistic", ultra_input),
+          "FLUX1.1 [pro] ultra: up to 4 MP, photorealistic", ultra_input,
+          field_arguments={"aspect_ratio": "image_size"}),
 ]
 
 PRICES = [PriceHint("fal-ai/flux-pro/v1.1-ultra", 0.06, "image")]

@@ -38,7 +38,8 @@ def kokoro_input(args: TextToSpeechInput) -> EndpointCall:
 
 MODELS = [
     Model("kokoro", "fal-ai/kokoro/american-english", "text_to_speech", "audio",
-          "Kokoro: light, natural-sounding American English speech", kokoro_input, default=True),
+          "Kokoro: light, natural-sounding American English speech", kokoro_input, default=True,
+          field_arguments={"prompt": "text"}),
 ]
 
 # Offline hints only; live prices come from fal's pricing API.

@@ -1,8 +1,9 @@
 """transcribe_audio: speech to text, with timed chunks.
 
-The two endpoints take the same fields but name the detected language differently
-(wizper: `languages`, whisper: `inferred_languages`), so each model has its own
-`read_output` that turns fal's answer into this tool's output model.
+Both aliases run fal-ai/wizper (fal's Whisper v3): `wizper` assumes English unless given a
+language, `whisper` detects it (fal-ai/whisper itself is gone from fal). The languages a model
+knows are read from fal's schema of its endpoint, vendored in schemas/. `read_output` turns
+fal's answer into this tool's output model.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
+    ToolError,
     ToolHints,
     ToolInput,
     ToolResult,
+    input_field,
 )
+
+PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
+WIZPER = "fal-ai/wizper"
 
 
 class TranscribeAudioInput(ToolInput):
@@ -66,14 +72,28 @@ def _reader(languages_key: str):
     return read_output
 
 
-def _translator(alias: str, language_default: str | None):
+def known_languages(endpoint_id: str) -> list[str]:
+    """The language codes the endpoint takes (its schema's enum; wizper's allows null: detect)."""
+    field = input_field(PACKAGE, endpoint_id, "language")
+    return next((option["enum"] for option in (field, *field.get("anyOf", ())) if "enum" in option), [])
+
+
+def _translator(alias: str, endpoint_id: str, detect: bool):
+    """`detect`: without a language, ask the model to detect it (null) instead of taking its default (en)."""
+
     def build_input(args: TranscribeAudioInput) -> EndpointCall:
         arguments = {"audio_url": args.audio_url, "task": args.task}
         notes = ()
         if args.language:
+            known = known_languages(endpoint_id)
+            if known and args.language not in known:
+                raise ToolError(f"Invalid arguments for transcribe_audio: language: {alias} does not know "
+                                f"{args.language!r}; it takes ISO 639-1 codes such as en, fr, de, es, ja, zh")
             arguments["language"] = args.language
-        elif language_default:
-            notes = (f"language not given: {alias} assumes {language_default}; give language, "
+        elif detect:
+            arguments["language"] = None
+        else:
+            notes = (f"language not given: {alias} assumes en; give language, "
                      "or use whisper, which detects it",)
         return EndpointCall(arguments, notes)
 
@@ -81,23 +101,21 @@ def _translator(alias: str, language_default: str | None):
 
 
 MODELS = [
-    Model("wizper", "fal-ai/wizper", "transcribe_audio", "audio",
-          "Wizper: Whisper v3 large, fast and cheap", _translator("wizper", "en"), _reader("languages"),
-          default=True),
-    Model("whisper", "fal-ai/whisper", "transcribe_audio", "audio",
-          "Whisper: detects the language; speaker labels on request", _translator("whisper", None),
-          _reader("inferred_languages")),
+    Model("wizper", WIZPER, "transcribe_audio", "audio",
+          "Wizper: Whisper v3 large, fast and cheap; assumes English unless given a language",
+          _translator("wizper", WIZPER, detect=False), _reader("languages"), default=True),
+    # fal-ai/whisper is gone from fal: the same Whisper v3 on fal-ai/wizper, detecting the language.
+    Model("whisper", WIZPER, "transcribe_audio", "audio",
+          "Whisper v3 large (on fal-ai/wizper): detects the language (slower)",
+          _translator("whisper", WIZPER, detect=True), _reader("languages")),
 ]
 
-PRICES = [
-    PriceHint("fal-ai/wizper", 0.0005, "second"),
-    PriceHint("fal-ai/whisper", 0.00125, "second"),
-]
+PRICES = [PriceHint(WIZPER, 0.0005, "second")]
 
 RECOMMENDATIONS = [
     Recommendation("wizper", ("transcribe", "transcription", "speech to text", "subtitles", "captions"),
                    "Fast, cheap Whisper v3 transcription with timestamps", "audio"),
-    Recommendation("whisper", ("detect language", "unknown language", "speakers", "diarization"),
+    Recommendation("whisper", ("detect language", "unknown language", "which language"),
                    "Detects the language spoken", "audio", weight=0.8),
 ]
 

@@ -1,9 +1,10 @@
 """generate_music: music from a text prompt.
 
 fal no longer offers MusicGen, so the original API's aliases run music models that
-exist (the result names the endpoint). Each model's real length limits are honoured:
-a length it cannot make is clamped, with a note saying what was made. A parameter a
-model cannot take is dropped with a note rather than sent and silently ignored.
+exist (the result names the endpoint). Each model's real length limits, read from fal's
+schema of its endpoint (vendored in schemas/), are honoured: a length it cannot make is
+clamped, with a note saying what was made; a prompt longer than it takes is refused. A
+parameter a model cannot take is dropped with a note rather than sent and silently ignored.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from fal_mcp import (
     ToolInput,
     ToolResult,
     find_files,
+    input_field,
 )
+
+PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
 
 
 class GenerateMusicInput(ToolInput):
@@ -48,13 +52,24 @@ class MusicCall(EndpointCall):
     seconds: float | None = None
 
 
-def _translator(name: str, *, lengths: tuple[int, int], length_field: str | None,
+def _translator(name: str, endpoint_id: str, *, length_field: str | None, fixed_length: int | None = None,
                 prompt_field: str = "prompt", takes_seed: bool = False, takes_negative_prompt: bool = False):
-    """`lengths`: what the model can make (min, max); `length_field` None: a fixed length it always makes."""
+    """The lengths a model can make are its `length_field`'s range in the endpoint's schema;
+    `length_field` None: it always makes `fixed_length` seconds (and takes no length)."""
 
     def build_input(args: GenerateMusicInput) -> MusicCall:
+        limit = input_field(PACKAGE, endpoint_id, prompt_field).get("maxLength")
+        if limit is not None and len(args.prompt) > limit:
+            raise ToolError(f"prompt: {name} takes at most {limit} characters (got {len(args.prompt)}); "
+                            "shorten it")
         arguments: dict = {prompt_field: args.prompt}
         notes = []
+        if length_field:
+            field = input_field(PACKAGE, endpoint_id, length_field)
+            # A length of 0 s (stable-audio's minimum) is no music: at least 1 s.
+            lengths = (max(1, field["minimum"]), field["maximum"])
+        else:
+            lengths = (fixed_length, fixed_length)
         seconds = min(max(args.duration_seconds, lengths[0]), lengths[1])
         if length_field:
             arguments[length_field] = seconds
@@ -78,25 +93,30 @@ def _translator(name: str, *, lengths: tuple[int, int], length_field: str | None
     return build_input
 
 
-def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
-    return Model(alias, endpoint_id, "generate_music", "audio", description, translator, default=default)
+def _model(alias: str, endpoint_id: str, description: str, default: bool = False, **translation) -> Model:
+    translator = _translator(alias, endpoint_id, **translation)
+    # The endpoint fields named otherwise than the tool's arguments, for the core's messages.
+    named = {translation.get("prompt_field", "prompt"): "prompt"}
+    if translation.get("length_field"):
+        named[translation["length_field"]] = "duration_seconds"
+    return Model(alias, endpoint_id, "generate_music", "audio", description, translator, default=default,
+                 field_arguments=named)
 
 
 MODELS = [
     _model("musicgen", "CassetteAI/music-generator",
            "CassetteAI music generator (MusicGen is gone from fal): fast instrumental music, 10-180 s",
-           _translator("musicgen", lengths=(10, 180), length_field="duration"), default=True),
+           default=True, length_field="duration"),
     _model("musicgen_large", "fal-ai/stable-audio",
            "Stable Audio Open (MusicGen is gone from fal): music and sound, 1-47 s",
-           _translator("musicgen_large", lengths=(1, 47), length_field="seconds_total")),
+           length_field="seconds_total"),
     _model("ace_step", "fal-ai/ace-step",
            "ACE-Step: songs from genre/mood tags (the prompt is sent as tags), 5-240 s, takes a seed",
-           _translator("ace_step", lengths=(5, 240), length_field="duration", prompt_field="tags",
-                       takes_seed=True)),
+           length_field="duration", prompt_field="tags", takes_seed=True),
+    # Lyria 2's schema has no length: fal documents 30 s clips.
     _model("lyria2", "fal-ai/lyria2",
            "Google Lyria 2: high-quality music, always 30 s, takes negative_prompt and seed",
-           _translator("lyria2", lengths=(30, 30), length_field=None, takes_seed=True,
-                       takes_negative_prompt=True)),
+           length_field=None, fixed_length=30, takes_seed=True, takes_negative_prompt=True),
 ]
 
 # Offline hints only; live prices come from fal's pricing API.

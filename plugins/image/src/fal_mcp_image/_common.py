@@ -29,6 +29,7 @@ from fal_mcp import (
     find_files,
 )
 
+PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
 # What a result made by this pack's own Pillow code names as its "endpoint": no fal request was made.
 LOCAL_ENDPOINT = "local/pillow"
 HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")

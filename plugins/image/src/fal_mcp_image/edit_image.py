@@ -46,9 +46,10 @@ def kontext_input(args: EditImageInput) -> EndpointCall:
 MODELS = [
     Model("flux_2_edit", "fal-ai/flux-2/edit", "edit_image", "image",
           "FLUX.2 [dev] edit: instruction-based editing, keeps the input's size", flux_2_edit_input,
-          default=True),
+          default=True, field_arguments={"prompt": "instruction", "image_urls": "image_url"}),
     Model("kontext", "fal-ai/flux-pro/kontext", "edit_image", "image",
-          "FLUX.1 Kontext [pro]: precise local edits, keeps faces and text intact", kontext_input),
+          "FLUX.1 Kontext [pro]: precise local edits, keeps faces and text intact", kontext_input,
+          field_arguments={"prompt": "instruction"}),
 ]
 
 PRICES = [PriceHint("fal-ai/flux-2/edit", 0.025, "image")]  # kontext's is in generate_image_from_image

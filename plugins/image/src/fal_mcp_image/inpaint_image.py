@@ -53,7 +53,8 @@ def _inpaint_input(alias: str, with_reference: bool):
 MODELS = [
     Model("kontext_inpaint", "fal-ai/flux-kontext-lora/inpaint", "inpaint_image", "image",
           "FLUX Kontext inpaint: repaints the mask in keeping with the rest of the image",
-          _inpaint_input("kontext_inpaint", with_reference=True), default=True),
+          _inpaint_input("kontext_inpaint", with_reference=True), default=True,
+          field_arguments={"reference_image_url": "image_url"}),
     Model("flux_inpaint", "fal-ai/flux-lora/inpainting", "inpaint_image", "image",
           "FLUX.1 [dev] inpainting: repaints the mask from the prompt",
           _inpaint_input("flux_inpaint", with_reference=False)),

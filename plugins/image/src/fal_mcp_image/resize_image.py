@@ -30,9 +30,11 @@ from fal_mcp import (
     ToolInput,
     ToolResult,
     find_files,
+    input_field,
 )
 
 from ._common import (
+    PACKAGE,
     HexColour,
     checked_size,
     fal_output,
@@ -61,7 +63,17 @@ SIZES = {
 TargetFormat = Literal["instagram_post", "instagram_story", "instagram_reel", "youtube_thumbnail",
                        "youtube_short", "twitter_post", "linkedin_post", "facebook_post", "pinterest_pin",
                        "tiktok", "custom"]
-MAX_EXPAND = 700  # fal's outpaint adds at most 700 px on a side
+OUTPAINT = "fal-ai/image-apps-v2/outpaint"
+SIDES = ("left", "right", "top", "bottom")
+
+
+def expand_limit(model: Model) -> int:
+    """The most an outpainting model adds on a side: the maximum of its expand_* fields in its schema
+    (fal's outpaint: 700); a model without one is held to fal's outpaint's."""
+    properties = (model.input_schema() or {}).get("properties", {})
+    if not all(f"expand_{side}" in properties for side in SIDES):
+        properties = {f"expand_{side}": input_field(PACKAGE, OUTPAINT, f"expand_{side}") for side in SIDES}
+    return min(properties[f"expand_{side}"]["maximum"] for side in SIDES)
 
 
 class ResizeImageInput(ToolInput):
@@ -112,7 +124,16 @@ class Outpaint:
     seed: int | None = None
 
 
+def refuse_long_prompt(prompt: str | None, prompt_field: dict, alias: str) -> None:
+    """ToolError if `prompt` is longer than the outpainting model's `prompt` field takes."""
+    limit = prompt_field.get("maxLength")
+    if prompt and limit is not None and len(prompt) > limit:
+        raise ToolError(f"Invalid arguments for resize_image: background_prompt: {alias} takes at most "
+                        f"{limit} characters (got {len(prompt)}); shorten it")
+
+
 def outpaint_input(request: Outpaint) -> EndpointCall:
+    refuse_long_prompt(request.prompt, input_field(PACKAGE, OUTPAINT, "prompt"), "outpaint")
     arguments = {"image_url": request.image_url, "expand_left": request.left, "expand_right": request.right,
                  "expand_top": request.top, "expand_bottom": request.bottom,
                  # Its zoom-out defaults to 20%, which would shrink the image inside the new borders.
@@ -121,11 +142,13 @@ def outpaint_input(request: Outpaint) -> EndpointCall:
 
 
 MODELS = [
-    Model("outpaint", "fal-ai/image-apps-v2/outpaint", "resize_image", "image",
-          "Image Outpaint: extends an image by up to 700 px on each side", outpaint_input, default=True),
+    Model("outpaint", OUTPAINT, "resize_image", "image",
+          "Image Outpaint: extends an image by up to 700 px on each side", outpaint_input, default=True,
+          field_arguments={"prompt": "background_prompt", "image_url": "image_url",
+                           **{f"expand_{side}": "target_format" for side in SIDES}}),
 ]
 
-PRICES = [PriceHint("fal-ai/image-apps-v2/outpaint", 0.035, "megapixel")]
+PRICES = [PriceHint(OUTPAINT, 0.035, "megapixel")]
 
 RECOMMENDATIONS = [
     Recommendation("outpaint", ("outpaint", "extend image", "expand canvas", "change aspect ratio", "uncrop"),
@@ -136,10 +159,11 @@ RECOMMENDATIONS = [
 # -- geometry (blocking Pillow work, run in a worker thread on RGB or RGBA images) -------------
 
 
-def outpaint_plan(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, ...]]:
+def outpaint_plan(size: tuple[int, int], target: tuple[int, int],
+                  max_expand: int) -> tuple[tuple[int, int], tuple[int, ...]]:
     """(size to give the input, (left, right, top, bottom) to add) so that the input plus the borders has
     the target's aspect ratio. The input is shrunk to the size it will have on the final canvas (never
-    enlarged: that is cheaper to do after), and further if a border would exceed MAX_EXPAND."""
+    enlarged: that is cheaper to do after), and further if a border would exceed `max_expand`."""
     (w, h), (tw, th) = size, target
     scale = min(1.0, tw / w, th / h)
     for _ in range(50):
@@ -147,9 +171,9 @@ def outpaint_plan(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple
         dx = max(0, round(sh * tw / th) - sw)
         dy = max(0, round(sw * th / tw) - sh)
         sides = (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2)
-        if max(sides) <= MAX_EXPAND:
+        if max(sides) <= max_expand:
             return (sw, sh), sides
-        scale *= MAX_EXPAND / max(sides) * 0.98
+        scale *= max_expand / max(sides) * 0.98
     raise ValueError(f"no outpainting plan for {w}x{h} -> {tw}x{th}")  # unreachable within the size limits
 
 
@@ -225,7 +249,9 @@ def _unused(args: ResizeImageInput) -> list[str]:
 async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple[int, int], notes: list[str]):
     """The image extended on fal to the target's aspect ratio, as (PIL image, model, FalResult); None when
     it has that aspect ratio already."""
-    scaled_size, (left, right, top, bottom) = outpaint_plan(image.size, size)
+    model = ctx.model(args.model)
+    max_expand = expand_limit(model)
+    scaled_size, (left, right, top, bottom) = outpaint_plan(image.size, size, max_expand)
     if not (left or right or top or bottom):
         notes.append("the image already has the target aspect ratio: it was only scaled, nothing generated")
         return None
@@ -235,8 +261,7 @@ async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple
         scaled = await in_worker(("image_url",), scale_to, image, scaled_size)
         source_url = (await upload_image(ctx, scaled, "png", "outpaint_input", ("image_url",))).url
         notes.append(f"the input was scaled to {scaled_size[0]}x{scaled_size[1]} before outpainting (its "
-                     f"size on the final canvas; fal's outpaint adds at most {MAX_EXPAND} px a side)")
-    model = ctx.model(args.model)
+                     f"size on the final canvas; {model.alias} adds at most {max_expand} px a side)")
     request = Outpaint(source_url, left, right, top, bottom, args.background_prompt, args.seed)
     result, call = await ctx.run_model(model, request)
     generated = find_files(result.data)
@@ -255,6 +280,10 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
     custom = args.target_format == "custom"
     size = checked_size(SIZES.get(args.target_format) or (args.width, args.height),
                         "width" if custom else "target_format", "the target")
+    if args.mode == "extend":  # refused before anything is fetched or uploaded
+        model = ctx.model(args.model)
+        prompt_field = (model.input_schema() or {}).get("properties", {}).get("prompt", {})
+        refuse_long_prompt(args.background_prompt, prompt_field, model.alias)
     image = await fetch_image(ctx, "image_url", args.image_url)
     notes = _unused(args)
     if args.mode == "crop":

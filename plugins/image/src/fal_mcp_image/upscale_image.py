@@ -23,12 +23,12 @@ from fal_mcp import (
     ToolHints,
     ToolInput,
     ToolResult,
+    input_field,
 )
 
-from ._common import fal_output, fetch_image, report
+from ._common import PACKAGE, fal_output, fetch_image, report
 
-# Models that only do one factor; every other model gets 2 unless asked for 4.
-FIXED_SCALE = {"fal-ai/aura-sr": 4}
+DEFAULT_SCALE = 2
 
 
 class UpscaleImageInput(ToolInput):
@@ -37,16 +37,34 @@ class UpscaleImageInput(ToolInput):
     model: str | None = Field(None, description="Model to use.")
 
 
-def upscale_input(args: UpscaleImageInput) -> EndpointCall:
-    # Both read the factor from `upscale_factor` (not `scale`, which they would ignore).
-    return EndpointCall({"image_url": args.image_url, "upscale_factor": args.scale})
+def scale_for(alias: str, factor_field: dict, asked: int | None) -> int:
+    """The factor to send: the one asked for (default 2, or the model's only one when its schema's
+    `upscale_factor` allows only one, as AuraSR's: 4); ToolError if the model cannot do it."""
+    fixed = factor_field.get("const")
+    if asked is not None and fixed is not None and asked != fixed:
+        raise ToolError(f"Invalid arguments for upscale_image: scale: {alias} only upscales {fixed}x; ask "
+                        f"for scale {fixed}, or use model clarity for {asked}x")
+    return asked or fixed or DEFAULT_SCALE
+
+
+def _upscale_input(alias: str, endpoint_id: str):
+    def build_input(args: UpscaleImageInput) -> EndpointCall:
+        factor_field = input_field(PACKAGE, endpoint_id, "upscale_factor")
+        # Both read the factor from `upscale_factor` (not `scale`, which they would ignore).
+        return EndpointCall({"image_url": args.image_url,
+                             "upscale_factor": scale_for(alias, factor_field, args.scale)})
+
+    return build_input
 
 
 MODELS = [
     Model("clarity", "fal-ai/clarity-upscaler", "upscale_image", "image",
-          "Clarity upscaler: 2x or 4x, adds detail (diffusion-based, slower)", upscale_input, default=True),
+          "Clarity upscaler: 2x or 4x, adds detail (diffusion-based, slower)",
+          _upscale_input("clarity", "fal-ai/clarity-upscaler"), default=True,
+          field_arguments={"upscale_factor": "scale"}),
     Model("aura_sr", "fal-ai/aura-sr", "upscale_image", "image",
-          "AuraSR: fast GAN super-resolution, 4x only", upscale_input),
+          "AuraSR: fast GAN super-resolution, 4x only", _upscale_input("aura_sr", "fal-ai/aura-sr"),
+          field_arguments={"upscale_factor": "scale"}),
 ]
 
 PRICES = [
@@ -64,11 +82,9 @@ RECOMMENDATIONS = [
 
 async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
-    fixed = FIXED_SCALE.get(model.endpoint_id)
-    if args.scale is not None and fixed is not None and args.scale != fixed:
-        raise ToolError(f"Invalid arguments for upscale_image: scale: {model.alias} only upscales {fixed}x; "
-                        f"ask for scale {fixed}, or use model clarity for {args.scale}x")
-    args = args.model_copy(update={"scale": args.scale or fixed or 2})
+    # Checked before the input is fetched, against the model's own schema (a model of another pack too).
+    factor_field = (model.input_schema() or {}).get("properties", {}).get("upscale_factor", {})
+    args = args.model_copy(update={"scale": scale_for(model.alias, factor_field, args.scale)})
     source = await fetch_image(ctx, "image_url", args.image_url)
     expected = (source.width * args.scale, source.height * args.scale)
     result, call = await ctx.run_model(model, args)

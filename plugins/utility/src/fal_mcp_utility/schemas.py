@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fal_mcp import ToolContext, ToolError
+from fal_mcp import ToolContext, ToolError, openapi_schemas, resolve_openapi
 
 JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
@@ -34,9 +34,7 @@ class EndpointSchema:
     def __init__(self, endpoint_id: str, doc: dict) -> None:
         self.endpoint_id = endpoint_id
         self.doc = doc
-        self.input = _operation_schema(doc, "post", lambda path: path.rstrip("/").endswith(endpoint_id), "request")
-        self.output = _operation_schema(doc, "get", lambda path: "/requests/{request_id}" in path
-                                        and not path.endswith(("/status", "/cancel")), "response")
+        self.input, self.output = openapi_schemas(doc, endpoint_id)
 
     def describe(self) -> ModelSchema:
         return ModelSchema(endpoint_id=self.endpoint_id, inputs=_fields(self.input, self.doc),
@@ -46,22 +44,8 @@ class EndpointSchema:
         return check_object(self.input, value, None, self.doc)
 
 
-def _resolve(node: Any, doc: dict) -> Any:
-    """Follow `$ref`s (and single-entry allOf wrappers) to the schema they name."""
-    while isinstance(node, dict):
-        if "$ref" in node:
-            name = node["$ref"].rsplit("/", 1)[-1]
-            node = {**doc.get("components", {}).get("schemas", {}).get(name, {}),
-                    **{k: v for k, v in node.items() if k != "$ref"}}
-        elif len(node.get("allOf", ())) == 1:
-            node = {**_resolve(node["allOf"][0], doc), **{k: v for k, v in node.items() if k != "allOf"}}
-        else:
-            return node
-    return node
-
-
 def type_name(schema: dict, doc: dict) -> str:
-    schema = _resolve(schema, doc)
+    schema = resolve_openapi(schema, doc)
     if "anyOf" in schema or "oneOf" in schema:
         return " | ".join(type_name(option, doc) for option in schema.get("anyOf", schema.get("oneOf")))
     if "enum" in schema:
@@ -75,30 +59,16 @@ def type_name(schema: dict, doc: dict) -> str:
 
 
 def _fields(schema: dict, doc: dict) -> list[FieldInfo]:
-    schema = _resolve(schema, doc)
+    schema = resolve_openapi(schema, doc)
     required = set(schema.get("required", ()))
     fields = []
     for name, prop in schema.get("properties", {}).items():
-        resolved = _resolve(prop, doc)
+        resolved = resolve_openapi(prop, doc)
         fields.append(FieldInfo(name=name, type=type_name(prop, doc), required=name in required,
                                 default=resolved.get("default"), enum=resolved.get("enum"),
                                 minimum=resolved.get("minimum"), maximum=resolved.get("maximum"),
                                 description=" ".join(str(resolved.get("description", "")).split())[:300]))
     return sorted(fields, key=lambda f: (not f.required, f.name))
-
-
-def _operation_schema(doc: dict, method: str, match, part: str) -> dict:
-    for path, operations in doc.get("paths", {}).items():
-        operation = operations.get(method)
-        if operation and match(path):
-            if part == "request":
-                content = operation.get("requestBody", {}).get("content", {})
-            else:
-                content = operation.get("responses", {}).get("200", {}).get("content", {})
-            schema = content.get("application/json", {}).get("schema")
-            if schema:
-                return _resolve(schema, doc)
-    return {}
 
 
 async def endpoint_schema(ctx: ToolContext, endpoint_id: str) -> EndpointSchema:
@@ -115,7 +85,7 @@ async def endpoint_schema(ctx: ToolContext, endpoint_id: str) -> EndpointSchema:
 
 def check(schema: dict, value: Any, where: str, doc: dict) -> list[str]:
     """Problems with `value` against a JSON schema (the subset fal uses), each naming the field."""
-    schema = _resolve(schema, doc)
+    schema = resolve_openapi(schema, doc)
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
         attempts = [check(option, value, where, doc) for option in options]

@@ -47,7 +47,8 @@ class GenerateVideoInput(ToolInput):
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
-    return Model(alias, endpoint_id, "generate_video", "video", description, translator, default=default)
+    return Model(alias, endpoint_id, "generate_video", "video", description, translator, default=default,
+                 field_arguments=endpoints.DURATION_FIELDS)
 
 
 @dataclass(frozen=True)

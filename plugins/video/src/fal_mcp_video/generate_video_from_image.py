@@ -24,7 +24,8 @@ class GenerateVideoFromImageInput(ToolInput):
     image_url: MediaUrl = Field(description="The image to animate: the video's first frame")
     prompt: str = Field(min_length=1, max_length=10_000, description="The motion and action to show")
     tail_image_url: MediaUrl | None = Field(None, description=(
-        "An image for the video's last frame (kling only; other models refuse it)"))
+        "An image for the video's last frame (kling_pro only, which runs when it is given and no model is; "
+        "other models refuse it)"))
     model: str | None = Field(None, description="Model to use.")
     duration: float = Field(5, ge=2, le=10, description=(
         "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
@@ -38,36 +39,46 @@ class GenerateVideoFromImageInput(ToolInput):
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
     return Model(alias, endpoint_id, "generate_video_from_image", "video", description, translator,
-                 default=default)
+                 default=default, field_arguments=endpoints.DURATION_FIELDS)
 
 
 MODELS = [
-    _model("kling", endpoints.KLING_I2V, "Kling 2.1 Standard: 5 or 10 s, takes a last frame (tail_image_url)",
+    _model("kling", endpoints.KLING_I2V, "Kling 2.1 Standard: 5 or 10 s (no last frame: see kling_pro)",
            endpoints.kling_i2v, default=True),
+    _model("kling_pro", endpoints.KLING_PRO_I2V,
+           "Kling 2.1 Pro: 5 or 10 s, takes a last frame (tail_image_url)", endpoints.kling_pro_i2v),
     _model("wan", endpoints.WAN_I2V, "Wan 2.1 image-to-video: 3.4-20 s, takes aspect_ratio and seed",
            endpoints.wan_i2v),
     _model("svd", endpoints.STABLE_VIDEO, "Stable Video Diffusion: up to 2.5 s, no prompt", endpoints.svd),
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("kling", ("first frame", "last frame", "keyframes", "transition", "morph"),
-                   "Kling 2.1 Standard animates from a first to a last frame (tail_image_url)", "video"),
+    Recommendation("kling_pro", ("first frame", "last frame", "keyframes", "transition", "morph"),
+                   "Kling 2.1 Pro animates from a first to a last frame (tail_image_url)", "video"),
 ]
+# What runs when a last frame is given and no model is: the default (Kling Standard) takes none.
+LAST_FRAME_MODEL = "kling_pro"
 
 
 async def generate_video_from_image(args: GenerateVideoFromImageInput, ctx: ToolContext) -> ToolResult:
-    model = ctx.model(args.model)
+    model, notes = ctx.model(args.model), []
+    takes_last_frame = "tail_image_url" in (model.input_schema() or {}).get("properties", {})
+    if args.model is None and args.tail_image_url is not None and not takes_last_frame:
+        default, model = model, ctx.model(LAST_FRAME_MODEL)
+        notes.append(f"a last frame (tail_image_url) was given and the default model {default.alias} takes "
+                     f"none, so {model.alias} ({model.endpoint_id}) was used")
     result, call = await ctx.run_model(model, args)
-    return video_result("Animated the image into", model, result, call)
+    return video_result("Animated the image into", model, result, call, notes)
 
 
 TOOL = Tool(
     name="generate_video_from_image",
     title="Generate video from image",
     description=(
-        "Animate an image into a video with a fal.ai image-to-video model, guided by a prompt; with kling, "
-        "tail_image_url sets the last frame. duration is in seconds (2-10); each model makes the nearest "
-        "length it can and says so. Returns the video URL, its length, the endpoint and the fal request id."),
+        "Animate an image into a video with a fal.ai image-to-video model, guided by a prompt; with "
+        "kling_pro, tail_image_url sets the last frame. duration is in seconds (2-10); each model makes the "
+        "nearest length it can and says so. Returns the video URL, its length, the endpoint and the fal "
+        "request id."),
     input_model=GenerateVideoFromImageInput,
     handler=generate_video_from_image,
     output_model=GenerationOutput,

@@ -22,25 +22,37 @@ from fal_mcp import (
     ToolHints,
     ToolInput,
     ToolResult,
+    input_field,
 )
 
 from . import endpoints
-from .translate import Request, VideoCall, video_result
+from .translate import PACKAGE, Request, VideoCall, video_result
 
 Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "tilt-up", "tilt-down"]
 
 
+def _ranged(endpoint_id: str, name: str, what: str) -> Any:
+    """An option bounded by the endpoint's own range (from its vendored schema), saying so. Without the
+    schema (not vendored yet: scripts/vendor_schemas.py loads this pack to find its endpoints) it is
+    unbounded here; the contract tests require every schema."""
+    field = input_field(PACKAGE, endpoint_id, name)
+    if "minimum" not in field or "maximum" not in field:
+        return Field(None, description=what)
+    low, high, default = field["minimum"], field["maximum"], field.get("default")
+    usual = f" (default {default:g})" if default is not None else ""
+    return Field(None, ge=low, le=high, description=f"{what}, {low:g}-{high:g}{usual}")
+
+
 class AnimateDiffOptions(ToolInput):
-    first_n_seconds: int | None = Field(None, ge=2, le=12,
-                                        description="seconds of the input to restyle, 2-12 (default 3)")
-    fps: int | None = Field(None, ge=1, le=16, description="frames per second, 1-16 (default 8)")
-    guidance_scale: float | None = Field(None, ge=0, le=20,
-                                         description="prompt adherence, 0-20 (default 7.5)")
+    first_n_seconds: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "first_n_seconds",
+                                          "seconds of the input to restyle")
+    fps: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "fps", "frames per second")
+    guidance_scale: float | None = _ranged(endpoints.ANIMATEDIFF_V2V, "guidance_scale", "prompt adherence")
     motions: list[Motion] | None = Field(None, description="camera motions: zoom-in, zoom-out, pan-left, "
                                                            "pan-right, tilt-up, tilt-down")
     negative_prompt: str | None = Field(None, max_length=10_000, description="what to avoid")
-    num_inference_steps: int | None = Field(None, ge=1, le=50,
-                                            description="denoising steps, 1-50 (default 25)")
+    num_inference_steps: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "num_inference_steps",
+                                              "denoising steps")
 
 
 class LucyEditOptions(ToolInput):
@@ -87,14 +99,14 @@ def read_options(model: str, args: Any) -> dict[str, Any]:
 
 
 def animatediff(args: Any) -> VideoCall:
-    req = Request("animatediff", args)
+    req = Request("animatediff", endpoints.ANIMATEDIFF_V2V, args)
     req.send(**read_options("animatediff", args))
     req.copy("prompt", "video_url", "strength", "seed")
     return req.call()
 
 
 def lucy_edit(args: Any) -> VideoCall:
-    req = Request("lucy_edit", args)
+    req = Request("lucy_edit", endpoints.LUCY_EDIT, args)
     req.send(**read_options("lucy_edit", args))
     req.copy("prompt", "video_url")
     req.send(sync_mode=False)  # its default answers with the whole video inline as a data: URI
@@ -113,7 +125,7 @@ MODELS = [
            "AnimateDiff video-to-video: restyles the first seconds of a video (strength, seed)",
            animatediff, default=True),
     _model("lucy_edit", endpoints.LUCY_EDIT,
-           "Lucy Edit [dev]: edits a video by instruction, keeping its length and motion", lucy_edit),
+           "Lucy Edit [pro]: edits a video by instruction, keeping its length and motion", lucy_edit),
 ]
 
 RECOMMENDATIONS = [

@@ -10,9 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fal_mcp import EndpointCall, FalResult, GenerationOutput, Model, ToolError, ToolResult, find_files
+from fal_mcp import (
+    EndpointCall,
+    FalResult,
+    GenerationOutput,
+    Model,
+    ToolError,
+    ToolResult,
+    find_files,
+    input_field,
+)
 
 AspectRatio = Literal["16:9", "9:16", "1:1"]
+PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
 
 
 @dataclass(frozen=True)
@@ -26,11 +36,13 @@ class Request:
     """One endpoint's arguments and notes, built from a tool's validated arguments.
 
     Tool fields are read by name (missing ones read as None), so one translator serves
-    every tool that offers its endpoint.
+    every tool that offers its endpoint. The endpoint's limits (lengths, ranges, choices) are
+    read from fal's schema of it, vendored in this pack, never repeated here.
     """
 
-    def __init__(self, model: str, args: Any) -> None:
+    def __init__(self, model: str, endpoint_id: str, args: Any) -> None:
         self.model = model  # how notes name the model
+        self.endpoint_id = endpoint_id
         self.args = args
         self.arguments: dict[str, Any] = {}
         self.notes: list[str] = []
@@ -39,8 +51,25 @@ class Request:
     def get(self, name: str) -> Any:
         return getattr(self.args, name, None)
 
+    def field(self, name: str) -> dict[str, Any]:
+        """The endpoint's schema of input field `name`."""
+        return input_field(PACKAGE, self.endpoint_id, name)
+
+    def bounds(self, name: str) -> tuple[int, int]:
+        field = self.field(name)
+        return field["minimum"], field["maximum"]
+
+    def choices(self, name: str) -> list:
+        return list(self.field(name).get("enum", ()))
+
     def send(self, **fields: Any) -> None:
-        """Send each field that has a value; None leaves the endpoint's own default."""
+        """Send each field that has a value; None leaves the endpoint's own default. A text longer
+        than the endpoint takes is refused (cutting it would change what is asked for)."""
+        for name, value in fields.items():
+            limit = self.field(name).get("maxLength")
+            if isinstance(value, str) and limit is not None and len(value) > limit:
+                raise ToolError(f"{name}: {self.model} takes at most {limit} characters (got {len(value)}); "
+                                "shorten it")
         self.arguments.update({name: value for name, value in fields.items() if value is not None})
 
     def copy(self, *names: str) -> None:
@@ -75,19 +104,23 @@ class Request:
 # -- duration: what each model reads ------------------------------------------------------
 
 
-def choice_duration(req: Request, lengths: tuple[int, ...], name: str = "duration") -> None:
+def choice_duration(req: Request, name: str = "duration") -> None:
     """Models with a fixed menu of lengths, sent as strings (Kling: "5" or "10")."""
+    lengths = sorted(int(choice) for choice in req.choices(name))
     asked = req.get("duration")
     seconds = min(lengths, key=lambda length: (abs(length - asked), length))  # a tie: the shorter, cheaper
     req.send(**{name: str(seconds)})
     req.made(seconds, " or ".join(f"{length} s" for length in lengths))
 
 
-def frames_and_fps(req: Request, *, frames: tuple[int, int], fps: tuple[int, int], usual_fps: int,
-                   frames_field: str | None = "num_frames", fps_field: str = "fps") -> None:
+def frames_and_fps(req: Request, *, usual_fps: int, frames_field: str | None = "num_frames",
+                   fps_field: str = "fps", fixed_frames: int | None = None) -> None:
     """Models whose length is frames / fps: the pair nearest the asked duration, and among
-    equally near ones the frame rate nearest the model's usual one (then the smoother).
-    `frames_field` None: the frame count is fixed (SVD's 25) and only the rate is sent."""
+    equally near ones the frame rate nearest the model's usual one (then the smoother). The
+    ranges are the endpoint's. `frames_field` None: the frame count is `fixed_frames` (SVD's 25,
+    not an input) and only the rate is sent."""
+    frames = req.bounds(frames_field) if frames_field else (fixed_frames, fixed_frames)
+    fps = req.bounds(fps_field)
     asked = req.get("duration")
     candidates = [(min(max(round(asked * rate), frames[0]), frames[1]), rate)
                   for rate in range(fps[0], fps[1] + 1)]

@@ -1,5 +1,5 @@
 """The sandbox's HTTP app: fal's queue, run, storage (CDN) and platform protocols, plus
-the /_sandbox control routes.
+the /_sandbox control routes. The endpoints it serves are `state.endpoints`.
 
 A plain ASGI callable with a small route table: every request is classified first
 (route name, endpoint id) so it can be recorded and matched against fault rules
@@ -27,12 +27,13 @@ from urllib.parse import unquote, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from . import catalog, generate, platform
+from . import generate, platform, validation
+from .endpoints import Endpoint, openapi_document
 from .state import Job, SandboxState, file_url
 
 STREAM_CHECK = 0.02  # how often a status stream looks for a change in its job
 
-log = logging.getLogger("fal_mcp.sandbox")
+log = logging.getLogger("fal_mcp_sandbox")
 
 TOKEN_SECONDS = 3600
 
@@ -304,8 +305,8 @@ class SandboxApp:
                                        "type": "dict_type", "input": body}])
         return body, None
 
-    def _start_job(self, endpoint: catalog.Endpoint, body: dict, mode: str) -> tuple[Job, asyncio.Task]:
-        args, errors = catalog.validate(endpoint, body)
+    def _start_job(self, endpoint: Endpoint, body: dict, mode: str) -> tuple[Job, asyncio.Task]:
+        args, errors = validation.validate(endpoint, body)
         rule = self.state.take_outcome(endpoint.id) or {}
         config = self.state.config
         default_ahead = config.queue_ahead if mode == "queue" else 0
@@ -320,7 +321,7 @@ class SandboxApp:
         task.add_done_callback(lambda _: self._tasks.pop(job.request_id, None))
         return job, task
 
-    async def _run_job(self, job: Job, endpoint: catalog.Endpoint, args: dict, errors: list, rule: dict,
+    async def _run_job(self, job: Job, endpoint: Endpoint, args: dict, errors: list, rule: dict,
                        queue_ahead: int) -> None:
         config = self.state.config
         job_seconds = float(rule.get("job_seconds", config.job_seconds))
@@ -396,15 +397,23 @@ class SandboxApp:
             return JSONResponse(job.error["body"], status_code=job.error["status"], headers=headers)
         return JSONResponse(job.result, headers=headers)
 
-    async def submit(self, call: Call, endpoint_id: str) -> Response:
-        endpoint = catalog.ENDPOINTS.get(endpoint_id)
+    def _accept(self, call: Call, endpoint_id: str, mode: str):
+        """A job started for this request, as (job, task); or the Response refusing it."""
+        endpoint = self.state.endpoints.get(endpoint_id)
         if endpoint is None:
             return detail(404, f"Application '{endpoint_id}' not found")
         body, problem = self._input(call)
         if problem:
             return problem
-        job, _ = self._start_job(endpoint, body, "queue")
+        job, task = self._start_job(endpoint, body, mode)
         call.record["request_id"] = job.request_id
+        return job, task
+
+    async def submit(self, call: Call, endpoint_id: str) -> Response:
+        accepted = self._accept(call, endpoint_id, "queue")
+        if isinstance(accepted, Response):
+            return accepted
+        job, _ = accepted
         return JSONResponse(
             {"status": "IN_QUEUE", "request_id": job.request_id, **self._urls(job),
              "queue_position": job.queue_position},
@@ -466,14 +475,10 @@ class SandboxApp:
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     async def run(self, call: Call, endpoint_id: str) -> Response:
-        endpoint = catalog.ENDPOINTS.get(endpoint_id)
-        if endpoint is None:
-            return detail(404, f"Application '{endpoint_id}' not found")
-        body, problem = self._input(call)
-        if problem:
-            return problem
-        job, task = self._start_job(endpoint, body, "run")
-        call.record["request_id"] = job.request_id
+        accepted = self._accept(call, endpoint_id, "run")
+        if isinstance(accepted, Response):
+            return accepted
+        job, task = accepted
         await asyncio.wait({task})
         return self._result_response(job)
 
@@ -584,7 +589,7 @@ class SandboxApp:
         return Response(stored.data, headers={"content-type": stored.content_type})
 
     async def thumbnail(self, call: Call, endpoint_id: str) -> Response:
-        model = catalog.find_model(endpoint_id)
+        model = self.state.endpoints.get(endpoint_id)
         if model is None:
             return detail(404, "File not found")
         if endpoint_id not in self._thumbnails:
@@ -618,15 +623,17 @@ class SandboxApp:
         return platform.usage(self.state, call.request)
 
     async def openapi(self, call: Call) -> Response:
-        endpoint = catalog.ENDPOINTS.get(call.request.query_params.get("endpoint_id", ""))
-        if endpoint is None:
+        endpoint = self.state.endpoints.get(call.request.query_params.get("endpoint_id", ""))
+        document = openapi_document(endpoint, f"{self.base_url}/queue") if endpoint else None
+        if document is None:
             return detail(404, "Endpoint not found")
-        return JSONResponse(catalog.openapi_document(endpoint, f"{self.base_url}/queue"))
+        return JSONResponse(document)
 
     # --- control ------------------------------------------------------------------------
 
     async def health(self, call: Call) -> Response:
-        return JSONResponse({"status": "ok", "base_url": self.base_url, "endpoints": len(catalog.ENDPOINTS)})
+        return JSONResponse({"status": "ok", "base_url": self.base_url,
+                             "endpoints": len(self.state.endpoints)})
 
     async def control_get(self, call: Call, what: str) -> Response:
         return JSONResponse(self.state.snapshot(what))

@@ -1,4 +1,4 @@
-"""Sandbox state: config, request records, fault rules, jobs and stored files.
+"""Sandbox state: config, request records, fault rules, jobs, stored files and the endpoints served.
 
 Shared between the server's event loop and test code in other threads, so
 mutations take `state.lock`. Stdlib only.
@@ -137,6 +137,8 @@ class SandboxState:
         self.tokens: dict[str, float] = {}  # CDN bearer token -> expiry (epoch seconds)
         self.uploads: dict[str, dict] = {}  # pending multipart / signed uploads
         self.base_url = ""  # set when the server starts
+        # endpoint id -> endpoints.Endpoint: what the sandbox serves (set when it starts; reset() keeps it)
+        self.endpoints: dict[str, Any] = {}
 
     # --- config -------------------------------------------------------------------------
 

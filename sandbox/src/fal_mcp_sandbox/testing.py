@@ -1,7 +1,7 @@
 """Pytest fixtures for pack authors: a fal sandbox, every installed tool served against it, and a
 real `fal-mcp serve` over stdio. A pack's tests enable them in their conftest.py:
 
-    pytest_plugins = ["fal_mcp.testing"]
+    pytest_plugins = ["fal_mcp_sandbox.testing"]
 
     @pytest.mark.anyio
     async def test_speak(fal_tools, fal_sandbox):
@@ -14,7 +14,7 @@ Fixtures: `anyio_backend` ("asyncio"); `fal_sandbox` (an in-process Sandbox, one
 constants are restored after each test). Helpers: `stdio_session`, `run_cli`, `clean_env`,
 `sandbox_settings`.
 
-This module imports pytest, so it is for tests only: `import fal_mcp` never imports it.
+This module imports pytest, so it is for tests only: `import fal_mcp_sandbox` never imports it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from .config import Settings
+from fal_mcp.config import Settings
 
 __all__ = ["anyio_backend", "clean_env", "fal_isolated", "fal_registry", "fal_sandbox", "fal_tools",
            "run_cli", "sandbox_settings", "stdio_session"]
@@ -93,7 +93,7 @@ def fal_isolated(monkeypatch, tmp_path_factory):
     fal_client's module-level hosts (pointed at a sandbox) does not leak into the next test."""
     import fal_client.client as client
 
-    from .falclient import HOST_CONSTANTS
+    from fal_mcp.falclient import HOST_CONSTANTS
 
     monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path_factory.mktemp("falhome")))
     for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
@@ -105,7 +105,7 @@ def fal_isolated(monkeypatch, tmp_path_factory):
 @pytest.fixture
 async def fal_sandbox():
     """A fal sandbox on 127.0.0.1, started for this test; `fal_sandbox.state` holds what it received."""
-    from .sandbox import Sandbox
+    from . import Sandbox
 
     async with Sandbox() as sandbox:
         yield sandbox
@@ -114,7 +114,7 @@ async def fal_sandbox():
 @pytest.fixture(scope="session")
 def fal_registry():
     """Every installed pack, loaded as the server would with no FAL_MCP_* settings."""
-    from .plugins import load_plugins
+    from fal_mcp.plugins import load_plugins
 
     return load_plugins(Settings.from_env({}))
 
@@ -123,14 +123,10 @@ def fal_registry():
 async def fal_tools(fal_sandbox, fal_registry):
     """The installed tools served in-process against `fal_sandbox`: `await fal_tools.call(name, args)`
     returns the mcp CallToolResult a client would get."""
-    from .gateway import FalGateway
-    from .server import ToolTable
+    from fal_mcp.gateway import FalGateway
+    from fal_mcp.server import ToolTable
 
     # A sandbox fault with a long Retry-After must not stall a test.
     settings = sandbox_settings(fal_sandbox, FAL_MCP_MAX_RETRY_AFTER=0.5)
-    async with FalGateway(settings) as gateway:
-        table = ToolTable(fal_registry, settings, gateway)
-        try:
-            yield table
-        finally:
-            await table.aclose()
+    async with FalGateway(settings) as gateway, ToolTable(fal_registry, settings, gateway) as table:
+        yield table

@@ -5,14 +5,19 @@ storage (CDN) and platform protocols, returning real placeholder media.
         os.environ.update(sb.env())
         ...
 
+It serves the endpoints the installed fal-mcp packs register (endpoints.py): each input is
+checked against the JSON Schema its pack vendors (validation.py) and each output is drawn in
+the shape of the endpoint's output schema (generate.py). `Sandbox(endpoints=[Endpoint(...)])`
+serves endpoints of your own instead.
+
 Tests steer it through `sb.state` (same process) or the unauthenticated /_sandbox/
 routes (any process): config (job_seconds, queue_ahead, queue_step, log_lines,
 usage_forbidden), records (requests, submissions, cancels, jobs), fault rules
 (`state.add_fault(route=..., status=|delay=|reset=...)` for requests,
-`state.add_fault(outcome="model_error"|"never_finish"|"ok", ...)` for jobs) and reset.
+`state.add_fault(outcome="model_error"|"never_finish"|"ok"|"hold", ...)` for jobs) and reset.
 
-Importing this package is cheap: starlette, uvicorn and PIL are only imported by
-`start()`. See catalog.py for the endpoints it knows.
+Importing this package is cheap: starlette, uvicorn, PIL and the packs are only loaded by
+`start()`.
 """
 
 from __future__ import annotations
@@ -20,24 +25,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
+from .endpoints import Endpoint
 from .state import SandboxState
 
-__all__ = ["Sandbox", "SandboxState", "main"]
+__all__ = ["Endpoint", "Sandbox", "SandboxState", "main"]
 
-log = logging.getLogger("fal_mcp.sandbox")
+log = logging.getLogger("fal_mcp_sandbox")
 
 SANDBOX_KEY = "sandbox-key"
 
 
 class Sandbox:
-    """One sandbox server. Extra keyword arguments set its config (job_seconds=..., ...)."""
+    """One sandbox server. Extra keyword arguments set its config (job_seconds=..., ...).
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any):
+    `endpoints`: what it serves; by default the endpoints of every installed pack.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, endpoints: Iterable[Endpoint] | None = None,
+                 **config: Any):
         self.host = host
         self.port = port
         self.state = SandboxState(**config)
+        self._endpoints = None if endpoints is None else list(endpoints)
         self._server = None
         self._task: asyncio.Task | None = None
         self._app = None
@@ -73,8 +85,10 @@ class Sandbox:
         if self.started:
             raise RuntimeError("the sandbox is already started")
         from .app import SandboxApp
+        from .endpoints import installed
         from .server import bind, serve
 
+        self.state.endpoints = installed() if self._endpoints is None else {e.id: e for e in self._endpoints}
         sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._app = SandboxApp(self.state)
@@ -84,7 +98,7 @@ class Sandbox:
             sock.close()
             raise
         self.state.base_url = self.base_url
-        log.info("fal sandbox serving at %s", self.base_url)
+        log.info("fal sandbox serving %d endpoints at %s", len(self.state.endpoints), self.base_url)
 
     async def stop(self) -> None:
         if not self.started:
@@ -148,10 +162,10 @@ class Sandbox:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fal_mcp.sandbox`: serve until Ctrl-C / SIGTERM."""
+    """`python -m fal_mcp_sandbox`: serve until Ctrl-C / SIGTERM."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fal_mcp.sandbox", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fal_mcp_sandbox", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--job-seconds", type=float, help="time each job spends running")

@@ -1,6 +1,7 @@
 """fal's platform API (api.fal.ai/v1): model search, pricing, estimates, usage.
 
-Errors use the platform's shape: {"error": {"type": ..., "message": ...}}.
+The catalogue is the endpoints the sandbox serves (the installed packs' models), the prices their
+packs' price hints. Errors use the platform's shape: {"error": {"type": ..., "message": ...}}.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from datetime import datetime, timedelta, timezone
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from . import catalog
+from . import endpoints
 from .state import SandboxState
 
 PAGE_DEFAULT, PAGE_MAX = 20, 100
 TIMEFRAMES = ("minute", "hour", "day", "week", "month")
+UPDATED_AT = "2025-11-01T00:00:00Z"  # of every model: the sandbox has no history
 
 
 class PlatformError(Exception):
@@ -57,25 +59,26 @@ def _offset(cursor: str) -> int:
     return offset
 
 
-def _model(m: catalog.ModelInfo, base_url: str, with_openapi: bool) -> dict:
+def _model(m: endpoints.Endpoint, base_url: str, with_openapi: bool) -> dict:
     item = {
-        "endpoint_id": m.endpoint_id,
+        "endpoint_id": m.id,
         "metadata": {
             "display_name": m.display_name,
             "category": m.category,
             "description": m.description,
-            "status": m.status,
+            "status": "active",
             "tags": list(m.tags),
-            "updated_at": catalog.UPDATED_AT,
-            "thumbnail_url": f"{base_url}/cdn/thumbnails/{m.endpoint_id}.jpg",
-            "model_url": f"{base_url}/run/{m.endpoint_id}",
+            "updated_at": UPDATED_AT,
+            "thumbnail_url": f"{base_url}/cdn/thumbnails/{m.id}.jpg",
+            "model_url": f"{base_url}/run/{m.id}",
             "highlighted": m.highlighted,
             "pinned": False,
             "kind": "inference",
         },
     }
-    if with_openapi and m.endpoint is not None:  # listing-only extras have no schema
-        item["openapi"] = catalog.openapi_document(m.endpoint, f"{base_url}/queue")
+    document = endpoints.openapi_document(m, f"{base_url}/queue") if with_openapi else None
+    if document is not None:  # like fal, no document for an endpoint without a published schema
+        item["openapi"] = document
     return item
 
 
@@ -88,16 +91,16 @@ def models(state: SandboxState, request: Request) -> JSONResponse:
     if not 1 <= limit <= PAGE_MAX:
         raise _invalid(f"limit must be between 1 and {PAGE_MAX}")
     offset = _offset(q["cursor"]) if q.get("cursor") else 0
-    rows = list(catalog.catalogue())
+    rows = list(state.endpoints.values())
     if ids := q.getlist("endpoint_id"):
-        rows = [m for m in rows if m.endpoint_id in ids]
+        rows = [m for m in rows if m.id in ids]
     if category := q.get("category"):
         rows = [m for m in rows if m.category == category]
-    if status := q.get("status"):
-        rows = [m for m in rows if m.status == status]
+    if q.get("status", "active") != "active":  # every endpoint a pack registers is active
+        rows = []
     if terms := (q.get("q") or "").lower().split():
-        def haystack(m: catalog.ModelInfo) -> str:
-            return " ".join((m.endpoint_id, m.display_name, m.description, *m.tags)).lower()
+        def haystack(m: endpoints.Endpoint) -> str:
+            return " ".join((m.id, m.display_name, m.description, m.category, *m.tags)).lower()
         rows = [m for m in rows if all(term in haystack(m) for term in terms)]
     page = rows[offset: offset + limit]
     has_more = offset + limit < len(rows)
@@ -114,8 +117,9 @@ def pricing(state: SandboxState, request: Request) -> JSONResponse:
     if not 1 <= len(ids) <= 50:
         raise _invalid("endpoint_id must be given between 1 and 50 times")
     prices = [
-        {"endpoint_id": m.endpoint_id, "unit_price": m.price, "unit": m.unit, "currency": "USD"}
-        for m in map(catalog.find_model, ids) if m is not None  # unknown ids are left out
+        {"endpoint_id": m.id, "unit_price": m.unit_price, "unit": m.unit, "currency": "USD"}
+        for m in map(state.endpoints.get, ids)
+        if m is not None and m.unit_price is not None  # unknown or unpriced ids are left out
     ]
     return JSONResponse({"prices": prices, "next_cursor": None, "has_more": False})
 
@@ -132,14 +136,14 @@ def estimate(state: SandboxState, body: object) -> JSONResponse:
         raise _invalid("endpoints must be a non-empty object keyed by endpoint id")
     total = 0.0
     for endpoint_id, spec in endpoints.items():
-        model = catalog.find_model(endpoint_id)
-        if model is None:
+        model = state.endpoints.get(endpoint_id)
+        if model is None or model.unit_price is None:
             raise PlatformError(404, "not_found", f"Endpoint '{endpoint_id}' not found")
         quantity = spec.get(quantity_key) if isinstance(spec, dict) else None
         if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or quantity < 0:
             raise _invalid(f"endpoints.{endpoint_id}.{quantity_key} must be a non-negative number")
-        units = quantity * model.per_call if quantity_key == "call_quantity" else quantity
-        total += units * model.price
+        units = quantity * model.typical_units if quantity_key == "call_quantity" else quantity
+        total += units * model.unit_price
     return JSONResponse({"estimate_type": kind, "total_cost": round(total, 6), "currency": "USD"})
 
 
@@ -190,9 +194,9 @@ def usage(state: SandboxState, request: Request) -> JSONResponse:
     def items(quantities: dict[str, float]) -> list[dict]:
         rows = []
         for endpoint_id, quantity in quantities.items():
-            model = catalog.find_model(endpoint_id)
+            model = state.endpoints.get(endpoint_id) or endpoints.Endpoint(endpoint_id)
             rows.append({"endpoint_id": endpoint_id, "unit": model.unit, "quantity": round(quantity, 6),
-                         "unit_price": model.price})
+                         "unit_price": model.unit_price or 0.0})
         return rows
 
     body: dict = {
