@@ -2,8 +2,11 @@
 """Set up a development environment and run the server or the tests.
 
     python3 dev.py serve     # install everything into .venv, start the server on the offline sandbox
-    python3 dev.py test      # install everything into .venv, run the whole test suite
+    python3 dev.py test      # install everything into .venv, run the test suite but the slow tests
+                             # (on two workers, pytest-xdist)
+    python3 dev.py test --all   # everything: then the slow tests (soak, pack installs); what CI runs
     python3 dev.py test -k generate_image   # extra arguments go to pytest
+    python3 dev.py check     # ruff (lint and format) and mypy, as CI runs them
 
 Needs only python3. The virtual environment is rebuilt when a pyproject.toml changes.
 """
@@ -56,18 +59,46 @@ def ensure_environment() -> None:
 
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if command not in ("serve", "test", "setup"):
+    if command not in ("serve", "test", "setup", "check"):
         print(__doc__, file=sys.stderr)
         return 2
     ensure_environment()
     if command == "setup":
         return 0
-    if command == "serve":
-        args = [str(venv_bin("fal-mcp")), "serve", "--sandbox", *rest]
-    else:
-        args = [str(venv_bin("python")), "-m", "pytest", *rest]
     os.chdir(ROOT)
-    return subprocess.call(args)
+    if command == "serve":
+        return subprocess.call([str(venv_bin("fal-mcp")), "serve", "--sandbox", *rest])
+    if command == "check":
+        checks = [
+            [str(venv_bin("ruff")), "check", "."],
+            [str(venv_bin("ruff")), "format", "--check", "."],
+            [str(venv_bin("mypy"))],
+        ]
+        return max(subprocess.call(check) for check in checks)
+    return run_tests(rest)
+
+
+def run_tests(rest: list[str]) -> int:
+    """pytest on two workers (pytest-xdist), the slow tests left out; with --all, then the slow tests
+    (soak, pack installs) on their own, one at a time: they install into this environment and measure
+    the machine. An explicit -m, -n or -p no:xdist is passed to pytest as given, in one run."""
+    pytest = [str(venv_bin("python")), "-m", "pytest"]
+    run_all = "--all" in rest
+    rest = [arg for arg in rest if arg != "--all"]
+    if any(arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")) for arg in rest):
+        return subprocess.call([*pytest, *rest])
+    own_workers = any(
+        arg in ("-n", "--numprocesses", "no:xdist") or arg.startswith(("-n", "--numprocesses="))
+        for arg in rest
+    )
+    workers = [] if own_workers else ["-n", "2"]
+    code = subprocess.call([*pytest, *workers, "-m", "not slow", *rest])
+    if not run_all:
+        return code
+    slow = subprocess.call([*pytest, *([] if own_workers else ["-p", "no:xdist"]), "-m", "slow", *rest])
+    # 5: nothing selected in one of the two runs (say, -k naming only fast tests) is no failure
+    codes = [c for c in (code, slow) if c != 5] or [5]
+    return max(codes)
 
 
 if __name__ == "__main__":

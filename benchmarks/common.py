@@ -24,10 +24,17 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 @contextlib.contextmanager
 def sandbox_process(*args: str):
     """`python -m fal_mcp_sandbox` in its own process; yields its FAL_MCP_* settings and the process."""
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp_sandbox", "--port", "0", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fal_mcp_sandbox", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=clean_env(),
+    )
     try:
-        settings = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6))
+        settings = dict(
+            process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6)
+        )
         yield settings, process
     finally:
         process.terminate()
@@ -37,8 +44,14 @@ def sandbox_process(*args: str):
 @contextlib.contextmanager
 def server_process(args: list[str], env: dict[str, str]):
     """`fal-mcp serve <args>` listening on HTTP; yields (process, base_url)."""
-    process = subprocess.Popen([str(BIN / "fal-mcp"), "serve", *args, "--port", "0"], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [str(BIN / "fal-mcp"), "serve", *args, "--port", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     found: list[str] = []
 
     def read() -> None:
@@ -105,8 +118,9 @@ def health_pinger(base_url: str, seconds: float):
     round trips in ms (waits for the pinger to finish)."""
     import json
 
-    process = subprocess.Popen([sys.executable, "-c", PINGER, base_url, str(seconds)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PINGER, base_url, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
 
     def results() -> list[float]:
         out, _ = process.communicate(timeout=seconds + 30)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
-
-import os
 
 from common import clean_env, cpu_seconds, health_pinger, machine, rss_mb, sandbox_process, server_process
 
@@ -41,7 +40,9 @@ async def main(calls: int) -> int:
                 rss_before = rss_mb(server.pid)
 
                 async def one(index: int):
-                    return await burst.call_tool("generate_image", {"prompt": f"burst {index}", "seed": index})
+                    return await burst.call_tool(
+                        "generate_image", {"prompt": f"burst {index}", "seed": index}
+                    )
 
                 pids = {"server": server.pid, "sandbox": sandbox.pid, "load generator": os.getpid()}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -59,13 +60,23 @@ async def main(calls: int) -> int:
     print(f"{calls} concurrent generate_image calls over streamable HTTP, sandbox jobs {JOB_SECONDS:g} s")
     print(f"succeeded: {calls - len(failures)}/{calls}")
     print(f"wall time: {wall:.2f} s (target <= 2.5 s)")
-    print(f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after, peak {peak:.0f} MB (target <= 300 MB)")
-    print(f"event-loop lag (GET /health from a separate process during the burst): median "
-          f"{statistics.median(lags):.1f} ms, max {max(lags):.1f} ms over {len(lags)} requests (target <= 50 ms)")
-    print("CPU seconds used during the burst: " + ", ".join(f"{name} {value:.2f}" for name, value in cpu.items()))
+    print(
+        f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after, peak {peak:.0f} MB (target <= 300 MB)"
+    )
+    print(
+        f"event-loop lag (GET /health from a separate process during the burst): median "
+        f"{statistics.median(lags):.1f} ms, max {max(lags):.1f} ms over {len(lags)} requests (target <= 50 ms)"
+    )
+    print(
+        "CPU seconds used during the burst: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
+    )
     print("OK" if ok else "MISSED")
     if failures:
-        print("first failure:", failures[0] if isinstance(failures[0], BaseException) else failures[0].content[0].text)
+        print(
+            "first failure:",
+            failures[0] if isinstance(failures[0], BaseException) else failures[0].content[0].text,
+        )
     return 0 if ok else 1
 
 

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 
 import httpx
-
 from common import clean_env, machine, sandbox_process
 
 JOB_SECONDS = 0.3
@@ -41,8 +40,9 @@ async def main(calls: int) -> int:
         fal_module.QUEUE_URL_FORMAT = settings["FAL_MCP_QUEUE_URL"] + "/"
         direct = fal_client.AsyncClient(key=settings["FAL_KEY"])
         base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
-        params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve"],
-                                       env=clean_env(settings))
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "fal_mcp.cli", "serve"], env=clean_env(settings)
+        )
         ours, theirs, per_job = [], [], []
         async with Client(params, mode="legacy") as server, httpx.AsyncClient() as http:
             await server.call_tool("generate_image", {"prompt": "warm up"})
@@ -56,7 +56,7 @@ async def main(calls: int) -> int:
                 routes = Counter(r["route"] for r in (await http.get(f"{base}/_sandbox/requests")).json())
                 per_job.append(routes)
                 theirs.append(await direct_call(direct, f"direct {index}"))
-    overhead = [(a - b) * 1000 for a, b in zip(ours, theirs)]
+    overhead = [(a - b) * 1000 for a, b in zip(ours, theirs, strict=True)]
     median = statistics.median(overhead)
     fal_requests = Counter()
     for routes in per_job:
@@ -65,8 +65,10 @@ async def main(calls: int) -> int:
     print(f"calls: {calls} each, alternating; sandbox job time {JOB_SECONDS * 1000:.0f} ms")
     print(f"direct fal_client submit+get: median {statistics.median(theirs) * 1000:.1f} ms")
     print(f"fal-mcp generate_image over stdio: median {statistics.median(ours) * 1000:.1f} ms")
-    print(f"overhead per call: median {median:.1f} ms, p90 {sorted(overhead)[int(0.9 * len(overhead))]:.1f} ms "
-          f"(target <= 15 ms) {'OK' if median <= 15 else 'MISSED'}")
+    print(
+        f"overhead per call: median {median:.1f} ms, p90 {sorted(overhead)[int(0.9 * len(overhead))]:.1f} ms "
+        f"(target <= 15 ms) {'OK' if median <= 15 else 'MISSED'}"
+    )
     shown = ", ".join(f"{route} {count / calls:.1f}" for route, count in sorted(fal_requests.items()))
     print(f"requests to fal per job (mean): {shown}")
     print("('status' is one status stream per job; 'download' fetches the inline preview)")

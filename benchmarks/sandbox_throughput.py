@@ -16,17 +16,23 @@ import time
 from urllib.parse import urlsplit
 
 import httpx
-
 from common import machine, sandbox_process
 
 
-async def hammer(url: str, method: str, body: bytes, headers: dict, seconds: float, clients: int) -> tuple[int, int]:
+async def hammer(
+    url: str, method: str, body: bytes, headers: dict, seconds: float, clients: int
+) -> tuple[int, int]:
     """Keep-alive HTTP/1.1 over raw asyncio streams: a load generator light enough that the sandbox,
     not the client, is what is measured (httpx's pool slows down past a few concurrent requests)."""
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    head = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}",
-            "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
+    head = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     done = errors = 0
     deadline = time.perf_counter() + seconds
@@ -55,13 +61,19 @@ async def main(seconds: float, clients: int) -> int:
         headers = {"Authorization": f"Key {settings['FAL_KEY']}"}
         queue = settings["FAL_MCP_QUEUE_URL"]
         async with httpx.AsyncClient() as http:
-            job = (await http.post(f"{queue}/fal-ai/flux/schnell", json={"prompt": "x"}, headers=headers)).json()
+            job = (
+                await http.post(f"{queue}/fal-ai/flux/schnell", json={"prompt": "x"}, headers=headers)
+            ).json()
         print(f"machine: {machine()}")
-        for name, method, url, body in [("status poll", "GET", job["status_url"] + "?logs=1", b""),
-                                        ("submit", "POST", f"{queue}/fal-ai/flux/schnell", b'{"prompt": "x"}')]:
+        for name, method, url, body in [
+            ("status poll", "GET", job["status_url"] + "?logs=1", b""),
+            ("submit", "POST", f"{queue}/fal-ai/flux/schnell", b'{"prompt": "x"}'),
+        ]:
             count, errors = await hammer(url, method, body, headers, seconds, clients)
-            print(f"{name}: {count / seconds:.0f} requests/s with {clients} concurrent clients "
-                  f"({errors} errors)")
+            print(
+                f"{name}: {count / seconds:.0f} requests/s with {clients} concurrent clients "
+                f"({errors} errors)"
+            )
     return 0
 
 

@@ -20,16 +20,29 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {},
-    "clientInfo": {"name": "bench", "version": "0"}}}) + "\n"
+INITIALIZE = (
+    json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            },
+        }
+    )
+    + "\n"
+)
 HEAVY = ("fal_client", "PIL", "uvicorn", "starlette", "httpx")
 
 
 def time_to_initialize(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
     process.stdin.write(INITIALIZE.encode())
     process.stdin.flush()
     line = process.stdout.readline()
@@ -42,9 +55,11 @@ def time_to_initialize(command: list[str], env: dict[str, str]) -> float:
 
 
 def heavy_imports_after_loading_packs() -> list[str]:
-    code = ("import sys; from fal_mcp.plugins import load_plugins; r = load_plugins(); "
-            "from fal_mcp.server import ToolTable; "
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys; from fal_mcp.plugins import load_plugins; r = load_plugins(); "
+        "from fal_mcp.server import ToolTable; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return [name for name in out.strip().split(",") if name]
 
@@ -56,8 +71,17 @@ def main() -> int:
     # A pip install compiles bytecode; this checkout's editable sources may have none (e.g. with
     # PYTHONDONTWRITEBYTECODE set), which would charge compiling them to every start.
     root = HERE.parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "core" / "src"),
-                    *[str(path) for path in (root / "plugins").glob("*/src")]], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            str(root / "core" / "src"),
+            *[str(path) for path in (root / "plugins").glob("*/src")],
+        ],
+        check=True,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FAL_MCP_"))}
     ours = [str(BIN / "fal-mcp"), "serve"]
     bare = [sys.executable, str(HERE / "bare_server.py")]

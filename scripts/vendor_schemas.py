@@ -32,44 +32,62 @@ FOLLOW_HEAD: dict[str, dict] = {
     "fal-ai/aura-sr": {
         "rename": {"upscaling_factor": "upscale_factor"},
         "note": "HEAD renamed upscaling_factor to upscale_factor (AuraSrInput: `upscale_factor?: number`, "
-                "default 4, 'more coming soon'); the snapshot's only value, 4, is kept as its const.",
+        "default 4, 'more coming soon'); the snapshot's only value, 4, is kept as its const.",
     },
     "fal-ai/image-apps-v2/outpaint": {
-        "add": {"seed": {"title": "Seed", "type": "integer", "description": "The same seed and the same "
-                         "prompt given to the same version of the model will output the same image every "
-                         "time."}},
+        "add": {
+            "seed": {
+                "title": "Seed",
+                "type": "integer",
+                "description": "The same seed and the same "
+                "prompt given to the same version of the model will output the same image every "
+                "time.",
+            }
+        },
         "add_output": {"seed": {"title": "Seed", "type": "integer"}},
         "note": "HEAD added seed (ImageAppsV2OutpaintInput: `seed?: number`) to the input and the "
-                "output. HEAD's prompt has no length limit (TS types have none); the snapshot's maxLength "
-                "500 is kept.",
+        "output. HEAD's prompt has no length limit (TS types have none); the snapshot's maxLength "
+        "500 is kept.",
     },
     "fal-ai/birefnet/v2": {
-        "add": {"mask_only": {"title": "Mask Only", "type": "boolean", "description": "Whether to return "
-                              "only the segmentation mask without applying it to the image."}},
+        "add": {
+            "mask_only": {
+                "title": "Mask Only",
+                "type": "boolean",
+                "description": "Whether to return "
+                "only the segmentation mask without applying it to the image.",
+            }
+        },
         "note": "HEAD added mask_only (BirefnetV2Input: `mask_only?: boolean`).",
     },
     "fal-ai/flux-lora/inpainting": {
-        "add": {"acceleration": {"title": "Acceleration", "type": "string", "enum": ["none", "regular"],
-                                 "description": "Acceleration level for image generation.",
-                                 "x-head-default": "none"}},
-        "note": "HEAD added acceleration (`\"none\" | \"regular\"`, default none); HEAD's type is the shared "
-                "alias InpaintInput.",
+        "add": {
+            "acceleration": {
+                "title": "Acceleration",
+                "type": "string",
+                "enum": ["none", "regular"],
+                "description": "Acceleration level for image generation.",
+                "x-head-default": "none",
+            }
+        },
+        "note": 'HEAD added acceleration (`"none" | "regular"`, default none); HEAD\'s type is the shared '
+        "alias InpaintInput.",
     },
 }
 
 # Why a registered endpoint is what it is, where the snapshot alone does not say.
 NOTES = {
     "CassetteAI/music-generator": "The snapshot spells the id cassetteai/music-generator (fal-js zod); HEAD "
-                                  "and fal spell it CassetteAI/music-generator, which is what is called.",
+    "and fal spell it CassetteAI/music-generator, which is what is called.",
     "decart/lucy-edit/pro": "Replaces decart/lucy-edit/dev, which is gone from fal-js HEAD (removed between "
-                            "9830f25, 2026-04-07, and 381105e); lucy-edit/pro takes the same fields plus "
-                            "resolution.",
+    "9830f25, 2026-04-07, and 381105e); lucy-edit/pro takes the same fields plus "
+    "resolution.",
     "fal-ai/kling-video/v2.1/standard/image-to-video": "Takes no tail_image_url (neither the snapshot nor "
-                                                       "HEAD lists one): a last frame needs "
-                                                       "fal-ai/kling-video/v2.1/pro/image-to-video.",
+    "HEAD lists one): a last frame needs "
+    "fal-ai/kling-video/v2.1/pro/image-to-video.",
     "fal-ai/wizper": "Also serves the alias whisper: fal-ai/whisper is gone from fal-js HEAD (removed "
-                     "between 9830f25 and 381105e); wizper is fal's Whisper v3 and detects the language "
-                     "when language is null.",
+    "between 9830f25 and 381105e); wizper is fal's Whisper v3 and detects the language "
+    "when language is null.",
 }
 
 
@@ -119,8 +137,10 @@ def follow_head(endpoint_id: str, document: dict, entry: dict) -> list[str]:
                 notes.append(f"{name} was dropped from the {part}: HEAD no longer lists it.")
         for name in changes.get(f"{prefix}_fields_added", ()):
             if name not in properties:
-                notes.append(f"HEAD also lists {part} field {name}, not added here (its type is not recorded "
-                             "in FOLLOW_HEAD of scripts/vendor_schemas.py).")
+                notes.append(
+                    f"HEAD also lists {part} field {name}, not added here (its type is not recorded "
+                    "in FOLLOW_HEAD of scripts/vendor_schemas.py)."
+                )
     return notes
 
 
@@ -133,21 +153,34 @@ def vendored(snapshot: Path, index: dict, endpoint_id: str) -> dict:
     entry = endpoints[key]
     original = json.loads((snapshot / entry["file"]).read_text(encoding="utf-8"))
     source_text = index["sources"][entry["source"]]
-    document = {"endpoint_id": endpoint_id, "source": original["source"],
-                "source_symbols": original.get("source_symbols"), "date": snapshot_date(source_text),
-                "snapshot": f"{entry['source']}: {source_text}"}
+    document = {
+        "endpoint_id": endpoint_id,
+        "source": original["source"],
+        "source_symbols": original.get("source_symbols"),
+        "date": snapshot_date(source_text),
+        "snapshot": f"{entry['source']}: {source_text}",
+    }
     if key != endpoint_id:
         document["snapshot_endpoint_id"] = key
-    for name in ("category", "category_inferred", "in_head", "head_id", "head_changes", "input_alias_of",
-                 "caveats"):
+    for name in (
+        "category",
+        "category_inferred",
+        "in_head",
+        "head_id",
+        "head_changes",
+        "input_alias_of",
+        "caveats",
+    ):
         value = entry.get(name, original.get(name))
         if value is not None:
             document[name] = value
     document["input"], document["output"] = original["input"], original["output"]
     notes = follow_head(endpoint_id, document, entry)
     if null_for_unknown(document["input"]) + null_for_unknown(document["output"]):
-        notes.append("The snapshot's `anyOf: [..., {}]` (hey-api's unknown) is written as `anyOf: [..., "
-                     "{type: null}]`: a nullable field in fal's OpenAPI.")
+        notes.append(
+            "The snapshot's `anyOf: [..., {}]` (hey-api's unknown) is written as `anyOf: [..., "
+            "{type: null}]`: a nullable field in fal's OpenAPI."
+        )
     if endpoint_id in NOTES:
         notes.append(NOTES[endpoint_id])
     if entry.get("in_head") is False:
@@ -178,8 +211,12 @@ def registered_models(extra_packs: list[str]) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("snapshot", type=Path, help="folder of fal endpoint schemas with INDEX.json")
-    parser.add_argument("--pack", action="append", default=[],
-                        help="a pack's package folder that is not installed (e.g. the example pack's)")
+    parser.add_argument(
+        "--pack",
+        action="append",
+        default=[],
+        help="a pack's package folder that is not installed (e.g. the example pack's)",
+    )
     options = parser.parse_args()
     index = json.loads((options.snapshot / "INDEX.json").read_text(encoding="utf-8"))
     by_package: dict[str, set[str]] = {}
@@ -207,8 +244,10 @@ def main() -> None:
             print(f"removed {package}/schemas/{stale}: no model registers it any more")
         print(f"{package}: {len(written)} schemas")
     if missing:
-        raise SystemExit("not in the snapshot (vendor these by hand, with a note saying where they come "
-                         "from): " + ", ".join(missing))
+        raise SystemExit(
+            "not in the snapshot (vendor these by hand, with a note saying where they come "
+            "from): " + ", ".join(missing)
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from fal_mcp_sandbox.testing import (  # noqa: F401
     anyio_backend,
     fal_isolated,
     fal_registry,
-    fal_sandbox,
     fal_tools,
     sandbox_settings,
 )
@@ -28,6 +27,19 @@ TESTS = Path(__file__).parent
 PACKS = TESTS / "packs"
 
 
+@pytest.fixture
+def fal_sandbox():  # noqa: F811 (replaces fal_mcp_sandbox.testing's, for this suite's speed)
+    """A fresh sandbox for each test, as fal_mcp_sandbox.testing's fal_sandbox gives, but on its own event
+    loop in a thread, and left to stop in the background: stopping one waits ~0.2 s for its HTTP server's
+    shutdown ticks, over hundreds of tests most of a minute. (Not one sandbox shared by every test: a
+    request a finished test's server sends late must not land in the next test's records.)"""
+    from fal_mcp_sandbox import Sandbox
+
+    sb = Sandbox.start_in_thread()
+    yield sb
+    sb.state.reset()  # held jobs are released
+    sb.stop_thread(timeout=0)  # asked to stop; not waited for
+
 
 @pytest.fixture
 def sandbox(fal_sandbox):
@@ -35,12 +47,12 @@ def sandbox(fal_sandbox):
 
 
 @pytest.fixture
-def registry(fal_registry):
+def registry(fal_registry):  # noqa: F811 (pytest passes the imported fixture)
     return fal_registry
 
 
 @pytest.fixture
-def tool_table(fal_tools):
+def tool_table(fal_tools):  # noqa: F811 (pytest passes the imported fixture)
     """Every installed tool, served in-process against the sandbox: `await tool_table.call(name, args)`
     returns the CallToolResult an MCP client would get."""
     return fal_tools
@@ -81,18 +93,35 @@ def redis_server(tmp_path_factory):
         pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import socket
 
-    for _ in range(500):  # until it accepts connections
+    deadline = time.monotonic() + 60  # a hang guard: until it accepts connections
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             if process.poll() is not None:
                 pytest.fail("redis-server exited at start")
+            if time.monotonic() > deadline:
+                pytest.fail("redis-server did not accept connections within 60 s")
             time.sleep(0.02)
     yield f"redis://127.0.0.1:{port}"
     process.terminate()
@@ -113,11 +142,36 @@ def redis_url(redis_server):
 @pytest.fixture(scope="session")
 def test_packs_dir(tmp_path_factory) -> Path:
     """The packs under tests/packs, really installed (wheels built by pip) into a directory of their own."""
+    import shutil
+
     target = tmp_path_factory.mktemp("testpacks")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target),
-                    *[str(path) for path in sorted(PACKS.iterdir()) if path.is_dir()]],
-                   check=True, capture_output=True)
+    # Built from a copy: a build writes build/ and *.egg-info beside the sources, and parallel test
+    # workers (pytest-xdist) each build their own.
+    sources = tmp_path_factory.mktemp("testpack-sources")
+    copies = []
+    for path in sorted(PACKS.iterdir()):
+        if path.is_dir():
+            copies.append(sources / path.name)
+            shutil.copytree(
+                path, copies[-1], ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+            )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            *map(str, copies),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
@@ -138,8 +192,13 @@ def http_server(args: list[str], env: dict[str, str], timeout: float = 30):
     import threading
     import time
 
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.cli", "serve", *args, "--port", "0"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fal_mcp.cli", "serve", *args, "--port", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     found: list[str] = []
     lines: list[str] = []
 

@@ -25,33 +25,50 @@ async def test_schema_errors(tool_table, sandbox):
     from fal_mcp_sandbox import Endpoint
 
     sandbox.state.endpoints["fal-ai/ccsr"] = Endpoint("fal-ai/ccsr")  # listed, with no schema
-    for model, expected in [("fal-ai/ccsr", "publishes no schema"), ("fal-ai/not/real", "no endpoint"),
-                            ("dalle", "unknown model")]:
+    for model, expected in [
+        ("fal-ai/ccsr", "publishes no schema"),
+        ("fal-ai/not/real", "no endpoint"),
+        ("dalle", "unknown model"),
+    ]:
         result = await tool_table.call("get_model_schema", {"model": model})
         assert result.is_error and expected in result.content[0].text
 
 
 async def test_run_model_refuses_bad_input_without_spending(tool_table, sandbox):
-    result = await tool_table.call("run_model", {"model": "fal-ai/flux/schnell", "input": {
-        "promt": "x", "num_images": 9, "image_size": "huge", "num_inference_steps": "one"}})
+    result = await tool_table.call(
+        "run_model",
+        {
+            "model": "fal-ai/flux/schnell",
+            "input": {"promt": "x", "num_images": 9, "image_size": "huge", "num_inference_steps": "one"},
+        },
+    )
     assert result.is_error
     text = result.content[0].text
-    for expected in ("prompt: required", "promt: not an input", "num_images: must be <= 4", "image_size:",
-                     "num_inference_steps: expected integer", "nothing was sent"):
+    for expected in (
+        "prompt: required",
+        "promt: not an input",
+        "num_images: must be <= 4",
+        "image_size:",
+        "num_inference_steps: expected integer",
+        "nothing was sent",
+    ):
         assert expected in text, text
     assert sandbox.state.submissions == []
 
 
 async def test_run_model_runs_and_finds_the_files(tool_table, sandbox):
-    result = await tool_table.call("run_model", {"model": "fal-ai/stable-audio",
-                                                 "input": {"prompt": "rain", "seconds_total": 5}})
+    result = await tool_table.call(
+        "run_model", {"model": "fal-ai/stable-audio", "input": {"prompt": "rain", "seconds_total": 5}}
+    )
     assert not result.is_error, result.content[0].text
     out = result.structured_content
     assert sandbox.state.submissions[-1]["input"] == {"prompt": "rain", "seconds_total": 5}
     assert out["files"][0]["content_type"].startswith("audio/") and out["endpoint"] == "fal-ai/stable-audio"
     assert out["output"]["audio_file"]["url"] == out["files"][0]["url"]
-    image = await tool_table.call("run_model", {"model": "flux_dev", "input": {
-        "prompt": "x", "image_size": {"width": 320, "height": 240}}})
+    image = await tool_table.call(
+        "run_model",
+        {"model": "flux_dev", "input": {"prompt": "x", "image_size": {"width": 320, "height": 240}}},
+    )
     assert image.structured_content["files"][0]["width"] == 320
 
 
@@ -61,8 +78,10 @@ async def test_run_model_passes_progress_and_fal_errors(tool_table, sandbox):
     async def report(progress, total, message):
         messages.append(message)
 
-    sandbox.state.set_config(queue_ahead=1, queue_step=0.2)
-    ok = await tool_table.call("run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}}, report)
+    sandbox.state.set_config(queue_ahead=1, queue_step=1)  # in the queue long enough for a loaded machine
+    ok = await tool_table.call(
+        "run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}}, report
+    )
     assert not ok.is_error and messages[0].startswith("In queue") and messages[-1] == "Done"
     sandbox.state.add_fault(outcome="model_error", message="out of memory")
     failed = await tool_table.call("run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}})

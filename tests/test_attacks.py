@@ -131,8 +131,13 @@ def tree(tmp_path_factory):
     allowed = root / "allowed"
     for directory in (allowed / ".ssh", allowed / "sub" / ".hidden", root / "outside", root / "allowed-evil"):
         directory.mkdir(parents=True)
-    for path in (root / "secret.png", root / "outside" / "secret.png", root / "allowed-evil" / "secret.png",
-                 allowed / "ok.png", allowed / "sub" / ".hidden" / "x.png"):
+    for path in (
+        root / "secret.png",
+        root / "outside" / "secret.png",
+        root / "allowed-evil" / "secret.png",
+        allowed / "ok.png",
+        allowed / "sub" / ".hidden" / "x.png",
+    ):
         path.write_bytes(png_bytes())
     (allowed / ".env").write_text("FAL_KEY=not-for-you")
     (allowed / ".ssh" / "id_rsa").write_text("PRIVATE KEY")
@@ -190,8 +195,9 @@ def call(portal, table, tool: str, field: str, value, **extra):
 
 @pytest.mark.parametrize("attack", list(PATH_ATTACKS))
 @pytest.mark.parametrize(("tool", "field"), FILE_FIELDS, ids=[f"{t}.{f}" for t, f in FILE_FIELDS])
-def test_local_paths_cannot_leave_the_allowed_directories(portal, table, portal_sandbox, tree, tool, field,
-                                                          attack):
+def test_local_paths_cannot_leave_the_allowed_directories(
+    portal, table, portal_sandbox, tree, tool, field, attack
+):
     value, reason = PATH_ATTACKS[attack]
     text = call(portal, table, tool, field, value.format(root=tree))
     assert reason in text, text
@@ -208,15 +214,28 @@ def test_an_allowed_file_is_read(portal, table, portal_sandbox):
 # -- SSRF: every URL the server itself downloads ------------------------------------------------------
 
 PRIVATE_URLS = [
-    "http://127.0.0.1:{canary}/x.png", "http://localhost:{canary}/x.png", "http://[::1]:{canary}/x.png",
-    "http://2130706433:{canary}/x.png", "http://0x7f000001:{canary}/x.png",
+    "http://127.0.0.1:{canary}/x.png",
+    "http://localhost:{canary}/x.png",
+    "http://[::1]:{canary}/x.png",
+    "http://2130706433:{canary}/x.png",
+    "http://0x7f000001:{canary}/x.png",
     "http://0177.0.0.1:{canary}/x.png",
-    "http://127.1:{canary}/x.png", "http://0.0.0.0:{canary}/x.png", "http://0:{canary}/x.png",
-    "http://[::ffff:127.0.0.1]:{canary}/x.png", "http://[::ffff:7f00:1]:{canary}/x.png",
-    "http://user:pass@127.0.0.1:{canary}/x.png", "http://example.com@127.0.0.1:{canary}/x.png",
-    "https://127.0.0.1:{canary}/x.png", "http://10.0.0.1/x.png", "http://172.16.0.1/x.png",
-    "http://192.168.1.1/x.png", "http://100.64.0.1/x.png", "http://169.254.169.254/latest/meta-data/",
-    "http://[fd00::1]/x.png", "http://[fe80::1]/x.png", "http://224.0.0.1/x.png",
+    "http://127.1:{canary}/x.png",
+    "http://0.0.0.0:{canary}/x.png",
+    "http://0:{canary}/x.png",
+    "http://[::ffff:127.0.0.1]:{canary}/x.png",
+    "http://[::ffff:7f00:1]:{canary}/x.png",
+    "http://user:pass@127.0.0.1:{canary}/x.png",
+    "http://example.com@127.0.0.1:{canary}/x.png",
+    "https://127.0.0.1:{canary}/x.png",
+    "http://10.0.0.1/x.png",
+    "http://172.16.0.1/x.png",
+    "http://192.168.1.1/x.png",
+    "http://100.64.0.1/x.png",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fd00::1]/x.png",
+    "http://[fe80::1]/x.png",
+    "http://224.0.0.1/x.png",
     "http://255.255.255.255/x.png",
     "http://[::]/x.png",
 ]
@@ -242,27 +261,45 @@ def stored_png(portal_sandbox) -> str:
 
 
 @pytest.mark.parametrize("url", PRIVATE_URLS)
-@pytest.mark.parametrize(("tool", "field", "extra"), FETCHING_FIELDS,
-                         ids=[f"{t}.{f}{'.' + e['mode'] if e else ''}" for t, f, e in FETCHING_FIELDS])
+@pytest.mark.parametrize(
+    ("tool", "field", "extra"),
+    FETCHING_FIELDS,
+    ids=[f"{t}.{f}{'.' + e['mode'] if e else ''}" for t, f, e in FETCHING_FIELDS],
+)
 def test_tools_do_not_fetch_private_addresses(portal, table, canary, stored_png, tool, field, extra, url):
     others = {name: stored_png for name in schemas()[tool].media}
     text = call(portal, table, tool, field, url.format(canary=canary.server_address[1]), **others, **extra)
     assert "private, loopback or reserved address" in text, text
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x.png", "gopher://127.0.0.1:70/_GET",
-                                 "dict://127.0.0.1:11211/stats", "jar:http://127.0.0.1/x!/y",
-                                 "HTTP:/127.0.0.1/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/x.png",
+        "gopher://127.0.0.1:70/_GET",
+        "dict://127.0.0.1:11211/stats",
+        "jar:http://127.0.0.1/x!/y",
+        "HTTP:/127.0.0.1/x",
+    ],
+)
 def test_tools_take_no_other_scheme(portal, table, stored_png, url):
     text = call(portal, table, "compose_images", "base_image_url", url, overlay_image_url=stored_png)
     assert "only http(s) URLs" in text or "not a file" in text, text
 
 
-REDIRECT_TARGETS = ["http://127.0.0.1:{canary}/x.png", "http://localhost:{canary}/x.png",
-                    "http://10.0.0.1/x.png",
-                    "http://169.254.169.254/latest/meta-data/", "http://[::1]:{canary}/x.png",
-                    "http://2130706433:{canary}/x.png", "//127.0.0.1:{canary}/x.png", "file:///etc/passwd",
-                    "ftp://127.0.0.1/x.png", "gopher://127.0.0.1:{canary}/_x"]
+REDIRECT_TARGETS = [
+    "http://127.0.0.1:{canary}/x.png",
+    "http://localhost:{canary}/x.png",
+    "http://10.0.0.1/x.png",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]:{canary}/x.png",
+    "http://2130706433:{canary}/x.png",
+    "//127.0.0.1:{canary}/x.png",
+    "file:///etc/passwd",
+    "ftp://127.0.0.1/x.png",
+    "gopher://127.0.0.1:{canary}/_x",
+]
 
 
 @pytest.mark.parametrize("target", REDIRECT_TARGETS)
@@ -280,22 +317,44 @@ async def test_redirects_are_followed_only_so_far(redirector):
         await fetch(f"{base_url(redirector)}/hop?n=6", trusted_urls=trusted)
 
 
-async def test_saved_outputs_never_follow_redirects(redirector, canary, tmp_path):
+async def test_saved_outputs_follow_redirects_by_the_same_checks(redirector, canary, tmp_path):
+    # one downloader, one redirect policy: each hop is checked, as for fetch
     url = f"{base_url(redirector)}/redirect?to={base_url(canary)}/x.png"
-    with pytest.raises(MediaError, match="HTTP 302"):
+    with pytest.raises(MediaError, match="private, loopback or reserved"):
         await save(url, tmp_path / "out.png", trusted_urls=[base_url(redirector)])
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+    trusted = [base_url(redirector)]
+    saved = await save(f"{base_url(redirector)}/hop?n=3", tmp_path / "hops.png", trusted_urls=trusted)
+    assert saved.read_bytes() == png_bytes()
+    with pytest.raises(MediaError, match="more than 5 redirects"):
+        await save(f"{base_url(redirector)}/hop?n=6", tmp_path / "far.png", trusted_urls=trusted)
+    with pytest.raises(MediaError, match="more than the limit of 1048576 bytes"):
+        await save(
+            f"{base_url(redirector)}/chunked?mb=3",
+            tmp_path / "big.bin",
+            trusted_urls=trusted,
+            max_bytes=1024 * 1024,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["hops.png"]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:{canary}/x.png", "http://[::1]:{canary}/x.png",
-                                 "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{canary}/x.png",
+        "http://[::1]:{canary}/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "file:///etc/passwd",
+    ],
+)
 async def test_outputs_at_private_addresses_are_neither_previewed_nor_saved(sandbox, canary, tmp_path, url):
     # a fal result pointing into the local network: the call succeeds, with notes, and nothing is fetched
     from .conftest import sandbox_settings
 
     url = url.format(canary=canary.server_address[1])
-    output = GenerationOutput(files=[OutputFile(url=url, content_type="image/png")], endpoint="fal-ai/x/y",
-                              request_id="r1")
+    output = GenerationOutput(
+        files=[OutputFile(url=url, content_type="image/png")], endpoint="fal-ai/x/y", request_id="r1"
+    )
     settings = sandbox_settings(sandbox, FAL_MCP_OUTPUT_DIR=str(tmp_path / "out"))
     previews = await deliver(output, tool="generate_image", settings=settings)
     assert previews == [] and output.files[0].local_path is None
@@ -347,18 +406,25 @@ def real_bomb() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("image", "expected"), [
-    ("claims 10000x10000", "10000x10000 pixels, more than the limit"),
-    ("claims 100000x100000", "more pixels than the limit of 64000000"),  # PIL's own check, on opening
-    ("claims 70000x1000", "70000x1000 pixels, more than the limit"),
-    ("real 144-megapixel bomb", "12000x12000 pixels, more than the limit"),
-    ("truncated", "not an image PIL can read|could not be decoded"),
-    ("not an image", "not an image PIL can read"),
-])
-@pytest.mark.parametrize(("tool", "field", "extra"), FETCHING_FIELDS,
-                         ids=[f"{t}.{f}{'.' + e['mode'] if e else ''}" for t, f, e in FETCHING_FIELDS])
-def test_image_bombs_are_refused_before_decoding(portal, table, stored_png, bombs, tool, field, extra, image,
-                                                 expected):
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("claims 10000x10000", "10000x10000 pixels, more than the limit"),
+        ("claims 100000x100000", "more pixels than the limit of 64000000"),  # PIL's own check, on opening
+        ("claims 70000x1000", "70000x1000 pixels, more than the limit"),
+        ("real 144-megapixel bomb", "12000x12000 pixels, more than the limit"),
+        ("truncated", "not an image PIL can read|could not be decoded"),
+        ("not an image", "not an image PIL can read"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("tool", "field", "extra"),
+    FETCHING_FIELDS,
+    ids=[f"{t}.{f}{'.' + e['mode'] if e else ''}" for t, f, e in FETCHING_FIELDS],
+)
+def test_image_bombs_are_refused_before_decoding(
+    portal, table, stored_png, bombs, tool, field, extra, image, expected
+):
     import re
 
     others = {name: stored_png for name in schemas()[tool].media}
@@ -368,11 +434,14 @@ def test_image_bombs_are_refused_before_decoding(portal, table, stored_png, bomb
 
 @pytest.fixture(scope="module")
 def bombs() -> dict[str, bytes]:
-    return {"claims 10000x10000": png_claiming(10_000, 10_000),
-            "claims 100000x100000": png_claiming(100_000, 100_000),
-            "claims 70000x1000": png_claiming(70_000, 1000),
-            "real 144-megapixel bomb": real_bomb(), "truncated": png_bytes((400, 300))[:200],
-            "not an image": b"%PDF-1.7\n" + bytes(range(256))}
+    return {
+        "claims 10000x10000": png_claiming(10_000, 10_000),
+        "claims 100000x100000": png_claiming(100_000, 100_000),
+        "claims 70000x1000": png_claiming(70_000, 1000),
+        "real 144-megapixel bomb": real_bomb(),
+        "truncated": png_bytes((400, 300))[:200],
+        "not an image": b"%PDF-1.7\n" + bytes(range(256)),
+    }
 
 
 def test_previews_refuse_bombs(bombs):
@@ -408,20 +477,38 @@ def test_data_uris_and_files_over_the_upload_limit_are_refused(portal, portal_sa
 def servers():
     """A streamable-HTTP server and an SSE server, both with a bearer token."""
     env = server_env({"FAL_MCP_AUTH_TOKEN": TOKEN})
-    with http_server(["--sandbox", "--transport", "http"], env) as (_, mcp), \
-            http_server(["--sandbox", "--transport", "sse"], env) as (_, sse):
+    with (
+        http_server(["--sandbox", "--transport", "http"], env) as (_, mcp),
+        http_server(["--sandbox", "--transport", "sse"], env) as (_, sse),
+    ):
         yield {"/mcp": mcp, "/health": mcp, "/sse": sse, "/messages/?session_id=0": sse}
 
 
 REQUESTS = {"/mcp": "POST", "/health": "GET", "/sse": "GET", "/messages/?session_id=0": "POST"}
-FOREIGN_HOSTS = ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}",
-                 "localhost.evil.example", "localhost:{port}.evil.example", "127.0.0.1:{port}@evil.example",
-                 "[::1].evil.example:{port}",
-                 "127.0.0.2:{port}", "0.0.0.0:{port}", "localhost.:{port}", "", "169.254.169.254"]
-FOREIGN_ORIGINS = ["https://evil.example", "null", "http://127.0.0.1.evil.example",
-                   "http://evil.example:{port}",
-                   "http://localhost.evil.example:{port}", "https://localhost:{port}", "file://",
-                   "http://127.0.0.2:{port}"]
+FOREIGN_HOSTS = [
+    "evil.example",
+    "evil.example:{port}",
+    "127.0.0.1.evil.example:{port}",
+    "localhost.evil.example",
+    "localhost:{port}.evil.example",
+    "127.0.0.1:{port}@evil.example",
+    "[::1].evil.example:{port}",
+    "127.0.0.2:{port}",
+    "0.0.0.0:{port}",
+    "localhost.:{port}",
+    "",
+    "169.254.169.254",
+]
+FOREIGN_ORIGINS = [
+    "https://evil.example",
+    "null",
+    "http://127.0.0.1.evil.example",
+    "http://evil.example:{port}",
+    "http://localhost.evil.example:{port}",
+    "https://localhost:{port}",
+    "file://",
+    "http://127.0.0.2:{port}",
+]
 
 
 def send(servers, path: str, headers: dict) -> httpx.Response:
@@ -455,10 +542,16 @@ def test_foreign_origins_are_refused(servers, path, origin):
 
 
 BAD_CREDENTIALS = {
-    "none": None, "empty": "", "scheme only": "Bearer", "wrong": "Bearer wrong",
-    "one character more": f"Bearer {TOKEN}x", "one character less": f"Bearer {TOKEN[:-1]}",
-    "other case": f"Bearer {TOKEN.upper()}", "no scheme": TOKEN, "basic": "Basic " + base64.b64encode(
-        f"user:{TOKEN}".encode()).decode(), "other scheme": f"Token {TOKEN}",
+    "none": None,
+    "empty": "",
+    "scheme only": "Bearer",
+    "wrong": "Bearer wrong",
+    "one character more": f"Bearer {TOKEN}x",
+    "one character less": f"Bearer {TOKEN[:-1]}",
+    "other case": f"Bearer {TOKEN.upper()}",
+    "no scheme": TOKEN,
+    "basic": "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode(),
+    "other scheme": f"Token {TOKEN}",
     "non-ascii": "Bearer tökén".encode(),
     "two tokens": f"Bearer wrong, Bearer {TOKEN}",
 }
@@ -480,10 +573,22 @@ def test_the_token_is_not_taken_from_the_query_or_a_cookie(servers):
 
 
 def test_the_right_token_gets_in_and_health_needs_none(servers):
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
-    answer = httpx.post(servers["/mcp"] + "/mcp", json=initialize, timeout=10, headers={
-        "Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"})
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    answer = httpx.post(
+        servers["/mcp"] + "/mcp",
+        json=initialize,
+        timeout=10,
+        headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"},
+    )
     assert answer.status_code == 200 and "mcp-session-id" in answer.headers
     assert send(servers, "/sse", {"Authorization": f"bearer {TOKEN}"}).status_code == 200  # scheme: any case
     health = httpx.get(servers["/health"] + "/health", timeout=10)
@@ -499,7 +604,11 @@ SECRET = f"{KEY_ID}:{KEY_SECRET}"  # fal keys are id:secret; either half, in any
 def key_forms() -> list[str]:
     from urllib.parse import quote, quote_plus
 
-    return [form for part in (SECRET, KEY_ID, KEY_SECRET) for form in (part, quote(part, safe=""), quote_plus(part))]
+    return [
+        form
+        for part in (SECRET, KEY_ID, KEY_SECRET)
+        for form in (part, quote(part, safe=""), quote_plus(part))
+    ]
 
 
 def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal, tmp_path):
@@ -509,13 +618,22 @@ def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal,
     state = thread_sandbox.state
     state.reset()
     (tmp_path / "in.png").write_bytes(png_bytes())
-    env = server_env({**thread_sandbox.env(), "FAL_KEY": SECRET, "FAL_MCP_LOG_LEVEL": "DEBUG",
-                      "FAL_MCP_ALLOWED_DIRS": str(tmp_path), "FAL_MCP_TIMEOUT": "2"})
+    env = server_env(
+        {
+            **thread_sandbox.env(),
+            "FAL_KEY": SECRET,
+            "FAL_MCP_LOG_LEVEL": "DEBUG",
+            "FAL_MCP_ALLOWED_DIRS": str(tmp_path),
+            "FAL_MCP_TIMEOUT": "2",
+        }
+    )
     params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve"], env=env)
     # Each fault's message carries the key, as a careless upstream error might: whole, by halves, URL-encoded.
     from urllib.parse import quote
 
-    leaks = f"key {SECRET} rejected (id {KEY_ID}, secret {quote(KEY_SECRET, safe='')}, {quote(SECRET, safe='')})"
+    leaks = (
+        f"key {SECRET} rejected (id {KEY_ID}, secret {quote(KEY_SECRET, safe='')}, {quote(SECRET, safe='')})"
+    )
     calls = [
         ([], "generate_image", {"prompt": "fine"}),
         ([dict(outcome="model_error", message=leaks)], "generate_image", {"prompt": "x"}),
@@ -525,14 +643,18 @@ def test_the_key_never_appears_in_results_errors_or_logs(thread_sandbox, portal,
         ([dict(route="upload", status=500, times=-1, message=leaks)], "upload_file", {"file_path": "in.png"}),
         ([dict(route="platform", status=403, message=leaks)], "get_usage", {}),
         ([dict(route="platform", status=500, times=-1, message=leaks)], "list_models", {}),
-        ([dict(outcome="never_finish"), dict(route="cancel", status=500, times=-1, message=leaks)],
-         "generate_image", {"prompt": "x"}),
+        (
+            [dict(outcome="never_finish"), dict(route="cancel", status=500, times=-1, message=leaks)],
+            "generate_image",
+            {"prompt": "x"},
+        ),
         ([], "submit_job", {"tool": "generate_image", "arguments": {"prompt": "job"}}),
         ([], "generate_image", {"prompt": 5}),
         ([], "no_such_tool", {}),
     ]
     seen = []
     with open(tmp_path / "stderr.log", "w") as errlog:
+
         async def run():
             async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
                 for faults, tool, arguments in calls:
@@ -563,12 +685,14 @@ def test_the_key_never_appears_in_the_plugins_listing(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fal-mcp-leaky\nVersion: 0.0.1\n")
     (dist / "entry_points.txt").write_text("[fal_mcp]\nleaky = leaky_pack\n")
     (tmp_path / "leaky_pack.py").write_text(
-        "import os\nraise RuntimeError('could not log in with key ' + os.environ['FAL_KEY'])\n")
+        "import os\nraise RuntimeError('could not log in with key ' + os.environ['FAL_KEY'])\n"
+    )
     env = server_env({"FAL_KEY": SECRET, "PYTHONPATH": str(tmp_path), "FAL_MCP_LOG_LEVEL": "DEBUG"})
     outputs = []
     for args in (["plugins"], ["plugins", "--json"], ["tools", "--json"]):
-        done = subprocess.run([sys.executable, "-m", "fal_mcp.cli", *args], capture_output=True, text=True,
-                              env=env, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "fal_mcp.cli", *args], capture_output=True, text=True, env=env, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         outputs += [done.stdout, done.stderr]
     assert "leaky" in outputs[0] and "could not log in with key ***" in outputs[0]

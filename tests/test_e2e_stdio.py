@@ -54,7 +54,8 @@ async def test_generate_image_over_stdio_with_progress(mode):
         assert "landscape_16_9" in str(schema["properties"]["image_size"])
         assert tools["generate_image"].output_schema["properties"]["files"]
         result, progress = await generate_and_check(
-            client, {"prompt": "a lighthouse at dawn", "image_size": "portrait_3_4", "seed": 7}, (768, 1024))
+            client, {"prompt": "a lighthouse at dawn", "image_size": "portrait_3_4", "seed": 7}, (768, 1024)
+        )
         assert result.structured_content["seed"] == 7
         assert result.structured_content["endpoint"] == "fal-ai/flux/schnell"
         values = [value for value, _ in progress]
@@ -68,8 +69,10 @@ async def test_every_alias_and_a_dropped_parameter():
     async with stdio_client(["serve", "--sandbox"], server_env()) as client:
         for model in ["flux_schnell", "flux_dev", "flux_pro", "sdxl", "stable_diffusion"]:
             result, _ = await generate_and_check(
-                client, {"prompt": "a red cube", "model": model, "negative_prompt": "blur", "num_images": 2},
-                (1024, 576))
+                client,
+                {"prompt": "a red cube", "model": model, "negative_prompt": "blur", "num_images": 2},
+                (1024, 576),
+            )
             notes = result.structured_content["notes"]
             if model in ("sdxl", "stable_diffusion"):
                 assert notes == []
@@ -100,7 +103,9 @@ async def test_invalid_arguments_name_the_field_and_the_server_keeps_serving():
 async def test_server_pointed_at_a_separate_sandbox(thread_sandbox):
     env = server_env(dict(thread_sandbox.env()))
     async with stdio_client(["serve"], env) as client:
-        result, _ = await generate_and_check(client, {"prompt": "via urls", "image_size": "square"}, (1024, 1024))
+        result, _ = await generate_and_check(
+            client, {"prompt": "via urls", "image_size": "square"}, (1024, 1024)
+        )
     request_id = result.structured_content["request_id"]
     assert any(s["request_id"] == request_id for s in thread_sandbox.state.submissions)
 
@@ -117,15 +122,26 @@ def test_sandbox_command_prints_settings_and_serves():
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp.cli", "sandbox", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server_env())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fal_mcp.cli", "sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=server_env(),
+    )
     try:
-        settings = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6))
+        settings = dict(
+            process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6)
+        )
         assert settings["FAL_MCP_QUEUE_URL"].startswith("http://127.0.0.1:")
         base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
         assert httpx.get(f"{base}/_sandbox/health", timeout=10).status_code == 200
-        submitted = httpx.post(f"{settings['FAL_MCP_QUEUE_URL']}/fal-ai/flux/schnell", json={"prompt": "x"},
-                               headers={"Authorization": f"Key {settings['FAL_KEY']}"}, timeout=10)
+        submitted = httpx.post(
+            f"{settings['FAL_MCP_QUEUE_URL']}/fal-ai/flux/schnell",
+            json={"prompt": "x"},
+            headers={"Authorization": f"Key {settings['FAL_KEY']}"},
+            timeout=10,
+        )
         assert submitted.status_code == 200 and submitted.json()["request_id"]
     finally:
         process.terminate()

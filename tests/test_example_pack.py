@@ -20,8 +20,12 @@ DIST = "fal-mcp-speech"
 
 
 def pip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check"],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def installed() -> bool:
@@ -49,8 +53,9 @@ def test_example_pack_installs_passes_its_tests_and_uninstalls(tmp_path):
         tools = rows("tools")
         assert tools["text_to_speech"]["distribution"] == tools["transcribe_audio"]["distribution"] == DIST
         command = [sys.executable, "-m", "pytest", str(EXAMPLE / "tests"), "-q", "-p", "no:cacheprovider"]
-        suite = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True,
-                               timeout=300)
+        suite = subprocess.run(
+            command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300
+        )
         assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
         assert " passed" in suite.stdout and "skipped" not in suite.stdout, suite.stdout[-2000:]
     finally:

@@ -26,8 +26,14 @@ def test_the_constants_we_set_still_exist_and_are_read_at_call_time(monkeypatch)
 def test_configure_points_every_host_and_disables_internal_retries(monkeypatch):
     for name in (*falclient.HOST_CONSTANTS, "MAX_ATTEMPTS"):
         monkeypatch.setattr(client, name, getattr(client, name))
-    falclient.configure({"run": "http://127.0.0.1:1/run", "queue": "http://127.0.0.1:1/queue/",
-                         "rest": "http://127.0.0.1:1/rest", "cdn": "http://127.0.0.1:1/cdn"})
+    falclient.configure(
+        {
+            "run": "http://127.0.0.1:1/run",
+            "queue": "http://127.0.0.1:1/queue/",
+            "rest": "http://127.0.0.1:1/rest",
+            "cdn": "http://127.0.0.1:1/cdn",
+        }
+    )
     assert client.RUN_URL_FORMAT == "http://127.0.0.1:1/run/"
     assert client.QUEUE_URL_FORMAT == "http://127.0.0.1:1/queue/"
     assert client.REST_URL == "http://127.0.0.1:1/rest"

@@ -23,7 +23,6 @@ from .conftest import count_routes, tool_table_for
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 5  # the tools' timeout in this suite, unless a case sets its own
-SLACK = 3  # what a call may take beyond its timeout: the cancel, retried, after a timeout
 
 
 def png_bytes(size=(64, 48)) -> bytes:
@@ -66,80 +65,132 @@ IMAGE_FROM_DATA = {"image_url": png_data_uri(), "prompt": "redraw"}
 CASES = {
     # 429: retried for every request, honouring Retry-After (capped by FAL_MCP_MAX_RETRY_AFTER=0.5)
     "429 burst on submit": Case(
-        [on("submit", status=429, retry_after=0.2, times=3)], requests={"submit": 4}, at_least=0.6),
+        [on("submit", status=429, retry_after=0.2, times=3)], requests={"submit": 4}, at_least=0.6
+    ),
     "429 burst on status": Case(
-        [on("status", status=429, retry_after=0.1, times=2)], "generate_music", MUSIC,
-        requests={"submit": 1, "status": 3, "result": 1}, at_least=0.2),
+        [on("status", status=429, retry_after=0.1, times=2)],
+        "generate_music",
+        MUSIC,
+        requests={"submit": 1, "status": 3, "result": 1},
+        at_least=0.2,
+    ),
     "429 burst on result": Case(
-        [on("result", status=429, retry_after=0.1, times=2)], requests={"submit": 1, "result": 3},
-        at_least=0.2),
+        [on("result", status=429, retry_after=0.1, times=2)],
+        requests={"submit": 1, "result": 3},
+        at_least=0.2,
+    ),
     "429 with a Retry-After beyond the cap": Case(
-        [on("submit", status=429, retry_after=120)], requests={"submit": 2}, at_least=0.5),
+        [on("submit", status=429, retry_after=120)], requests={"submit": 2}, at_least=0.5
+    ),
     "429 that persists": Case(
-        [on("submit", status=429, retry_after=0.05, times=-1)], "generate_video", VIDEO,
-        error=r"rate-limiting requests \(429\) after 4 attempts.*wait a minute", requests={"submit": 4}),
+        [on("submit", status=429, retry_after=0.05, times=-1)],
+        "generate_video",
+        VIDEO,
+        error=r"rate-limiting requests \(429\) after 4 attempts.*wait a minute",
+        requests={"submit": 4},
+    ),
     # 5xx: a submit that may have started a paid job is never repeated; 502-504 (not acted on) are
     "500 on submit": Case(
-        [on("submit", status=500)], "generate_music", MUSIC,
+        [on("submit", status=500)],
+        "generate_music",
+        MUSIC,
         error=r"server error \(500\) for CassetteAI/music-generator.*Try again later",
-        requests={"submit": 1}),
+        requests={"submit": 1},
+    ),
     "503 on submit": Case([on("submit", status=503, times=2)], requests={"submit": 3}),
     "500 on status": Case([on("status", status=500, times=2)], requests={"status": 3, "result": 1}),
     "500 on result": Case(
-        [on("result", status=500, times=2)], "generate_video", VIDEO, requests={"result": 3}),
+        [on("result", status=500, times=2)], "generate_video", VIDEO, requests={"result": 3}
+    ),
     "500 on status that persists": Case(
         [NEVER_FINISHES, on("status", status=500, times=-1)],
         error=r"server error \(500\) after 4 attempts.*The fal request was cancelled",
-        requests={"submit": 1, "status": 4, "cancel": 1}, cancelled=True),
+        requests={"submit": 1, "status": 4, "cancel": 1},
+        cancelled=True,
+    ),
     "500 on result that persists": Case(  # the job had finished: nothing to cancel
-        [on("result", status=502, times=-1)], error=r"server error \(502\) after 4 attempts",
-        requests={"result": 4, "cancel": 0}),
+        [on("result", status=502, times=-1)],
+        error=r"server error \(502\) after 4 attempts",
+        requests={"result": 4, "cancel": 0},
+    ),
     # dropped connections: retried where repeating is harmless
     "connection reset mid-poll": Case(
-        [on("status", reset=True)], "generate_music", MUSIC, requests={"status": 2, "result": 1}),
+        [on("status", reset=True)], "generate_music", MUSIC, requests={"status": 2, "result": 1}
+    ),
     "connection reset while following, persisting": Case(
         [NEVER_FINISHES, on("status", reset=True, times=-1)],
         error=r"Could not reach fal after 4 attempts.*The fal request was cancelled",
-        requests={"status": 4, "cancel": 1}, cancelled=True),
+        requests={"status": 4, "cancel": 1},
+        cancelled=True,
+    ),
     "connection reset on submit": Case(
-        [on("submit", reset=True)], error=r"Could not reach fal for fal-ai/flux/schnell",
-        requests={"submit": 1}),
+        [on("submit", reset=True)],
+        error=r"Could not reach fal for fal-ai/flux/schnell",
+        requests={"submit": 1},
+    ),
     # slow answers: waited for within the timeout, abandoned (and cancelled) past it
     "slow responses": Case(
         [on("submit", delay=0.3), on("status", delay=0.4), on("result", delay=0.3)],
-        requests={"submit": 1, "result": 1}, at_least=1.0),
+        requests={"submit": 1, "result": 1},
+        at_least=1.0,
+    ),
     "slow status past the timeout": Case(
-        [NEVER_FINISHES, on("status", delay=30, times=-1)], timeout=1,
+        [NEVER_FINISHES, on("status", delay=30, times=-1)],
+        timeout=1,
         error=r"did not finish within 1 s\. The fal request was cancelled",
-        requests={"cancel": 1}, cancelled=True),
+        requests={"cancel": 1},
+        cancelled=True,
+    ),
     "slow submit past the timeout": Case(
-        [on("submit", delay=30)], timeout=1, error=r"did not finish within 1 s\. Raise FAL_MCP_TIMEOUT"),
+        [on("submit", delay=30)], timeout=1, error=r"did not finish within 1 s\. Raise FAL_MCP_TIMEOUT"
+    ),
     # the job itself
     "model failure with details": Case(
         [{"outcome": "model_error", "message": "CUDA out of memory on GPU 3", "error_type": "runtime_error"}],
-        "generate_video", VIDEO, requests={"cancel": 0},
-        error=r"The model for fal-ai/fast-animatediff/text-to-video failed \(runtime_error\): CUDA out of"),
+        "generate_video",
+        VIDEO,
+        requests={"cancel": 0},
+        error=r"The model for fal-ai/fast-animatediff/text-to-video failed \(runtime_error\): CUDA out of",
+    ),
     "job stuck beyond the timeout": Case(
-        [NEVER_FINISHES], "generate_music", MUSIC, timeout=1, requests={"cancel": 1}, cancelled=True,
-        error=r"did not finish within 1 s\. The fal request was cancelled\. Raise FAL_MCP_TIMEOUT"),
+        [NEVER_FINISHES],
+        "generate_music",
+        MUSIC,
+        timeout=1,
+        requests={"cancel": 1},
+        cancelled=True,
+        error=r"did not finish within 1 s\. The fal request was cancelled\. Raise FAL_MCP_TIMEOUT",
+    ),
     "job stuck, and the cancel fails too": Case(
-        [NEVER_FINISHES, on("cancel", status=500, times=-1)], timeout=1, requests={"cancel": 4},
-        error=r"did not finish within 1 s\. Cancelling the fal request failed \(it may have finished"),
+        [NEVER_FINISHES, on("cancel", status=500, times=-1)],
+        timeout=1,
+        requests={"cancel": 4},
+        error=r"did not finish within 1 s\. Cancelling the fal request failed \(it may have finished",
+    ),
     # uploads (media inputs, and results made locally)
     "upload failure, retried": Case(
-        [on("upload", status=500, times=2)], "generate_image_from_image", IMAGE_FROM_DATA,
-        requests={"upload": 3, "submit": 1}),
+        [on("upload", status=500, times=2)],
+        "generate_image_from_image",
+        IMAGE_FROM_DATA,
+        requests={"upload": 3, "submit": 1},
+    ),
     "upload failure that persists": Case(  # per attempt, fal_client tries the CDN, then its storage
-        [on("upload", status=503, times=-1)], "generate_image_from_image", IMAGE_FROM_DATA,
+        [on("upload", status=503, times=-1)],
+        "generate_image_from_image",
+        IMAGE_FROM_DATA,
         error=r"image_url: .*server error \(503\) after 4 attempts for fal storage",
-        requests={"upload": 8, "submit": 0}),
+        requests={"upload": 8, "submit": 0},
+    ),
     "storage token failure": Case(  # fal_client falls back to its other storage
-        [on("token", status=500, times=-1)], "upscale_image", {"image_url": png_data_uri()},
-        requests={"token": 1, "submit": 1}),
+        [on("token", status=500, times=-1)],
+        "upscale_image",
+        {"image_url": png_data_uri()},
+        requests={"token": 1, "submit": 1},
+    ),
     # fal's platform API: the tools that use it fall back to what the packs know
     "platform API down": Case(
-        [on("platform", status=503, times=-1)], "list_models", {"category": "video"},
-        requests={"platform": 4}),
+        [on("platform", status=503, times=-1)], "list_models", {"category": "video"}, requests={"platform": 4}
+    ),
 }
 
 
@@ -150,7 +201,7 @@ async def test_fault(sandbox, registry, name):
         for rule in case.faults:
             sandbox.state.add_fault(**rule)
         started = time.monotonic()
-        with anyio.fail_after(case.timeout + SLACK + 5):  # the test's own guard, beyond the bound below
+        with anyio.fail_after(case.timeout + 60):  # a hang guard, not a timing assertion
             result = await table.call(case.tool, case.arguments)
         elapsed = time.monotonic() - started
     text = result.content[0].text
@@ -162,7 +213,9 @@ async def test_fault(sandbox, registry, name):
     assert {route: count_routes(sandbox, route) for route in case.requests} == case.requests
     expected_cancels = [sandbox.state.submissions[-1]["request_id"]] if case.cancelled else []
     assert sandbox.state.cancels == expected_cancels
-    assert case.at_least <= elapsed < case.timeout + SLACK, f"took {elapsed:.2f} s"
+    # A lower bound only (the sandbox's delays and Retry-After were honoured): a loaded machine can make a
+    # call slower, never faster. That a timeout fired is shown by the error message, not by a stopwatch.
+    assert elapsed >= case.at_least, f"took {elapsed:.2f} s"
 
 
 async def test_a_fault_leaves_the_next_call_unharmed(sandbox, registry):

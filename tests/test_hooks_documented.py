@@ -24,8 +24,11 @@ def section(text: str, hook: str) -> str | None:
     for line in lines:  # a "# comment" in a code block is not a heading
         fenced ^= line.startswith("```")
         in_code.append(fenced)
-    headings = [(i, len(m.group(1))) for i, line in enumerate(lines)
-                if not in_code[i] and (m := re.match(r"^(#+)\s", line))]
+    headings = [
+        (i, len(m.group(1)))
+        for i, line in enumerate(lines)
+        if not in_code[i] and (m := re.match(r"^(#+)\s", line))
+    ]
     for index, level in headings:
         if re.search(rf"\b{hook}\b", lines[index]):
             end = next((i for i, lvl in headings if i > index and lvl <= level), len(lines))
@@ -63,3 +66,11 @@ def test_hook_is_documented(hook):
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_is_exercised_by_a_test(hook):
     assert exercised_in(hook), f"no test or test pack under tests/ exercises {hook}"
+
+
+def test_hook_spec_examples_run():
+    """Each hook spec's docstring carries a short example; it must run as written."""
+    import doctest
+
+    results = doctest.testmod(hookspecs)
+    assert results.attempted >= len(HOOKS) and results.failed == 0

@@ -22,8 +22,16 @@ from .conftest import http_server, server_env
 
 TOKEN = "test-token-0123456789abcdef"
 HALF_OPEN = 1100
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -136,7 +144,8 @@ def test_half_open_connections_do_not_starve_health_or_mcp():
         stack.callback(lambda: [sock.close() for sock in held])
         with soft_open_files(1024):  # the server starts with this common default: it must raise its own
             process, base, addr = stack.enter_context(
-                serving(FAL_MCP_AUTH_TOKEN=TOKEN, FAL_MCP_HEADER_TIMEOUT=str(header_timeout)))
+                serving(FAL_MCP_AUTH_TOKEN=TOKEN, FAL_MCP_HEADER_TIMEOUT=str(header_timeout))
+            )
         files = server_open_files(process.pid)
         if files is not None and (hard == resource.RLIM_INFINITY or hard > 1024):
             assert files > 1024, "the server kept a 1024 open files limit"
@@ -144,7 +153,9 @@ def test_half_open_connections_do_not_starve_health_or_mcp():
         for index in range(HALF_OPEN):
             sock = socket.create_connection(addr, timeout=30)
             held.append(sock)
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: %s:%d\r\nX-Slow-%d: " % (addr[0].encode(), addr[1], index))
+            sock.sendall(
+                b"GET /health HTTP/1.1\r\nHost: %s:%d\r\nX-Slow-%d: " % (addr[0].encode(), addr[1], index)
+            )
         health = httpx.get(base + "/health", timeout=30)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         auth = {**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}
@@ -152,9 +163,17 @@ def test_half_open_connections_do_not_starve_health_or_mcp():
             assert http.post(base + "/mcp", json=INITIALIZE, headers=MCP_HEADERS).status_code == 401
             init = http.post(base + "/mcp", json=INITIALIZE, headers=auth)
             assert init.status_code == 200 and "serverInfo" in rpc_result(init)["result"]
-            session = {**auth, "Mcp-Session-Id": init.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
-            http.post(base + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
-            tools = http.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session)
+            session = {
+                **auth,
+                "Mcp-Session-Id": init.headers["mcp-session-id"],
+                "Mcp-Protocol-Version": "2025-11-25",
+            }
+            http.post(
+                base + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+            )
+            tools = http.post(
+                base + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session
+            )
             assert tools.status_code == 200 and rpc_result(tools)["result"]["tools"]
         held_open = sum(still_open(sock) for sock in held)
         if time.monotonic() - started < header_timeout - 0.5:  # no header deadline can have passed yet, so:
@@ -168,14 +187,18 @@ def test_half_open_connections_do_not_starve_health_or_mcp():
 def test_slow_body_is_answered_408_and_server_still_serves():
     with serving(FAL_MCP_BODY_TIMEOUT="0.5") as (_, base, addr):
         with socket.create_connection(addr, timeout=30) as sock:
-            sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json, text/event-stream"
-                         b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\":" % addr[1])
+            sock.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json, text/event-stream"
+                b'\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":' % addr[1]
+            )
             reply = read_to_eof(sock)
         assert reply.startswith(b"HTTP/1.1 408 "), reply
         # an app that answers before reading the body: the unread body is bounded too
         with socket.create_connection(addr, timeout=30) as sock:
-            sock.sendall(b"POST /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 1000\r\n\r\n0123456789"
-                         % addr[1])
+            sock.sendall(
+                b"POST /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 1000\r\n\r\n0123456789"
+                % addr[1]
+            )
             reply = read_to_eof(sock)
         # 405 (or 408, were the server too slow to answer first), then closed: read_to_eof returned
         assert reply.startswith((b"HTTP/1.1 405 ", b"HTTP/1.1 408 ")), reply
@@ -202,9 +225,11 @@ def test_when_every_connection_is_busy_a_new_request_gets_503():
             for _ in range(2):
                 sock = socket.create_connection(addr, timeout=30)
                 busy.append(sock)
-                sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json, "
-                             b"text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
-                             b"Expect: 100-continue\r\n\r\n" % addr[1])
+                sock.sendall(
+                    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json, "
+                    b"text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+                    b"Expect: 100-continue\r\n\r\n" % addr[1]
+                )
                 seen = b""
                 while b"\r\n\r\n" not in seen:  # the app is reading the body: a request in progress
                     chunk = sock.recv(1024)
@@ -224,9 +249,11 @@ def test_when_every_connection_is_busy_a_new_request_gets_503():
 def websocket_status(addr, path: str, host: str, token: str | None) -> tuple[int, bytes]:
     auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
     with socket.create_connection(addr, timeout=30) as sock:
-        sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
-                     % (path.encode(), host.encode(), auth))
+        sock.sendall(
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+            % (path.encode(), host.encode(), auth)
+        )
         reply = read_to_eof(sock)
     return int(reply.split(b" ", 2)[1]), reply
 
@@ -236,8 +263,13 @@ def test_websocket_upgrades_are_refused():
         local = f"127.0.0.1:{addr[1]}"
         for path in ("/mcp", "/health", "/"):
             for host, token, expected in [
-                ("evil.example", TOKEN, 421), ("evil.example", None, 421),
-                (local, None, 403 if path == "/health" else 401),  # /health needs no token, serves no websocket
+                ("evil.example", TOKEN, 421),
+                ("evil.example", None, 421),
+                (
+                    local,
+                    None,
+                    403 if path == "/health" else 401,
+                ),  # /health needs no token, serves no websocket
                 (local, "wrong", 403 if path == "/health" else 401),
                 (local, TOKEN, 403),
             ]:
@@ -267,19 +299,29 @@ async def test_guard_refuses_websockets_without_the_denial_extension_and_passes_
     assert called == ["lifespan", "http"]
 
 
-@pytest.mark.parametrize("name, value", [
-    ("FAL_MCP_HEADER_TIMEOUT", "soon"), ("FAL_MCP_HEADER_TIMEOUT", "0"), ("FAL_MCP_HEADER_TIMEOUT", "-1"),
-    ("FAL_MCP_HEADER_TIMEOUT", "nan"), ("FAL_MCP_BODY_TIMEOUT", "inf"), ("FAL_MCP_BODY_TIMEOUT", "30s"),
-    ("FAL_MCP_MAX_CONNECTIONS", "0"), ("FAL_MCP_MAX_CONNECTIONS", "many"), ("FAL_MCP_MAX_CONNECTIONS", "1.5"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("FAL_MCP_HEADER_TIMEOUT", "soon"),
+        ("FAL_MCP_HEADER_TIMEOUT", "0"),
+        ("FAL_MCP_HEADER_TIMEOUT", "-1"),
+        ("FAL_MCP_HEADER_TIMEOUT", "nan"),
+        ("FAL_MCP_BODY_TIMEOUT", "inf"),
+        ("FAL_MCP_BODY_TIMEOUT", "30s"),
+        ("FAL_MCP_MAX_CONNECTIONS", "0"),
+        ("FAL_MCP_MAX_CONNECTIONS", "many"),
+        ("FAL_MCP_MAX_CONNECTIONS", "1.5"),
+    ],
+)
 def test_bad_limit_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         HttpSettings.from_env({name: value})
 
 
 def test_limit_settings_are_read_and_a_bad_one_stops_the_cli():
-    settings = HttpSettings.from_env({"FAL_MCP_HEADER_TIMEOUT": "2.5", "FAL_MCP_BODY_TIMEOUT": "7",
-                                      "FAL_MCP_MAX_CONNECTIONS": "50"})
+    settings = HttpSettings.from_env(
+        {"FAL_MCP_HEADER_TIMEOUT": "2.5", "FAL_MCP_BODY_TIMEOUT": "7", "FAL_MCP_MAX_CONNECTIONS": "50"}
+    )
     assert (settings.header_timeout, settings.body_timeout, settings.max_connections) == (2.5, 7.0, 50)
     defaults = HttpSettings.from_env({})
     assert (defaults.header_timeout, defaults.body_timeout, defaults.max_connections) == (10.0, 30.0, 1000)
@@ -287,4 +329,3 @@ def test_limit_settings_are_read_and_a_bad_one_stops_the_cli():
     assert done.returncode == 2 and "FAL_MCP_HEADER_TIMEOUT" in done.stderr
     with serving(FAL_MCP_HEADER_TIMEOUT="0.25") as (_, base, _addr):
         assert_serves(base)
-

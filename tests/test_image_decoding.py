@@ -25,11 +25,22 @@ from .conftest import tool_table_for
 # Pillow warns about some damaged files (truncated TIFF tags, corrupt EXIF) and then reads or refuses them.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp",
-        "TIFF": "image/tiff", "BMP": "image/bmp"}
+MIME = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
 # Per format and tool: 6 formats x 15 = 90 damaged images a tool.
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
@@ -46,8 +57,8 @@ def png_chunks(data: bytes) -> list[tuple[int, bytes, bytes]]:
     """(offset, type, body) of each chunk of a PNG."""
     chunks, offset = [], 8
     while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        chunks.append((offset, kind, data[offset + 8:offset + 8 + length]))
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        chunks.append((offset, kind, data[offset + 8 : offset + 8 + length]))
         offset += 12 + length
     return chunks
 
@@ -65,7 +76,7 @@ def many_idat(data: bytes, size: int = 16) -> bytes:
     for _, kind, body in chunks:
         if kind == b"IDAT":
             if pixels:
-                out += [png_chunk(b"IDAT", pixels[i:i + size]) for i in range(0, len(pixels), size)]
+                out += [png_chunk(b"IDAT", pixels[i : i + size]) for i in range(0, len(pixels), size)]
                 pixels = b""
         else:
             out.append(png_chunk(kind, body))
@@ -100,19 +111,23 @@ def structure(fmt: str, data: bytes) -> list[int]:
     """Offsets of the bytes that hold a file's structure together: chunk lengths, types and CRCs
     (PNG), RIFF chunk headers (WebP), marker segment headers (JPEG), else the header."""
     if fmt == "PNG":
-        return [offset + i for offset, _, body in png_chunks(data)
-                for i in (*range(8), *range(len(body) + 8, len(body) + 12)) if offset + i < len(data)]
+        return [
+            offset + i
+            for offset, _, body in png_chunks(data)
+            for i in (*range(8), *range(len(body) + 8, len(body) + 12))
+            if offset + i < len(data)
+        ]
     if fmt == "WEBP":
         offsets, offset = list(range(min(12, len(data)))), 12
         while offset + 8 <= len(data):
             offsets += range(offset, offset + 8)
-            offset += 8 + (struct.unpack("<I", data[offset + 4:offset + 8])[0] + 1) // 2 * 2
+            offset += 8 + (struct.unpack("<I", data[offset + 4 : offset + 8])[0] + 1) // 2 * 2
         return offsets
     if fmt == "JPEG":
         offsets, offset = [], 2
         while offset + 4 <= len(data) and data[offset] == 0xFF and data[offset + 1] != 0xDA:
             offsets += range(offset, offset + 4)
-            offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+            offset += 2 + struct.unpack(">H", data[offset + 2 : offset + 4])[0]
         return offsets or [0]
     return list(range(min(64, len(data))))
 
@@ -128,11 +143,11 @@ def damaged(draw, fmt: str) -> bytes:
         kind = draw(st.sampled_from(["truncate", "flip", "garbage", "chunk"]))
         at = rng.randrange(len(data))
         if kind == "truncate":
-            data = data[:max(at, 1)]
+            data = data[: max(at, 1)]
         elif kind == "flip":
             data[at] ^= rng.randrange(1, 256)
         elif kind == "garbage":
-            data[at:at + rng.randrange(17)] = rng.randbytes(rng.randrange(1, 17))
+            data[at : at + rng.randrange(17)] = rng.randbytes(rng.randrange(1, 17))
         else:
             data[rng.choice(structure(fmt, bytes(data)) or [0])] ^= rng.randrange(1, 256)
     return bytes(data)
@@ -190,8 +205,12 @@ def test_resize_image_handles_damaged_images(portal, table, fmt):
     @FUZZ
     @given(damaged(fmt), st.sampled_from([("crop", "center"), ("crop", "content"), ("pad", "center")]))
     def check(data, mode):
-        arguments = {"image_url": data_uri(data, MIME[fmt]), "target_format": "instagram_story",
-                     "mode": mode[0], "crop_focus": mode[1]}
+        arguments = {
+            "image_url": data_uri(data, MIME[fmt]),
+            "target_format": "instagram_story",
+            "mode": mode[0],
+            "crop_focus": mode[1],
+        }
         assert_handled(call(portal, table, "resize_image", arguments), "image_url")
 
     check()
@@ -250,15 +269,19 @@ def strip(width: int, height: int) -> str:
     return data_uri(encoded(Image.new("RGB", (width, height), (200, 30, 30)), "PNG"))
 
 
-@pytest.mark.parametrize("base, overlay, scale, expected", [
-    # 1x60000 scaled to 8000 wide would be 8000x480000000: some 4 GB per megapixel row...
-    ((8000, 1), (1, 60_000), 1.0, "would be 8000x480000000 pixels"),
-    ((8000, 1), (1, 60_000), 0.15, "would be 1200x72000000 pixels"),
-    # under the pixel limit, but 100000 pixels tall
-    ((100, 100), (1, 1000), 1.0, "would be 100x100000 pixels"),
-])
-def test_compose_images_refuses_an_overlay_that_would_be_too_big(portal, table, allocations, base, overlay,
-                                                                 scale, expected):
+@pytest.mark.parametrize(
+    "base, overlay, scale, expected",
+    [
+        # 1x60000 scaled to 8000 wide would be 8000x480000000: some 4 GB per megapixel row...
+        ((8000, 1), (1, 60_000), 1.0, "would be 8000x480000000 pixels"),
+        ((8000, 1), (1, 60_000), 0.15, "would be 1200x72000000 pixels"),
+        # under the pixel limit, but 100000 pixels tall
+        ((100, 100), (1, 1000), 1.0, "would be 100x100000 pixels"),
+    ],
+)
+def test_compose_images_refuses_an_overlay_that_would_be_too_big(
+    portal, table, allocations, base, overlay, scale, expected
+):
     arguments = {"base_image_url": strip(*base), "overlay_image_url": strip(*overlay), "scale": scale}
     allocations.clear()  # making the inputs above does not count
     result = call(portal, table, "compose_images", arguments)
@@ -278,8 +301,9 @@ def test_within_the_limits_compose_images_still_works(portal, table, allocations
     assert max(width * height for width, height in allocations) <= MAX_PIXELS
 
 
-def test_inpaint_image_refuses_to_resize_a_mask_to_an_overlong_image(portal, portal_sandbox, table,
-                                                                     allocations):
+def test_inpaint_image_refuses_to_resize_a_mask_to_an_overlong_image(
+    portal, portal_sandbox, table, allocations
+):
     arguments = {"image_url": strip(1, 70_000), "mask_url": strip(4, 4), "prompt": "x"}
     allocations.clear()
     result = call(portal, table, "inpaint_image", arguments)
@@ -293,8 +317,12 @@ def test_inpaint_image_refuses_to_resize_a_mask_to_an_overlong_image(portal, por
 
 def test_an_encoder_refusing_the_result_names_the_inputs(portal, table):
     # Under every limit here, but WebP cannot hold a side over 16383 pixels.
-    result = call(portal, table, "compose_images", {
-        "base_image_url": strip(20_000, 1), "overlay_image_url": strip(4, 4), "output_format": "webp"})
+    result = call(
+        portal,
+        table,
+        "compose_images",
+        {"base_image_url": strip(20_000, 1), "overlay_image_url": strip(4, 4), "output_format": "webp"},
+    )
     text = result.content[0].text
     assert result.is_error and "Internal error" not in text, text
     assert "base_image_url and overlay_image_url: the image could not be processed (ValueError" in text
@@ -309,10 +337,14 @@ def test_a_pillow_error_on_an_input_names_that_input(portal, table, monkeypatch)
         return image.convert("RGBA")
 
     monkeypatch.setattr(_common, "normalised", broken)
-    result = call(portal, table, "compose_images", {"base_image_url": VALID, "overlay_image_url": strip(5, 5)})
+    result = call(
+        portal, table, "compose_images", {"base_image_url": VALID, "overlay_image_url": strip(5, 5)}
+    )
     text = result.content[0].text
-    assert result.is_error and text == "overlay_image_url: the image could not be processed " \
-                                       "(SyntaxError: bad palette)", text
+    assert (
+        result.is_error
+        and text == "overlay_image_url: the image could not be processed (SyntaxError: bad palette)"
+    ), text
 
 
 # -- previews of fal's outputs ---------------------------------------------------------------------
@@ -353,14 +385,23 @@ def test_make_preview_raises_only_media_error(fmt):
     check()
 
 
-
 @pytest.mark.parametrize("fmt", ["ICO", "PDF", "EPS"])
 def test_formats_outside_the_list_are_not_decoded(portal, table, fmt):
     """ICO learns its real size only while decoding; EPS and PDF would go to Ghostscript: refused before."""
-    data = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n" if fmt == "EPS"
-            else encoded(picture((32, 32)), fmt))
-    result = call(portal, table, "compose_images", {"base_image_url": data_uri(data, "image/x-icon"),
-                                                    "overlay_image_url": data_uri(encoded(picture(), "PNG"))})
+    data = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+        if fmt == "EPS"
+        else encoded(picture((32, 32)), fmt)
+    )
+    result = call(
+        portal,
+        table,
+        "compose_images",
+        {
+            "base_image_url": data_uri(data, "image/x-icon"),
+            "overlay_image_url": data_uri(encoded(picture(), "PNG")),
+        },
+    )
     assert result.is_error and "base_image_url" in result.content[0].text, result.content[0].text
     assert "formats read here" in result.content[0].text
     assert_still_serving(portal, table)

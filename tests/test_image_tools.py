@@ -80,34 +80,57 @@ async def call_ok(tool_table, name, args):
 
 SCENE = {
     "scene": "a quiet harbour at dawn",
-    "subjects": [{"type": "fishing boat", "description": "red hull", "pose": "moored",
-                  "position": "foreground"}, {"type": "lighthouse"}],
-    "style": "watercolour", "color_palette": ["#F80", "#1e90ff"], "lighting": "golden hour", "mood": "calm",
-    "background": "misty hills", "composition": "rule of thirds",
-    "camera": {"angle": "eye level", "distance": "wide shot", "focus": "sharp throughout", "lens": "35mm",
-               "f_number": 8, "iso": 100},
-    "effects": ["film grain"], "negative_prompt": "people", "image_size": "square", "num_images": 2,
+    "subjects": [
+        {"type": "fishing boat", "description": "red hull", "pose": "moored", "position": "foreground"},
+        {"type": "lighthouse"},
+    ],
+    "style": "watercolour",
+    "color_palette": ["#F80", "#1e90ff"],
+    "lighting": "golden hour",
+    "mood": "calm",
+    "background": "misty hills",
+    "composition": "rule of thirds",
+    "camera": {
+        "angle": "eye level",
+        "distance": "wide shot",
+        "focus": "sharp throughout",
+        "lens": "35mm",
+        "f_number": 8,
+        "iso": 100,
+    },
+    "effects": ["film grain"],
+    "negative_prompt": "people",
+    "image_size": "square",
+    "num_images": 2,
     "seed": 9,
 }
-SENTENCES = ("A quiet harbour at dawn. In the foreground: fishing boat, red hull, moored. "
-             "Subject: lighthouse. Background: misty hills. Composition: rule of thirds. "
-             "Camera: wide shot, eye level, 35mm lens, f/8, ISO 100, sharp throughout. "
-             "Lighting: golden hour. Mood: calm. Colour palette: orange (#f80), blue (#1e90ff). "
-             "Style: watercolour. Effects: film grain.")
-KEYWORDS = ("watercolour, a quiet harbour at dawn, fishing boat, red hull, moored in the foreground, "
-            "lighthouse, misty hills, golden hour, calm mood, orange (#f80), blue (#1e90ff), rule of thirds, "
-            "wide shot, eye level, 35mm lens, f/8, ISO 100, sharp throughout, film grain")
+SENTENCES = (
+    "A quiet harbour at dawn. In the foreground: fishing boat, red hull, moored. "
+    "Subject: lighthouse. Background: misty hills. Composition: rule of thirds. "
+    "Camera: wide shot, eye level, 35mm lens, f/8, ISO 100, sharp throughout. "
+    "Lighting: golden hour. Mood: calm. Colour palette: orange (#f80), blue (#1e90ff). "
+    "Style: watercolour. Effects: film grain."
+)
+KEYWORDS = (
+    "watercolour, a quiet harbour at dawn, fishing boat, red hull, moored in the foreground, "
+    "lighthouse, misty hills, golden hour, calm mood, orange (#f80), blue (#1e90ff), rule of thirds, "
+    "wide shot, eye level, 35mm lens, f/8, ISO 100, sharp throughout, film grain"
+)
 
 
-@pytest.mark.parametrize("model, endpoint, prompt, negative", [
-    ("flux_schnell", "fal-ai/flux/schnell", SENTENCES, False),
-    ("flux_dev", "fal-ai/flux/dev", SENTENCES, False),
-    ("flux_pro", "fal-ai/flux-pro/v1.1", SENTENCES, False),
-    ("sdxl", "fal-ai/fast-sdxl", KEYWORDS, True),
-    ("stable_diffusion", "fal-ai/stable-diffusion-v35-large", SENTENCES, True),
-])
-async def test_structured_scene_becomes_the_prompt_for_each_model(tool_table, fast, model, endpoint, prompt,
-                                                                  negative):
+@pytest.mark.parametrize(
+    "model, endpoint, prompt, negative",
+    [
+        ("flux_schnell", "fal-ai/flux/schnell", SENTENCES, False),
+        ("flux_dev", "fal-ai/flux/dev", SENTENCES, False),
+        ("flux_pro", "fal-ai/flux-pro/v1.1", SENTENCES, False),
+        ("sdxl", "fal-ai/fast-sdxl", KEYWORDS, True),
+        ("stable_diffusion", "fal-ai/stable-diffusion-v35-large", SENTENCES, True),
+    ],
+)
+async def test_structured_scene_becomes_the_prompt_for_each_model(
+    tool_table, fast, model, endpoint, prompt, negative
+):
     output, text = await call_ok(tool_table, "generate_image_structured", {**SCENE, "model": model})
     submitted = fast.state.submissions[-1]
     expected = {"prompt": prompt, "image_size": "square_hd", "num_images": 2, "seed": 9}
@@ -119,15 +142,33 @@ async def test_structured_scene_becomes_the_prompt_for_each_model(tool_table, fa
     assert ("negative_prompt was not sent" in text) is not negative
 
 
-@pytest.mark.parametrize("model, endpoint, expected, notes", [
-    ("flux_dev_i2i", "fal-ai/flux/dev/image-to-image",
-     {"prompt": "as a pencil sketch", "num_images": 2, "strength": 0.6, "seed": 4}, ["negative_prompt"]),
-    ("kontext", "fal-ai/flux-pro/kontext",
-     {"prompt": "as a pencil sketch", "num_images": 2, "seed": 4}, ["strength", "negative_prompt"]),
-])
+@pytest.mark.parametrize(
+    "model, endpoint, expected, notes",
+    [
+        (
+            "flux_dev_i2i",
+            "fal-ai/flux/dev/image-to-image",
+            {"prompt": "as a pencil sketch", "num_images": 2, "strength": 0.6, "seed": 4},
+            ["negative_prompt"],
+        ),
+        (
+            "kontext",
+            "fal-ai/flux-pro/kontext",
+            {"prompt": "as a pencil sketch", "num_images": 2, "seed": 4},
+            ["strength", "negative_prompt"],
+        ),
+    ],
+)
 async def test_image_from_image_inputs(tool_table, fast, uploaded, model, endpoint, expected, notes):
-    args = {"image_url": uploaded["image"], "prompt": "as a pencil sketch", "model": model, "strength": 0.6,
-            "num_images": 2, "negative_prompt": "colour", "seed": 4}
+    args = {
+        "image_url": uploaded["image"],
+        "prompt": "as a pencil sketch",
+        "model": model,
+        "strength": 0.6,
+        "num_images": 2,
+        "negative_prompt": "colour",
+        "seed": 4,
+    }
     output, text = await call_ok(tool_table, "generate_image_from_image", args)
     submitted = fast.state.submissions[-1]
     assert submitted["endpoint_id"] == endpoint
@@ -136,25 +177,35 @@ async def test_image_from_image_inputs(tool_table, fast, uploaded, model, endpoi
     assert all(f"{name} was not sent" in text for name in notes)
 
 
-@pytest.mark.parametrize("model, variant", [
-    ("birefnet", "General Use (Light)"), ("birefnet_heavy", "General Use (Heavy)"),
-    ("birefnet_portrait", "Portrait"),
-])
+@pytest.mark.parametrize(
+    "model, variant",
+    [
+        ("birefnet", "General Use (Light)"),
+        ("birefnet_heavy", "General Use (Heavy)"),
+        ("birefnet_portrait", "Portrait"),
+    ],
+)
 async def test_remove_background_inputs(tool_table, fast, uploaded, model, variant):
-    output, text = await call_ok(tool_table, "remove_background",
-                                 {"image_url": uploaded["image"], "model": model, "output_format": "webp"})
+    output, text = await call_ok(
+        tool_table,
+        "remove_background",
+        {"image_url": uploaded["image"], "model": model, "output_format": "webp"},
+    )
     submitted = fast.state.submissions[-1]
     assert submitted["endpoint_id"] == "fal-ai/birefnet/v2"
     assert submitted["input"] == {"image_url": uploaded["image"], "model": variant, "output_format": "webp"}
     assert output["files"][0]["content_type"] == "image/webp" and "WEBP, with an alpha channel" in text
 
 
-@pytest.mark.parametrize("model, scale, endpoint, factor", [
-    ("clarity", None, "fal-ai/clarity-upscaler", 2),
-    ("clarity", 4, "fal-ai/clarity-upscaler", 4),
-    ("aura_sr", None, "fal-ai/aura-sr", 4),
-    ("aura_sr", 4, "fal-ai/aura-sr", 4),
-])
+@pytest.mark.parametrize(
+    "model, scale, endpoint, factor",
+    [
+        ("clarity", None, "fal-ai/clarity-upscaler", 2),
+        ("clarity", 4, "fal-ai/clarity-upscaler", 4),
+        ("aura_sr", None, "fal-ai/aura-sr", 4),
+        ("aura_sr", 4, "fal-ai/aura-sr", 4),
+    ],
+)
 async def test_upscale_inputs(tool_table, fast, uploaded, model, scale, endpoint, factor):
     args = {"image_url": uploaded["image"], "model": model, **({"scale": scale} if scale else {})}
     output, text = await call_ok(tool_table, "upscale_image", args)
@@ -166,14 +217,22 @@ async def test_upscale_inputs(tool_table, fast, uploaded, model, scale, endpoint
     assert f"300x200 x{factor} -> {300 * factor}x{200 * factor}" in text and output["notes"] == []
 
 
-@pytest.mark.parametrize("model, endpoint, image_field", [
-    ("flux_2_edit", "fal-ai/flux-2/edit", "image_urls"),
-    ("kontext", "fal-ai/flux-pro/kontext", "image_url"),
-    ("fal-ai/flux-pro/kontext", "fal-ai/flux-pro/kontext", "image_url"),  # by endpoint id
-])
+@pytest.mark.parametrize(
+    "model, endpoint, image_field",
+    [
+        ("flux_2_edit", "fal-ai/flux-2/edit", "image_urls"),
+        ("kontext", "fal-ai/flux-pro/kontext", "image_url"),
+        ("fal-ai/flux-pro/kontext", "fal-ai/flux-pro/kontext", "image_url"),  # by endpoint id
+    ],
+)
 async def test_edit_inputs(tool_table, fast, uploaded, model, endpoint, image_field):
-    args = {"image_url": uploaded["image"], "instruction": "add snow", "model": model, "strength": 0.4,
-            "seed": 1}
+    args = {
+        "image_url": uploaded["image"],
+        "instruction": "add snow",
+        "model": model,
+        "strength": 0.4,
+        "seed": 1,
+    }
     output, text = await call_ok(tool_table, "edit_image", args)
     submitted = fast.state.submissions[-1]
     image = [uploaded["image"]] if image_field == "image_urls" else uploaded["image"]
@@ -183,17 +242,32 @@ async def test_edit_inputs(tool_table, fast, uploaded, model, endpoint, image_fi
     assert output["prompt"] == "add snow"
 
 
-@pytest.mark.parametrize("model, endpoint, reference", [
-    ("kontext_inpaint", "fal-ai/flux-kontext-lora/inpaint", True),
-    ("flux_inpaint", "fal-ai/flux-lora/inpainting", False),
-])
+@pytest.mark.parametrize(
+    "model, endpoint, reference",
+    [
+        ("kontext_inpaint", "fal-ai/flux-kontext-lora/inpaint", True),
+        ("flux_inpaint", "fal-ai/flux-lora/inpainting", False),
+    ],
+)
 async def test_inpaint_inputs(tool_table, fast, uploaded, model, endpoint, reference):
-    args = {"image_url": uploaded["image"], "mask_url": uploaded["mask"], "prompt": "a cat", "model": model,
-            "negative_prompt": "dog", "strength": 0.7, "seed": 2}
+    args = {
+        "image_url": uploaded["image"],
+        "mask_url": uploaded["mask"],
+        "prompt": "a cat",
+        "model": model,
+        "negative_prompt": "dog",
+        "strength": 0.7,
+        "seed": 2,
+    }
     output, _ = await call_ok(tool_table, "inpaint_image", args)
     submitted = fast.state.submissions[-1]
-    expected = {"image_url": uploaded["image"], "mask_url": uploaded["mask"], "prompt": "a cat",
-                "strength": 0.7, "seed": 2}
+    expected = {
+        "image_url": uploaded["image"],
+        "mask_url": uploaded["mask"],
+        "prompt": "a cat",
+        "strength": 0.7,
+        "seed": 2,
+    }
     if reference:  # kontext inpaint requires one: the image itself
         expected["reference_image_url"] = uploaded["image"]
     assert submitted["endpoint_id"] == endpoint and submitted["input"] == expected
@@ -201,15 +275,29 @@ async def test_inpaint_inputs(tool_table, fast, uploaded, model, endpoint, refer
 
 
 async def test_outpaint_input_reaches_the_target_aspect(tool_table, fast, uploaded):
-    output, text = await call_ok(tool_table, "resize_image", {
-        "image_url": uploaded["image"], "target_format": "instagram_post", "background_prompt": "more sea",
-        "seed": 5})
+    output, text = await call_ok(
+        tool_table,
+        "resize_image",
+        {
+            "image_url": uploaded["image"],
+            "target_format": "instagram_post",
+            "background_prompt": "more sea",
+            "seed": 5,
+        },
+    )
     submitted = fast.state.submissions[-1]
     # 300x200 -> square: 100 rows more, split top and bottom; zoom-out off (fal's default is 20%).
     assert submitted["endpoint_id"] == "fal-ai/image-apps-v2/outpaint"
-    assert submitted["input"] == {"image_url": uploaded["image"], "expand_left": 0, "expand_right": 0,
-                                  "expand_top": 50, "expand_bottom": 50, "zoom_out_percentage": 0,
-                                  "prompt": "more sea", "seed": 5}
+    assert submitted["input"] == {
+        "image_url": uploaded["image"],
+        "expand_left": 0,
+        "expand_right": 0,
+        "expand_top": 50,
+        "expand_bottom": 50,
+        "zoom_out_percentage": 0,
+        "prompt": "more sea",
+        "seed": 5,
+    }
     assert output["model"] == "outpaint" and output["prompt"] == "more sea"
     assert (output["files"][0]["width"], output["files"][0]["height"]) == (1080, 1080)
     assert "fal returned 300x300" in text
@@ -219,8 +307,11 @@ async def test_outpaint_input_reaches_the_target_aspect(tool_table, fast, upload
 
 
 async def test_a_mask_of_another_size_is_resized_and_uploaded(tool_table, fast, uploaded):
-    output, text = await call_ok(tool_table, "inpaint_image", {
-        "image_url": uploaded["image"], "mask_url": uploaded["small_mask"], "prompt": "a cat"})
+    output, text = await call_ok(
+        tool_table,
+        "inpaint_image",
+        {"image_url": uploaded["image"], "mask_url": uploaded["small_mask"], "prompt": "a cat"},
+    )
     sent = fast.state.submissions[-1]["input"]["mask_url"]
     assert sent != uploaded["small_mask"] and sent in text
     assert "the mask was 150x100, the image 300x200" in output["notes"][0]
@@ -263,9 +354,11 @@ def test_colour_names_and_prompt_shapes():
 
 
 def test_loading_the_pack_does_not_import_pillow():
-    code = ("import sys; from fal_mcp.plugins import load_plugins; from fal_mcp.config import Settings; "
-            "r = load_plugins(Settings.from_env({})); assert 'compose_images' in r.tools; "
-            "print(sorted(m for m in sys.modules if m == 'PIL' or m.startswith('PIL.')))")
+    code = (
+        "import sys; from fal_mcp.plugins import load_plugins; from fal_mcp.config import Settings; "
+        "r = load_plugins(Settings.from_env({})); assert 'compose_images' in r.tools; "
+        "print(sorted(m for m in sys.modules if m == 'PIL' or m.startswith('PIL.')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -280,10 +373,16 @@ BAD = [
     ("generate_image_structured", {"scene": "  "}, "scene"),
     ("generate_image_structured", {"scene": "x", "color_palette": ["red"]}, "color_palette.0"),
     ("generate_image_structured", {"scene": "x", "color_palette": ["#fff", "#12345"]}, "color_palette.1"),
-    ("generate_image_structured", {"scene": "x", "subjects": [{"type": "cat", "position": "sky"}]},
-     "subjects.0.position"),
-    ("generate_image_structured", {"scene": "x", "subjects": [{"description": "no type"}]},
-     "subjects.0.type"),
+    (
+        "generate_image_structured",
+        {"scene": "x", "subjects": [{"type": "cat", "position": "sky"}]},
+        "subjects.0.position",
+    ),
+    (
+        "generate_image_structured",
+        {"scene": "x", "subjects": [{"description": "no type"}]},
+        "subjects.0.type",
+    ),
     ("generate_image_structured", {"scene": "x", "camera": {"iso": 1}}, "camera.iso"),
     ("generate_image_structured", {"scene": "x", "camera": {"shutter": "1/100"}}, "camera.shutter"),
     ("generate_image_structured", {"scene": "x", "effects": [""]}, "effects.0"),
@@ -351,39 +450,51 @@ async def test_generation_tools_end_to_end_over_stdio(e2e_sandbox):
         assert tools["upscale_image"].input_schema["properties"]["model"]["enum"] == ["clarity", "aura_sr"]
         assert tools["edit_image"].input_schema["properties"]["model"]["default"] == "flux_2_edit"
 
-        output, images, _ = await call_stdio(client, "generate_image_structured", {
-            "scene": "a lighthouse at dawn", "subjects": [{"type": "gull", "position": "foreground"}],
-            "color_palette": ["#fff"], "image_size": "portrait_3_4"})
+        output, images, _ = await call_stdio(
+            client,
+            "generate_image_structured",
+            {
+                "scene": "a lighthouse at dawn",
+                "subjects": [{"type": "gull", "position": "foreground"}],
+                "color_palette": ["#fff"],
+                "image_size": "portrait_3_4",
+            },
+        )
         assert images[0].size == (768, 1024)
         assert e2e_sandbox.state.submissions[-1]["input"]["prompt"] == output["prompt"]
         assert output["prompt"].startswith("A lighthouse at dawn. In the foreground: gull.")
 
-        output, images, _ = await call_stdio(client, "generate_image_from_image",
-                                             {"image_url": image, "prompt": "a sketch", "strength": 0.5})
+        output, images, _ = await call_stdio(
+            client, "generate_image_from_image", {"image_url": image, "prompt": "a sketch", "strength": 0.5}
+        )
         assert images[0].size == (300, 200) and output["endpoint"] == "fal-ai/flux/dev/image-to-image"
 
         for model, scale in [("clarity", 2), ("clarity", 4), ("aura_sr", 4)]:
-            output, images, text = await call_stdio(client, "upscale_image",
-                                                    {"image_url": image, "model": model, "scale": scale})
+            output, images, text = await call_stdio(
+                client, "upscale_image", {"image_url": image, "model": model, "scale": scale}
+            )
             assert images[0].size == (300 * scale, 200 * scale) and output["notes"] == []
             assert e2e_sandbox.state.submissions[-1]["input"]["upscale_factor"] == scale
 
         for output_format in ("png", "webp"):
-            output, images, text = await call_stdio(client, "remove_background",
-                                                    {"image_url": image, "output_format": output_format})
+            output, images, text = await call_stdio(
+                client, "remove_background", {"image_url": image, "output_format": output_format}
+            )
             cutout = images[0]
             assert cutout.format == output_format.upper() and cutout.mode == "RGBA"
             alpha = cutout.getchannel("A")
             assert alpha.getextrema() == (0, 255)  # really transparent somewhere, opaque elsewhere
             assert f"{output_format.upper()}, with an alpha channel" in text
 
-        output, images, _ = await call_stdio(client, "edit_image",
-                                             {"image_url": image, "instruction": "add snow"})
+        output, images, _ = await call_stdio(
+            client, "edit_image", {"image_url": image, "instruction": "add snow"}
+        )
         assert images[0].size == (300, 200) and output["model"] == "flux_2_edit"
 
         small_mask = data_uri(Image.new("L", (150, 100), 255))
-        output, images, _ = await call_stdio(client, "inpaint_image",
-                                             {"image_url": image, "mask_url": small_mask, "prompt": "a boat"})
+        output, images, _ = await call_stdio(
+            client, "inpaint_image", {"image_url": image, "mask_url": small_mask, "prompt": "a boat"}
+        )
         assert images[0].size == (300, 200) and "resized to match" in output["notes"][0]
         sent = e2e_sandbox.state.submissions[-1]["input"]
         assert sent["reference_image_url"] == sent["image_url"]
@@ -396,10 +507,15 @@ async def test_local_tools_end_to_end_over_stdio(e2e_sandbox):
     image = data_uri(picture())
     base = Image.new("RGB", (400, 300), BLUE)
     async with stdio_client(["serve"], server_env(dict(e2e_sandbox.env()))) as client:
-        cases = [("instagram_story", None, "extend"), ("youtube_thumbnail", None, "extend"),
-                 ("pinterest_pin", None, "crop"), ("linkedin_post", None, "pad"),
-                 ("custom", (333, 777), "crop"), ("custom", (640, 200), "pad"),
-                 ("custom", (450, 300), "extend")]
+        cases = [
+            ("instagram_story", None, "extend"),
+            ("youtube_thumbnail", None, "extend"),
+            ("pinterest_pin", None, "crop"),
+            ("linkedin_post", None, "pad"),
+            ("custom", (333, 777), "crop"),
+            ("custom", (640, 200), "pad"),
+            ("custom", (450, 300), "extend"),
+        ]
         for target, custom, mode in cases:
             args = {"image_url": image, "target_format": target, "mode": mode, "crop_focus": "content"}
             if custom:
@@ -413,9 +529,18 @@ async def test_local_tools_end_to_end_over_stdio(e2e_sandbox):
         assert "nothing generated" in text
 
         # pad: the bars are the colour asked for, the picture sits in the middle
-        output, images, _ = await call_stdio(client, "resize_image", {
-            "image_url": image, "target_format": "custom", "width": 300, "height": 400, "mode": "pad",
-            "background_color": "#ff0000"})
+        output, images, _ = await call_stdio(
+            client,
+            "resize_image",
+            {
+                "image_url": image,
+                "target_format": "custom",
+                "width": 300,
+                "height": 400,
+                "mode": "pad",
+                "background_color": "#ff0000",
+            },
+        )
         padded = images[0].convert("RGB")
         assert padded.getpixel((150, 10)) == RED and padded.getpixel((150, 390)) == RED
         assert padded.getpixel((290, 200)) == (40, 90, 160)
@@ -430,8 +555,12 @@ async def test_local_tools_end_to_end_over_stdio(e2e_sandbox):
             "custom": ({"position": "custom", "x": 7, "y": 33}, (7, 33, 57, 83)),
         }
         for name, (extra, box) in placements.items():
-            args = {"base_image_url": data_uri(base), "overlay_image_url": data_uri(half_transparent_logo()),
-                    "scale": 0.25, **extra}
+            args = {
+                "base_image_url": data_uri(base),
+                "overlay_image_url": data_uri(half_transparent_logo()),
+                "scale": 0.25,
+                **extra,
+            }
             output, images, _ = await call_stdio(client, "compose_images", args)
             composed = images[0]
             assert composed.size == (400, 300) and composed.format == "PNG", name
@@ -440,8 +569,16 @@ async def test_local_tools_end_to_end_over_stdio(e2e_sandbox):
             assert composed.getpixel((box[0] + 25, box[1] + 25))[:3] == RED
             assert output["endpoint"] == "local/pillow" and output["request_id"].startswith("local-")
 
-        output, images, _ = await call_stdio(client, "compose_images", {
-            "base_image_url": data_uri(base), "overlay_image_url": data_uri(half_transparent_logo()),
-            "scale": 0.25, "opacity": 0.5, "output_format": "jpeg"})
+        output, images, _ = await call_stdio(
+            client,
+            "compose_images",
+            {
+                "base_image_url": data_uri(base),
+                "overlay_image_url": data_uri(half_transparent_logo()),
+                "scale": 0.25,
+                "opacity": 0.5,
+                "output_format": "jpeg",
+            },
+        )
         red, _, blue = images[0].convert("RGB").getpixel((305, 255))
         assert images[0].format == "JPEG" and abs(red - 128) <= 6 and abs(blue - 127) <= 6

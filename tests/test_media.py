@@ -28,14 +28,24 @@ class MediaArgs(ToolInput):
 
 
 async def echo_urls(args: MediaArgs, ctx) -> ToolResult:
-    return ToolResult("ok", {"image_url": args.image_url, "mask_url": args.mask_url, "extra_urls": args.extra_urls})
+    return ToolResult(
+        "ok", {"image_url": args.image_url, "mask_url": args.mask_url, "extra_urls": args.extra_urls}
+    )
 
 
 @pytest.fixture
 async def media_table(sandbox, tmp_path):
     registry = Registry()
-    registry.add(Pack("t", "fal-mcp-t", "1"), Contributions(tools=[
-        Tool("echo_urls", "Echo URLs", "Echo resolved URLs.", MediaArgs, echo_urls, category="utility")]))
+    registry.add(
+        Pack("t", "fal-mcp-t", "1"),
+        Contributions(
+            tools=[
+                Tool(
+                    "echo_urls", "Echo URLs", "Echo resolved URLs.", MediaArgs, echo_urls, category="utility"
+                )
+            ]
+        ),
+    )
     (tmp_path / "allowed").mkdir()
     settings = sandbox_settings(sandbox, FAL_MCP_ALLOWED_DIRS=str(tmp_path / "allowed"))
     async with FalGateway(settings) as gateway:
@@ -59,8 +69,14 @@ async def test_local_paths_and_data_uris_become_fal_urls(media_table, sandbox, t
     (allowed / "sub").mkdir()
     (allowed / "sub" / "mask.png").write_bytes(png_bytes(color=(255, 255, 255)))
     data_uri = "data:image/png;base64," + base64.b64encode(png_bytes(color=(1, 2, 3))).decode()
-    result = await media_table.call("echo_urls", {"image_url": str(allowed / "in.png"), "mask_url": "sub/mask.png",
-                                                  "extra_urls": [data_uri, "https://example.com/a.png"]})
+    result = await media_table.call(
+        "echo_urls",
+        {
+            "image_url": str(allowed / "in.png"),
+            "mask_url": "sub/mask.png",
+            "extra_urls": [data_uri, "https://example.com/a.png"],
+        },
+    )
     assert not result.is_error, result.content[0].text
     out = result.structured_content
     assert out["image_url"].startswith(sandbox.base_url + "/cdn/")
@@ -74,8 +90,21 @@ async def test_local_paths_and_data_uris_become_fal_urls(media_table, sandbox, t
     assert len([r for r in sandbox.state.requests if r["route"] == "upload"]) == uploads  # cached by content
 
 
-@pytest.mark.parametrize("case", ["outside", "dotdot", "symlink", "hidden_dir", "hidden_file", "nul", "file_url",
-                                  "missing", "directory", "bad_data"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "outside",
+        "dotdot",
+        "symlink",
+        "hidden_dir",
+        "hidden_file",
+        "nul",
+        "file_url",
+        "missing",
+        "directory",
+        "bad_data",
+    ],
+)
 async def test_refused_local_paths_say_why(media_table, sandbox, tmp_path, case):
     allowed = tmp_path / "allowed"
     secret = tmp_path / "secret.png"
@@ -96,7 +125,9 @@ async def test_refused_local_paths_say_why(media_table, sandbox, tmp_path, case)
         "directory": (str(allowed), "not a file"),
         "bad_data": ("data:image/png;base64,@@@", "malformed"),
     }[case]
-    result = await media_table.call("echo_urls", {"image_url": "https://example.com/x.png", "extra_urls": [value]})
+    result = await media_table.call(
+        "echo_urls", {"image_url": "https://example.com/x.png", "extra_urls": [value]}
+    )
     assert result.is_error
     text = result.content[0].text
     assert "extra_urls[0]:" in text and expected in text, text
@@ -107,8 +138,12 @@ async def test_refused_local_paths_say_why(media_table, sandbox, tmp_path, case)
 
 async def test_size_limit_on_local_files(sandbox, tmp_path):
     registry = Registry()
-    registry.add(Pack("t", "fal-mcp-t", "1"), Contributions(tools=[
-        Tool("echo_urls", "Echo URLs", "Echo.", MediaArgs, echo_urls, category="utility")]))
+    registry.add(
+        Pack("t", "fal-mcp-t", "1"),
+        Contributions(
+            tools=[Tool("echo_urls", "Echo URLs", "Echo.", MediaArgs, echo_urls, category="utility")]
+        ),
+    )
     (tmp_path / "big.bin").write_bytes(b"x" * 3000)
     settings = sandbox_settings(sandbox, FAL_MCP_ALLOWED_DIRS=str(tmp_path), FAL_MCP_MAX_UPLOAD_MB="0.001")
     async with FalGateway(settings) as gateway:
@@ -116,9 +151,20 @@ async def test_size_limit_on_local_files(sandbox, tmp_path):
     assert result.is_error and "more than the limit" in result.content[0].text
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.1/x.png", "http://169.254.169.254/latest", "http://[::1]:80/x",
-                                 "http://2130706433/x", "http://0x7f000001/x", "ftp://example.com/x",
-                                 "gopher://example.com/x", "file:///etc/passwd", "http://localhost:1/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/x.png",
+        "http://169.254.169.254/latest",
+        "http://[::1]:80/x",
+        "http://2130706433/x",
+        "http://0x7f000001/x",
+        "ftp://example.com/x",
+        "gopher://example.com/x",
+        "file:///etc/passwd",
+        "http://localhost:1/x",
+    ],
+)
 async def test_fetch_refuses_private_addresses_and_other_schemes(url):
     with pytest.raises(MediaError):
         await check_url(url, trusted_urls=["http://127.0.0.1:9999/queue"])
@@ -171,11 +217,16 @@ async def test_outputs_are_saved_once_without_overwriting(sandbox, registry, tmp
         files = result.structured_content["files"]
         request_id = result.structured_content["request_id"]
         saved = sorted(out.iterdir())
-        assert [p.name for p in saved] == [f"generate_image_{request_id}_0.jpg", f"generate_image_{request_id}_1.jpg"]
+        assert [p.name for p in saved] == [
+            f"generate_image_{request_id}_0.jpg",
+            f"generate_image_{request_id}_1.jpg",
+        ]
         for file in files:
             assert file["local_path"] and Image.open(file["local_path"]).size == (1024, 576)
         assert f"Saved: {files[0]['local_path']}" in result.content[0].text
-        local_links = [c for c in result.content if c.type == "resource_link" and str(c.uri).startswith("file:")]
+        local_links = [
+            c for c in result.content if c.type == "resource_link" and str(c.uri).startswith("file:")
+        ]
         assert len(local_links) == 2
         # an output is written once: saving it again keeps the file there, never a second copy
         from fal_mcp.delivery import save
@@ -200,8 +251,12 @@ async def test_client_roots_decide_the_allowed_directories_over_stdio(tmp_path):
     async def list_roots(context):
         return types.ListRootsResult(roots=[types.Root(uri=root.as_uri(), name="project")])
 
-    params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve", "--sandbox"],
-                                   env=server_env(), cwd=str(tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "fal_mcp.cli", "serve", "--sandbox"],
+        env=server_env(),
+        cwd=str(tmp_path),
+    )
     async with Client(params, mode="legacy", list_roots_callback=list_roots) as client:
         inside = await client.call_tool("upload_file", {"file_path": str(root / "photo.png")})
         assert not inside.is_error, inside.content[0].text

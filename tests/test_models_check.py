@@ -15,8 +15,13 @@ from .conftest import server_env
 
 
 def run_check(sandbox) -> tuple[int, list[dict]]:
-    done = subprocess.run([sys.executable, "-m", "fal_mcp.cli", "models", "check", "--json"], capture_output=True,
-                          text=True, env=server_env(dict(sandbox.env())), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fal_mcp.cli", "models", "check", "--json"],
+        capture_output=True,
+        text=True,
+        env=server_env(dict(sandbox.env())),
+        timeout=120,
+    )
     return done.returncode, json.loads(done.stdout)
 
 

@@ -70,7 +70,7 @@ def test_model_alias_conflict(with_test_packs, monkeypatch):
     from fal_mcp.types import EndpointCall, Model
 
     registry = Registry()
-    model = Model("same", "fal-ai/x/y", "generate_image", "image", "one", lambda a: EndpointCall({}))
+    model = Model("same", "fal-ai/x/y", "generate_image", "one", lambda a: EndpointCall({}))
     from fal_mcp.plugins import Contributions
 
     registry.add(Pack("a", "fal-mcp-a", "1.0"), Contributions(models=[model]))
@@ -115,15 +115,22 @@ def run_cli(*args: str, packs_dir=None, **env) -> subprocess.CompletedProcess:
     extra = dict(env)
     if packs_dir is not None:
         extra["PYTHONPATH"] = str(packs_dir)
-    return subprocess.run([sys.executable, "-m", "fal_mcp.cli", *args], capture_output=True, text=True,
-                          env=server_env(extra), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fal_mcp.cli", *args],
+        capture_output=True,
+        text=True,
+        env=server_env(extra),
+        timeout=60,
+    )
 
 
 def test_cli_plugins_reports_each_pack(test_packs_dir):
     done = run_cli("plugins", "--json", packs_dir=test_packs_dir)
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
-    assert rows["image"]["status"] == "active" and rows["image"]["tools"] >= 1 and rows["image"]["models"] >= 5
+    assert (
+        rows["image"]["status"] == "active" and rows["image"]["tools"] >= 1 and rows["image"]["models"] >= 5
+    )
     assert rows["testbroken"]["status"] == "failed" and "ImportError" in rows["testbroken"]["error"]
     assert rows["testgood"]["version"] == "1.2.3"
     # the failure is reported on stderr too

@@ -18,6 +18,7 @@ import sys
 import time
 import wave
 
+import anyio
 import fal_client
 import fal_client.client as fal_module
 import httpx
@@ -42,85 +43,211 @@ def obj(required=(), **properties) -> dict:
 
 
 FILE = obj(["url"], url=p("string"), content_type=p("string"), file_name=p("string"), file_size=p("integer"))
-IMAGE = obj(["url"], url=p("string"), content_type=p("string", default="image/jpeg"), file_name=p("string"),
-            file_size=p("integer"), width=p("integer"), height=p("integer"))
+IMAGE = obj(
+    ["url"],
+    url=p("string"),
+    content_type=p("string", default="image/jpeg"),
+    file_name=p("string"),
+    file_size=p("integer"),
+    width=p("integer"),
+    height=p("integer"),
+)
 PRESETS = ["square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
-IMAGE_SIZE = {"anyOf": [obj(width=p("integer", default=512, maximum=14142),
-                            height=p("integer", default=512, maximum=14142)),
-                        p("string", enum=PRESETS)]}
+IMAGE_SIZE = {
+    "anyOf": [
+        obj(width=p("integer", default=512, maximum=14142), height=p("integer", default=512, maximum=14142)),
+        p("string", enum=PRESETS),
+    ]
+}
 SEED = {"anyOf": [p("integer"), {}]}
 TIMINGS = p("object", additionalProperties=p("number"))
-IMAGES_OUT = obj(["prompt", "images", "timings", "has_nsfw_concepts", "seed"], prompt=p("string"),
-                 images=p("array", items=IMAGE), timings=TIMINGS,
-                 has_nsfw_concepts=p("array", items=p("boolean")), seed=p("integer"))
-COMMON = {"num_images": p("integer", default=1, minimum=1, maximum=4),
-          "output_format": p("string", enum=["jpeg", "png"], **{"x-head-default": "jpeg"}),
-          "seed": SEED, "sync_mode": p("boolean", default=False)}
+IMAGES_OUT = obj(
+    ["prompt", "images", "timings", "has_nsfw_concepts", "seed"],
+    prompt=p("string"),
+    images=p("array", items=IMAGE),
+    timings=TIMINGS,
+    has_nsfw_concepts=p("array", items=p("boolean")),
+    seed=p("integer"),
+)
+COMMON = {
+    "num_images": p("integer", default=1, minimum=1, maximum=4),
+    "output_format": p("string", enum=["jpeg", "png"], **{"x-head-default": "jpeg"}),
+    "seed": SEED,
+    "sync_mode": p("boolean", default=False),
+}
 
 
 def text_to_image(endpoint_id: str, price: float, **extra) -> Endpoint:
-    schema = obj(["prompt"], prompt=p("string"), image_size={**IMAGE_SIZE, "x-head-default": "landscape_4_3"},
-                 **COMMON)
+    schema = obj(
+        ["prompt"], prompt=p("string"), image_size={**IMAGE_SIZE, "x-head-default": "landscape_4_3"}, **COMMON
+    )
     return Endpoint(endpoint_id, schema, IMAGES_OUT, unit_price=price, unit="image", kind="image", **extra)
 
 
 ENDPOINTS = [
-    text_to_image("fal-ai/flux/schnell", 0.003, name="FLUX.1 [schnell]", highlighted=True,
-                  description="FLUX.1 [schnell]: fast, good quality, 1-4 steps"),
+    text_to_image(
+        "fal-ai/flux/schnell",
+        0.003,
+        name="FLUX.1 [schnell]",
+        highlighted=True,
+        description="FLUX.1 [schnell]: fast, good quality, 1-4 steps",
+    ),
     text_to_image("fal-ai/flux/dev", 0.025, name="FLUX.1 [dev]"),
     text_to_image("fal-ai/flux-pro/v1.1", 0.04, name="FLUX1.1 [pro]"),
-    Endpoint("fal-ai/flux/dev/image-to-image",
-             obj(["prompt", "image_url"], prompt=p("string"), image_url=p("string"),
-                 strength=p("number", default=0.95, minimum=0.01, maximum=1), **COMMON),
-             IMAGES_OUT, unit_price=0.03, unit="megapixel"),
-    Endpoint("fal-ai/flux-2/edit",
-             obj(["prompt", "image_urls"], prompt=p("string"), image_urls=p("array", items=p("string"), minItems=1),
-                 image_size=IMAGE_SIZE, **COMMON),
-             IMAGES_OUT, unit_price=0.025, unit="image"),
-    Endpoint("fal-ai/birefnet/v2",
-             obj(["image_url"], image_url=p("string"), output_mask=p("boolean", default=False),
-                 output_format=p("string", enum=["webp", "png", "gif"], **{"x-head-default": "png"})),
-             obj(["image"], image={**IMAGE, "description": "Image with background removed"},
-                 mask_image={**IMAGE, "description": "Mask used to remove the background"}),
-             name="BiRefNet v2", tags=("background-removal",), unit_price=0.001, unit="image"),
-    Endpoint("fal-ai/clarity-upscaler",
-             obj(["image_url"], image_url=p("string"), upscale_factor=p("number", default=2, minimum=1, maximum=4),
-                 seed=SEED),
-             obj(["image", "seed", "timings"], image=IMAGE, seed=p("integer"), timings=TIMINGS),
-             unit_price=0.03, unit="megapixel"),
-    Endpoint("fal-ai/aura-sr", obj(["image_url"], image_url=p("string"), upscale_factor=p("number", default=4)),
-             obj(["image", "timings"], image=IMAGE, timings=TIMINGS), unit_price=0.01, unit="image"),
-    Endpoint("fal-ai/image-apps-v2/outpaint",
-             obj(["image_url"], image_url=p("string"),
-                 **{f"expand_{side}": p("integer", default=0, minimum=0, maximum=700)
-                    for side in ("left", "right", "top", "bottom")}),
-             obj(["images"], images=p("array", items=IMAGE)), unit_price=0.035, unit="megapixel"),
-    Endpoint("fal-ai/kling-video/v2.1/master/text-to-video",
-             obj(["prompt"], prompt=p("string"), duration=p("string", enum=["5", "10"]),
-                 aspect_ratio=p("string", enum=["16:9", "9:16", "1:1"])),
-             obj(["video"], video=FILE), name="Kling 2.1 Master text-to-video", unit_price=0.28, unit="second",
-             kind="video", tags=("kling",)),
-    Endpoint("fal-ai/kling-video/v2.1/standard/image-to-video",
-             obj(["prompt", "image_url"], prompt=p("string"), image_url=p("string"),
-                 duration=p("string", enum=["5", "10"])),
-             obj(["video"], video=FILE), name="Kling 2.1 Standard image-to-video", unit_price=0.056, unit="second",
-             kind="video", tags=("kling",)),
-    Endpoint("decart/lucy-edit/dev",
-             obj(["prompt", "video_url"], prompt=p("string"), video_url=p("string"), sync_mode=p("boolean", default=True)),
-             obj(["video"], video=FILE), unit_price=0.04, unit="second", kind="video"),
-    Endpoint("fal-ai/stable-audio",
-             obj(["prompt"], prompt=p("string"), seconds_total=p("integer", default=30, minimum=1, maximum=47)),
-             obj(["audio_file"], audio_file=FILE), unit_price=0.001, unit="second", kind="audio"),
-    Endpoint("fal-ai/kokoro/american-english",
-             obj([], prompt=p("string", default=""), voice=p("string", enum=["af_heart", "am_adam"], default="af_heart"),
-                 speed=p("number", default=1, minimum=0.1, maximum=5)),
-             obj(["audio"], audio={**FILE, "description": "The generated music"}), unit_price=0.02,
-             unit="1000 characters", kind="audio"),
-    Endpoint("fal-ai/wizper",
-             obj(["audio_url"], audio_url=p("string"), language={"anyOf": [p("string", enum=["en", "fr"]), {}]}),
-             obj(["text", "languages", "chunks"], text=p("string"), languages=p("array", items=p("string")),
-                 chunks=p("array", items=obj(["text", "timestamp"], text=p("string"), timestamp=p("array")))),
-             unit_price=0.0005, unit="second", kind="audio"),
+    Endpoint(
+        "fal-ai/flux/dev/image-to-image",
+        obj(
+            ["prompt", "image_url"],
+            prompt=p("string"),
+            image_url=p("string"),
+            strength=p("number", default=0.95, minimum=0.01, maximum=1),
+            **COMMON,
+        ),
+        IMAGES_OUT,
+        unit_price=0.03,
+        unit="megapixel",
+    ),
+    Endpoint(
+        "fal-ai/flux-2/edit",
+        obj(
+            ["prompt", "image_urls"],
+            prompt=p("string"),
+            image_urls=p("array", items=p("string"), minItems=1),
+            image_size=IMAGE_SIZE,
+            **COMMON,
+        ),
+        IMAGES_OUT,
+        unit_price=0.025,
+        unit="image",
+    ),
+    Endpoint(
+        "fal-ai/birefnet/v2",
+        obj(
+            ["image_url"],
+            image_url=p("string"),
+            output_mask=p("boolean", default=False),
+            output_format=p("string", enum=["webp", "png", "gif"], **{"x-head-default": "png"}),
+        ),
+        obj(
+            ["image"],
+            image={**IMAGE, "description": "Image with background removed"},
+            mask_image={**IMAGE, "description": "Mask used to remove the background"},
+        ),
+        name="BiRefNet v2",
+        tags=("background-removal",),
+        unit_price=0.001,
+        unit="image",
+    ),
+    Endpoint(
+        "fal-ai/clarity-upscaler",
+        obj(
+            ["image_url"],
+            image_url=p("string"),
+            upscale_factor=p("number", default=2, minimum=1, maximum=4),
+            seed=SEED,
+        ),
+        obj(["image", "seed", "timings"], image=IMAGE, seed=p("integer"), timings=TIMINGS),
+        unit_price=0.03,
+        unit="megapixel",
+    ),
+    Endpoint(
+        "fal-ai/aura-sr",
+        obj(["image_url"], image_url=p("string"), upscale_factor=p("number", default=4)),
+        obj(["image", "timings"], image=IMAGE, timings=TIMINGS),
+        unit_price=0.01,
+        unit="image",
+    ),
+    Endpoint(
+        "fal-ai/image-apps-v2/outpaint",
+        obj(
+            ["image_url"],
+            image_url=p("string"),
+            **{
+                f"expand_{side}": p("integer", default=0, minimum=0, maximum=700)
+                for side in ("left", "right", "top", "bottom")
+            },
+        ),
+        obj(["images"], images=p("array", items=IMAGE)),
+        unit_price=0.035,
+        unit="megapixel",
+    ),
+    Endpoint(
+        "fal-ai/kling-video/v2.1/master/text-to-video",
+        obj(
+            ["prompt"],
+            prompt=p("string"),
+            duration=p("string", enum=["5", "10"]),
+            aspect_ratio=p("string", enum=["16:9", "9:16", "1:1"]),
+        ),
+        obj(["video"], video=FILE),
+        name="Kling 2.1 Master text-to-video",
+        unit_price=0.28,
+        unit="second",
+        kind="video",
+        tags=("kling",),
+    ),
+    Endpoint(
+        "fal-ai/kling-video/v2.1/standard/image-to-video",
+        obj(
+            ["prompt", "image_url"],
+            prompt=p("string"),
+            image_url=p("string"),
+            duration=p("string", enum=["5", "10"]),
+        ),
+        obj(["video"], video=FILE),
+        name="Kling 2.1 Standard image-to-video",
+        unit_price=0.056,
+        unit="second",
+        kind="video",
+        tags=("kling",),
+    ),
+    Endpoint(
+        "decart/lucy-edit/dev",
+        obj(
+            ["prompt", "video_url"],
+            prompt=p("string"),
+            video_url=p("string"),
+            sync_mode=p("boolean", default=True),
+        ),
+        obj(["video"], video=FILE),
+        unit_price=0.04,
+        unit="second",
+        kind="video",
+    ),
+    Endpoint(
+        "fal-ai/stable-audio",
+        obj(["prompt"], prompt=p("string"), seconds_total=p("integer", default=30, minimum=1, maximum=47)),
+        obj(["audio_file"], audio_file=FILE),
+        unit_price=0.001,
+        unit="second",
+        kind="audio",
+    ),
+    Endpoint(
+        "fal-ai/kokoro/american-english",
+        obj(
+            [],
+            prompt=p("string", default=""),
+            voice=p("string", enum=["af_heart", "am_adam"], default="af_heart"),
+            speed=p("number", default=1, minimum=0.1, maximum=5),
+        ),
+        obj(["audio"], audio={**FILE, "description": "The generated music"}),
+        unit_price=0.02,
+        unit="1000 characters",
+        kind="audio",
+    ),
+    Endpoint(
+        "fal-ai/wizper",
+        obj(["audio_url"], audio_url=p("string"), language={"anyOf": [p("string", enum=["en", "fr"]), {}]}),
+        obj(
+            ["text", "languages", "chunks"],
+            text=p("string"),
+            languages=p("array", items=p("string")),
+            chunks=p("array", items=obj(["text", "timestamp"], text=p("string"), timestamp=p("array"))),
+        ),
+        unit_price=0.0005,
+        unit="second",
+        kind="audio",
+    ),
 ]
 BY_ID = {endpoint.id: endpoint for endpoint in ENDPOINTS}
 
@@ -175,7 +302,8 @@ async def download(url: str) -> httpx.Response:
 
 @pytest.mark.anyio
 async def test_queue_positions_then_logs_then_completion(sb, fal):
-    sb.state.set_config(queue_ahead=2, queue_step=0.15, job_seconds=0.3, log_lines=3)
+    # each queue position lasts 0.5 s: the first status check (at once) sees position 1 on a loaded machine too
+    sb.state.set_config(queue_ahead=2, queue_step=0.5, job_seconds=0.3, log_lines=3)
     handle = await fal.submit("fal-ai/flux/schnell", {"prompt": "a lighthouse", "seed": 7})
     events = [e async for e in handle.iter_events(with_logs=True, interval=0.03)]
 
@@ -187,8 +315,11 @@ async def test_queue_positions_then_logs_then_completion(sb, fal):
     done = events[-1]
     assert isinstance(done, fal_client.Completed) and done.error is None
     assert done.metrics["inference_time"] >= 0.25
-    assert [log["message"] for log in done.logs] == ["Loading model", "Generating: step 1/2",
-                                                     "Generating: step 2/2"]
+    assert [log["message"] for log in done.logs] == [
+        "Loading model",
+        "Generating: step 1/2",
+        "Generating: step 2/2",
+    ]
     assert {"level", "source", "timestamp"} <= set(done.logs[0])
 
     result = await handle.get()
@@ -256,8 +387,9 @@ async def test_unknown_endpoint_bad_body_and_auth(sb, http):
         bad_token = {"Authorization": "Bearer bad"}
         response = await anonymous.post("/cdn/files/upload", content=b"x", headers=bad_token)
         assert response.status_code == 401
-        assert (await anonymous.get("/openapi/queue/openapi.json",
-                                    params={"endpoint_id": "fal-ai/flux/dev"})).status_code == 200
+        assert (
+            await anonymous.get("/openapi/queue/openapi.json", params={"endpoint_id": "fal-ai/flux/dev"})
+        ).status_code == 200
 
 
 @pytest.mark.anyio
@@ -290,7 +422,6 @@ async def test_same_prompt_and_seed_give_the_same_image(fal):
 async def test_never_finish_then_cancel_is_recorded(sb, fal):
     sb.state.add_fault(outcome="never_finish", endpoint="fal-ai/kling-video")
     handle = await fal.submit("fal-ai/kling-video/v2.1/master/text-to-video", {"prompt": "slow"})
-    await asyncio.sleep(0.3)
     assert isinstance(await handle.status(), fal_client.InProgress)
     await handle.cancel()
     assert sb.state.cancels == [handle.request_id]
@@ -322,7 +453,9 @@ async def test_model_error_outcome(sb, fal):
 @pytest.mark.anyio
 async def test_outcome_rule_overrides_queue_and_job_time(sb, fal):
     sb.state.add_fault(outcome="ok", queue_ahead=3, job_seconds=0.05)
-    sb.state.set_config(queue_step=0.05)
+    sb.state.set_config(
+        queue_step=0.5
+    )  # the first status check (at once) sees position 2 on a loaded machine too
     handle = await fal.submit("fal-ai/flux/schnell", {"prompt": "x"})
     first = await handle.status()
     assert isinstance(first, fal_client.Queued) and first.position == 2
@@ -430,8 +563,9 @@ async def test_image_inputs_are_read_from_the_sandbox(fal):
 
     upscaled = await fal.run("fal-ai/clarity-upscaler", {"image_url": url, "upscale_factor": 2})
     assert (upscaled["image"]["width"], upscaled["image"]["height"]) == (640, 480)
-    outpainted = await fal.run("fal-ai/image-apps-v2/outpaint",
-                               {"image_url": url, "expand_left": 10, "expand_top": 20})
+    outpainted = await fal.run(
+        "fal-ai/image-apps-v2/outpaint", {"image_url": url, "expand_left": 10, "expand_top": 20}
+    )
     assert (outpainted["images"][0]["width"], outpainted["images"][0]["height"]) == (330, 260)
     edited = await fal.run("fal-ai/flux/dev/image-to-image", {"image_url": url, "prompt": "blue"})
     assert (edited["images"][0]["width"], edited["images"][0]["height"]) == (320, 240)
@@ -472,7 +606,7 @@ def parse_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tup
     end = len(data) if end is None else end
     boxes, pos = [], start
     while pos < end:
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         assert size >= 8 and pos + size <= end, f"bad box {kind} at {pos}"
         boxes.append((kind, pos, size))
         if kind in CONTAINERS:
@@ -484,8 +618,9 @@ def parse_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tup
 
 @pytest.mark.anyio
 async def test_video_is_a_well_formed_mjpeg_mp4(fal):
-    result = await fal.run("fal-ai/kling-video/v2.1/master/text-to-video",
-                           {"prompt": "waves", "duration": "5"})
+    result = await fal.run(
+        "fal-ai/kling-video/v2.1/master/text-to-video", {"prompt": "waves", "duration": "5"}
+    )
     assert result["video"]["content_type"] == "video/mp4"
     data = (await download(result["video"]["url"])).content
     assert result["video"]["file_size"] == len(data)
@@ -498,14 +633,14 @@ async def test_video_is_a_well_formed_mjpeg_mp4(fal):
 
     def payload(kind: bytes) -> bytes:
         pos, size = found[kind]
-        return data[pos + 8: pos + size]
+        return data[pos + 8 : pos + size]
 
     timescale, duration = struct.unpack(">II", payload(b"mvhd")[12:20])
     assert duration / timescale == 5.0
     media_scale, media_duration = struct.unpack(">II", payload(b"mdhd")[12:20])
     assert media_duration / media_scale == 5.0
     assert payload(b"hdlr")[8:12] == b"vide"
-    assert payload(b"stsd")[8 + 4: 8 + 8] == b"jpeg"
+    assert payload(b"stsd")[8 + 4 : 8 + 8] == b"jpeg"
     count, frame_count, delta = struct.unpack(">III", payload(b"stts")[4:16])
     assert (count, frame_count, delta / media_scale) == (1, 120, 1 / 24)  # 5 s at 24 fps
     sample_size, samples = struct.unpack(">II", payload(b"stsz")[4:12])
@@ -516,12 +651,11 @@ async def test_video_is_a_well_formed_mjpeg_mp4(fal):
     assert offset == mdat_pos + 8 and sum(sizes) == mdat_size - 8
     pos = offset
     for size in sizes:
-        assert data[pos:pos + 2] == b"\xff\xd8" and data[pos + size - 2: pos + size] == b"\xff\xd9"
+        assert data[pos : pos + 2] == b"\xff\xd8" and data[pos + size - 2 : pos + size] == b"\xff\xd9"
         pos += size
-    first = Image.open(io.BytesIO(data[offset: offset + sizes[0]]))
+    first = Image.open(io.BytesIO(data[offset : offset + sizes[0]]))
     width, height = struct.unpack(">II", payload(b"tkhd")[76:84])
     assert first.size == (256, 144) == (width >> 16, height >> 16)
-
 
 
 def required_input(schema: dict, urls: dict[str, str]) -> dict:
@@ -542,7 +676,8 @@ def required_input(schema: dict, urls: dict[str, str]) -> dict:
             args[name] = max(prop.get("minimum", 1), min(10, prop.get("maximum", 10)))
         else:
             args[name] = {"string": "a prompt", "boolean": False, "array": ["a prompt"], "object": {}}.get(
-                prop.get("type"), "a prompt")
+                prop.get("type"), "a prompt"
+            )
     return args
 
 
@@ -563,7 +698,9 @@ async def run_every_endpoint(fal, endpoints) -> dict[str, dict]:
 async def test_every_endpoint_answers_in_its_output_schema(sb, fal):
     sb.state.set_config(job_seconds=0, log_lines=0)
     results = await run_every_endpoint(fal, ENDPOINTS)
-    assert results["decart/lucy-edit/dev"]["video"]["url"].startswith("data:video/mp4;base64,")  # sync_mode default
+    assert results["decart/lucy-edit/dev"]["video"]["url"].startswith(
+        "data:video/mp4;base64,"
+    )  # sync_mode default
     assert "mask_image" not in results["fal-ai/birefnet/v2"]  # optional, not asked for
     assert results["fal-ai/wizper"]["languages"] == ["en"]
 
@@ -584,9 +721,13 @@ async def test_nested_objects_refs_and_optional_fields(sb, fal):
         "type": "object",
         "$defs": {"Frame": obj(["url", "width"], url=p("string"), width=p("integer"), height=p("integer"))},
         "properties": {
-            "result": obj(["frames", "score", "label"], frames=p("array", items={"$ref": "#/$defs/Frame"}),
-                          score=p("number", minimum=0.5), label=p("string", enum=["cat", "dog"]),
-                          note=p("string")),
+            "result": obj(
+                ["frames", "score", "label"],
+                frames=p("array", items={"$ref": "#/$defs/Frame"}),
+                score=p("number", minimum=0.5),
+                label=p("string", enum=["cat", "dog"]),
+                note=p("string"),
+            ),
             "debug_video": FILE,
         },
         "required": ["result"],
@@ -599,8 +740,11 @@ async def test_nested_objects_refs_and_optional_fields(sb, fal):
     assert frame["width"] == 1024 and frame["url"].startswith(sb.base_url)
     assert result["result"]["score"] == 0.5 and result["result"]["label"] == "cat"
 
-    asked = Endpoint("test/asked", obj([], output_mask=p("boolean")),
-                     obj(["image"], image=IMAGE, mask_image={**IMAGE, "description": "The mask"}))
+    asked = Endpoint(
+        "test/asked",
+        obj([], output_mask=p("boolean")),
+        obj(["image"], image=IMAGE, mask_image={**IMAGE, "description": "The mask"}),
+    )
     sb.state.endpoints[asked.id] = asked
     plain = await fal.run(asked.id, {})
     masked = await fal.run(asked.id, {"output_mask": True})
@@ -667,11 +811,16 @@ async def test_models_search_filters_and_openapi(sb, http):
     speech = (await http.get("/platform/v1/models", params=params)).json()
     assert [m["endpoint_id"] for m in speech["models"]] == ["fal-ai/wizper"]
 
-    params = [("endpoint_id", "fal-ai/flux/schnell"), ("endpoint_id", "fal-ai/flux/dev"),
-              ("expand", "openapi-3.0")]
+    params = [
+        ("endpoint_id", "fal-ai/flux/schnell"),
+        ("endpoint_id", "fal-ai/flux/dev"),
+        ("expand", "openapi-3.0"),
+    ]
     models = (await http.get("/platform/v1/models", params=params)).json()["models"]
     assert [m["endpoint_id"] for m in models] == ["fal-ai/flux/schnell", "fal-ai/flux/dev"]
-    assert models[0]["metadata"]["display_name"] == "FLUX.1 [schnell]" and models[0]["metadata"]["highlighted"]
+    assert (
+        models[0]["metadata"]["display_name"] == "FLUX.1 [schnell]" and models[0]["metadata"]["highlighted"]
+    )
     doc = models[0]["openapi"]
     ref = doc["paths"]["/fal-ai/flux/schnell"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
@@ -683,8 +832,9 @@ async def test_models_search_filters_and_openapi(sb, http):
     out_ref = result["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert "images" in doc["components"]["schemas"][out_ref]["required"]
     async with httpx.AsyncClient(base_url=sb.base_url) as anonymous:
-        public = await anonymous.get("/openapi/queue/openapi.json",
-                                     params={"endpoint_id": "fal-ai/flux/schnell"})
+        public = await anonymous.get(
+            "/openapi/queue/openapi.json", params={"endpoint_id": "fal-ai/flux/schnell"}
+        )
     assert public.json() == doc
     no_expand = (await http.get("/platform/v1/models", params={"endpoint_id": "fal-ai/flux/schnell"})).json()
     assert "openapi" not in no_expand["models"][0]
@@ -692,33 +842,51 @@ async def test_models_search_filters_and_openapi(sb, http):
 
 @pytest.mark.anyio
 async def test_pricing_and_estimates(http):
-    params = [("endpoint_id", "fal-ai/flux/schnell"), ("endpoint_id", "fal-ai/nope"),
-              ("endpoint_id", "fal-ai/kling-video/v2.1/master/text-to-video")]
+    params = [
+        ("endpoint_id", "fal-ai/flux/schnell"),
+        ("endpoint_id", "fal-ai/nope"),
+        ("endpoint_id", "fal-ai/kling-video/v2.1/master/text-to-video"),
+    ]
     body = (await http.get("/platform/v1/models/pricing", params=params)).json()
     assert body["has_more"] is False and body["next_cursor"] is None
     assert body["prices"] == [
         {"endpoint_id": "fal-ai/flux/schnell", "unit_price": 0.003, "unit": "image", "currency": "USD"},
-        {"endpoint_id": "fal-ai/kling-video/v2.1/master/text-to-video", "unit_price": 0.28, "unit": "second",
-         "currency": "USD"},
+        {
+            "endpoint_id": "fal-ai/kling-video/v2.1/master/text-to-video",
+            "unit_price": 0.28,
+            "unit": "second",
+            "currency": "USD",
+        },
     ]
     assert (await http.get("/platform/v1/models/pricing")).status_code == 400
     many = [("endpoint_id", f"x/{i}") for i in range(51)]
     too_many = await http.get("/platform/v1/models/pricing", params=many)
     assert too_many.status_code == 400 and too_many.json()["error"]["type"] == "validation_error"
 
-    estimate = await http.post("/platform/v1/models/pricing/estimate", json={
-        "estimate_type": "unit_price", "endpoints": {"fal-ai/flux/schnell": {"unit_quantity": 10}}})
+    estimate = await http.post(
+        "/platform/v1/models/pricing/estimate",
+        json={"estimate_type": "unit_price", "endpoints": {"fal-ai/flux/schnell": {"unit_quantity": 10}}},
+    )
     assert estimate.json() == {"estimate_type": "unit_price", "total_cost": 0.03, "currency": "USD"}
-    estimate = await http.post("/platform/v1/models/pricing/estimate", json={
-        "estimate_type": "historical_api_price",
-        "endpoints": {"fal-ai/kling-video/v2.1/master/text-to-video": {"call_quantity": 2}}})
+    estimate = await http.post(
+        "/platform/v1/models/pricing/estimate",
+        json={
+            "estimate_type": "historical_api_price",
+            "endpoints": {"fal-ai/kling-video/v2.1/master/text-to-video": {"call_quantity": 2}},
+        },
+    )
     assert estimate.json()["total_cost"] == 2.8  # 2 calls x a typical 5 s x 0.28
-    for bad in ({"estimate_type": "guess", "endpoints": {}}, {"estimate_type": "unit_price"},
-                {"estimate_type": "unit_price", "endpoints": {"fal-ai/flux/dev": {"call_quantity": 1}}}):
+    for bad in (
+        {"estimate_type": "guess", "endpoints": {}},
+        {"estimate_type": "unit_price"},
+        {"estimate_type": "unit_price", "endpoints": {"fal-ai/flux/dev": {"call_quantity": 1}}},
+    ):
         response = await http.post("/platform/v1/models/pricing/estimate", json=bad)
         assert response.status_code == 400 and "message" in response.json()["error"]
-    unpriced = await http.post("/platform/v1/models/pricing/estimate", json={
-        "estimate_type": "unit_price", "endpoints": {"fal-ai/nope": {"unit_quantity": 1}}})
+    unpriced = await http.post(
+        "/platform/v1/models/pricing/estimate",
+        json={"estimate_type": "unit_price", "endpoints": {"fal-ai/nope": {"unit_quantity": 1}}},
+    )
     assert unpriced.status_code == 404 and unpriced.json()["error"]["type"] == "not_found"
 
 
@@ -733,16 +901,24 @@ async def test_usage_counts_completed_jobs(sb, fal, http):
     params = {"expand": "summary", "timeframe": "hour"}
     body = (await http.get("/platform/v1/models/usage", params=params)).json()
     summary = {item["endpoint_id"]: item for item in body["summary"]}
-    assert summary["fal-ai/flux/schnell"] == {"endpoint_id": "fal-ai/flux/schnell", "unit": "image",
-                                              "quantity": 2, "unit_price": 0.003}
+    assert summary["fal-ai/flux/schnell"] == {
+        "endpoint_id": "fal-ai/flux/schnell",
+        "unit": "image",
+        "quantity": 2,
+        "unit_price": 0.003,
+    }
     audio = summary["fal-ai/stable-audio"]
     assert audio["quantity"] == 4 and audio["unit"] == "second"
     cost = sum(i["quantity"] * i["unit_price"] for i in body["summary"])
     assert cost == pytest.approx(2 * 0.003 + 4 * 0.001)
     [bucket] = body["time_series"]
     assert bucket["bucket"].endswith(":00:00+00:00") and len(bucket["results"]) == 2
-    filtered = (await http.get("/platform/v1/models/usage", params={
-        "endpoint_id": "fal-ai/stable-audio", "start": "2000-01-01", "expand": "summary"})).json()
+    filtered = (
+        await http.get(
+            "/platform/v1/models/usage",
+            params={"endpoint_id": "fal-ai/stable-audio", "start": "2000-01-01", "expand": "summary"},
+        )
+    ).json()
     assert [i["endpoint_id"] for i in filtered["summary"]] == ["fal-ai/stable-audio"]
     future = (await http.get("/platform/v1/models/usage", params={"start": "2999-01-01T00:00:00Z"})).json()
     assert future["time_series"] == []
@@ -761,14 +937,18 @@ async def test_http_control_routes(sb, http):
     config = (await http.post("/_sandbox/config", json={"job_seconds": 0.05, "log_lines": 1})).json()
     assert config["job_seconds"] == 0.05 and sb.state.config.log_lines == 1
     assert (await http.post("/_sandbox/config", json={"nope": 1})).status_code == 400
-    added = await http.post("/_sandbox/faults", json=[{"route": "result", "status": 502, "times": 2},
-                                                        {"outcome": "model_error", "message": "boom"}])
+    added = await http.post(
+        "/_sandbox/faults",
+        json=[{"route": "result", "status": 502, "times": 2}, {"outcome": "model_error", "message": "boom"}],
+    )
     assert added.status_code == 200 and len(sb.state.faults) == 2
     assert (await http.post("/_sandbox/faults", json={"route": "bogus", "status": 500})).status_code == 400
     assert (await http.post("/_sandbox/faults", json={"route": "submit"})).status_code == 400
 
     submitted = (await http.post("/queue/fal-ai/flux/schnell", json={"prompt": "x"})).json()
-    await asyncio.sleep(0.2)
+    with anyio.fail_after(60):  # until the job has failed (model_error); a hang guard, not a timing assertion
+        while not sb.state.jobs[submitted["request_id"]].finished:
+            await asyncio.sleep(0.01)
     assert (await http.get(submitted["response_url"])).status_code == 502  # result fault
     assert (await http.put(submitted["cancel_url"])).status_code == 400  # already failed (model_error)
     requests = (await http.get("/_sandbox/requests")).json()
@@ -810,13 +990,23 @@ def test_import_is_cheap():
 
 
 def test_command_line_prints_settings_and_stops_on_sigterm():
-    process = subprocess.Popen([sys.executable, "-m", "fal_mcp_sandbox", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fal_mcp_sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = [process.stdout.readline().strip() for _ in range(6)]
         settings = dict(line.removeprefix("export ").split("=", 1) for line in lines)
-        assert set(settings) == {"FAL_MCP_RUN_URL", "FAL_MCP_QUEUE_URL", "FAL_MCP_REST_URL",
-                                 "FAL_MCP_CDN_URL", "FAL_MCP_PLATFORM_URL", "FAL_KEY"}
+        assert set(settings) == {
+            "FAL_MCP_RUN_URL",
+            "FAL_MCP_QUEUE_URL",
+            "FAL_MCP_REST_URL",
+            "FAL_MCP_CDN_URL",
+            "FAL_MCP_PLATFORM_URL",
+            "FAL_KEY",
+        }
         base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
         assert httpx.get(base + "/_sandbox/health").json()["status"] == "ok"
         response = httpx.get(settings["FAL_MCP_PLATFORM_URL"] + "/models", headers=KEY)
@@ -840,9 +1030,13 @@ def test_serves_what_the_installed_packs_register(fal_registry):
     for endpoint_id, endpoint in served.items():
         first = next(m for m in models if m.endpoint_id == endpoint_id)
         assert endpoint.description == first.description and endpoint.name in first.description
-        assert endpoint.input_schema == first.input_schema() and endpoint.output_schema == first.output_schema()
+        assert (
+            endpoint.input_schema == first.input_schema() and endpoint.output_schema == first.output_schema()
+        )
         hint = hints.get(endpoint_id)
-        assert (endpoint.unit_price, endpoint.unit) == ((hint.unit_price, hint.unit) if hint else (None, "request"))
+        assert (endpoint.unit_price, endpoint.unit) == (
+            (hint.unit_price, hint.unit) if hint else (None, "request")
+        )
     # the sandbox is no pack: nothing of it is loaded as one
     assert all(pack.distribution != "fal-mcp-sandbox" for pack in fal_registry.packs)
 
@@ -855,8 +1049,12 @@ async def test_installed_endpoints_with_schemas_answer_in_them(monkeypatch, tmp_
     with_schemas = [e for e in served.values() if e.input_schema and e.output_schema]
     if not with_schemas:
         pytest.skip("no installed pack vendors schemas")
-    helpers = [e for e in ENDPOINTS if e.id in ("fal-ai/stable-audio", "fal-ai/kling-video/v2.1/master/text-to-video")
-               and e.id not in served]
+    helpers = [
+        e
+        for e in ENDPOINTS
+        if e.id in ("fal-ai/stable-audio", "fal-ai/kling-video/v2.1/master/text-to-video")
+        and e.id not in served
+    ]
     monkeypatch.setenv("FAL_HOME_DIR", str(tmp_path))
     async with Sandbox(endpoints=[*served.values(), *helpers], job_seconds=0, log_lines=0) as sandbox:
         point_fal_client_at(sandbox, monkeypatch)

@@ -37,11 +37,18 @@ CALL_GUARD = 90  # seconds: a call not answered by then counts as lost
 # (The downloads client keeps up to 20 alive.)
 IDLE_POOLS = falclient.POOL_CONNECTIONS + falclient.STREAM_KEEP_ALIVE + 20
 FAULTS = [
-    dict(route="status", status=500), dict(route="status", status=429, retry_after=0.05),
-    dict(route="submit", status=503), dict(route="result", status=500), dict(route="status", reset=True),
-    dict(route="status", delay=0.3), dict(outcome="model_error", message="soak: the model failed"),
-    dict(route="upload", status=500), dict(route="platform", status=503), dict(route="submit", status=500),
-    dict(route="download", status=500), dict(route="submit", delay=0.2),
+    dict(route="status", status=500),
+    dict(route="status", status=429, retry_after=0.05),
+    dict(route="submit", status=503),
+    dict(route="result", status=500),
+    dict(route="status", reset=True),
+    dict(route="status", delay=0.3),
+    dict(outcome="model_error", message="soak: the model failed"),
+    dict(route="upload", status=500),
+    dict(route="platform", status=503),
+    dict(route="submit", status=500),
+    dict(route="download", status=500),
+    dict(route="submit", delay=0.2),
 ]
 
 
@@ -56,15 +63,37 @@ def call_mix(count: int, seed: int = 7) -> list[tuple[str, dict]]:
     rng = random.Random(seed)
     base, logo = png_data_uri((320, 200), (30, 90, 160)), png_data_uri((40, 40), (250, 200, 0))
     makers = [
-        (30, lambda n: ("generate_image", {"prompt": f"soak {n}",
-                                           "model": rng.choice(["flux_schnell", "sdxl"]),
-                                           "image_size": rng.choice(["landscape_16_9", "portrait_9_16"])})),
+        (
+            30,
+            lambda n: (
+                "generate_image",
+                {
+                    "prompt": f"soak {n}",
+                    "model": rng.choice(["flux_schnell", "sdxl"]),
+                    "image_size": rng.choice(["landscape_16_9", "portrait_9_16"]),
+                },
+            ),
+        ),
         (8, lambda n: ("generate_music", {"prompt": f"soak {n}", "duration_seconds": 10})),
         (6, lambda n: ("generate_video", {"prompt": f"soak {n}", "model": "animatediff", "duration": 2})),
-        (8, lambda n: ("compose_images", {"base_image_url": base, "overlay_image_url": logo,
-                                          "position": rng.choice(["center", "top-left"])})),
-        (6, lambda n: ("resize_image", {"image_url": base, "target_format": "instagram_post",
-                                        "mode": "crop"})),
+        (
+            8,
+            lambda n: (
+                "compose_images",
+                {
+                    "base_image_url": base,
+                    "overlay_image_url": logo,
+                    "position": rng.choice(["center", "top-left"]),
+                },
+            ),
+        ),
+        (
+            6,
+            lambda n: (
+                "resize_image",
+                {"image_url": base, "target_format": "instagram_post", "mode": "crop"},
+            ),
+        ),
         (6, lambda n: ("upload_file", {"file_path": "in.png"})),
         (8, lambda n: ("list_models", {"search": rng.choice(["flux", "video", "music"]), "limit": 5})),
         (6, lambda n: ("recommend_model", {"task": "a product photo with a clean background"})),
@@ -158,8 +187,14 @@ async def test_soak(thread_sandbox, tmp_path):
     state.reset()
     state.set_config(job_seconds=0.05, log_lines=1)
     Image.new("RGB", (64, 64), (10, 200, 90)).save(tmp_path / "in.png")
-    env = server_env({**thread_sandbox.env(), "FAL_MCP_ALLOWED_DIRS": str(tmp_path),
-                      "FAL_MCP_MAX_RETRY_AFTER": "0.2", "FAL_MCP_TIMEOUT": "30"})
+    env = server_env(
+        {
+            **thread_sandbox.env(),
+            "FAL_MCP_ALLOWED_DIRS": str(tmp_path),
+            "FAL_MCP_MAX_RETRY_AFTER": "0.2",
+            "FAL_MCP_TIMEOUT": "30",
+        }
+    )
     calls = call_mix(CALLS)
     outcomes: list = []
     injected: list = []
@@ -190,10 +225,12 @@ async def test_soak(thread_sandbox, tmp_path):
 
     kinds = Counter(kind for kind, _, _ in outcomes)
     errors = Counter(name for kind, name, _ in outcomes if kind == "error")
-    print(f"\nsoak: {CALLS} calls in {elapsed:.1f} s, {len(injected)} faults injected into the {requests} "
-          f"fal requests after warm-up; outcomes {dict(kinds)}; errors by tool {dict(errors)}; "
-          f"RSS {warm_rss >> 20} -> {end_rss >> 20} MiB; fds {warm_fds} -> {end_fds}; "
-          f"connections to fal left {outbound}")
+    print(
+        f"\nsoak: {CALLS} calls in {elapsed:.1f} s, {len(injected)} faults injected into the {requests} "
+        f"fal requests after warm-up; outcomes {dict(kinds)}; errors by tool {dict(errors)}; "
+        f"RSS {warm_rss >> 20} -> {end_rss >> 20} MiB; fds {warm_fds} -> {end_fds}; "
+        f"connections to fal left {outbound}"
+    )
     assert len(outcomes) == CALLS and kinds["lost"] == 0, [o for o in outcomes if o[0] == "lost"][:5]
     assert not [text for _, _, text in outcomes if "Internal error" in text or "Traceback" in text]
     invalid = sum(1 for name, arguments in calls if arguments.get("num_images") == 9)

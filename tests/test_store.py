@@ -30,8 +30,14 @@ async def store(request, tmp_path):
 
 
 def record(job_id: str, owner: str = "alice", created: float | None = None, **values) -> JobRecord:
-    return JobRecord(job_id=job_id, owner=owner, tool="generate_video", arguments={"prompt": "a"},
-                     created_at=created if created is not None else time.time(), **values)
+    return JobRecord(
+        job_id=job_id,
+        owner=owner,
+        tool="generate_video",
+        arguments={"prompt": "a"},
+        created_at=created if created is not None else time.time(),
+        **values,
+    )
 
 
 async def test_a_record_round_trips(store):

@@ -13,7 +13,7 @@ from fal_mcp_sandbox.testing import clean_env, run_cli
 
 # A pack's test suite in miniature: each fixture and helper once, in the order that shows the
 # per-test isolation (the test after fal_tools sees fal_client's hosts restored).
-PACK_TESTS = '''
+PACK_TESTS = """
 import os
 
 import fal_client.client
@@ -54,7 +54,7 @@ async def test_stdio_session_with_its_own_sandbox(anyio_backend):
     assert anyio_backend == "asyncio"
     async with stdio_session() as client:
         assert "generate_image" in {tool.name for tool in (await client.list_tools()).tools}
-'''
+"""
 
 
 @pytest.mark.parametrize("enabled_by", ["conftest", "-p"])
@@ -72,8 +72,10 @@ def test_a_pack_suite_using_the_plugin(tmp_path, enabled_by):
 
 
 def test_importing_fal_mcp_or_the_sandbox_imports_neither_testing_nor_pytest():
-    code = ("import sys, fal_mcp, fal_mcp_sandbox; "
-            "print(sorted(m for m in ('pytest', 'fal_mcp_sandbox.testing') if m in sys.modules))")
+    code = (
+        "import sys, fal_mcp, fal_mcp_sandbox; "
+        "print(sorted(m for m in ('pytest', 'fal_mcp_sandbox.testing') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -32,7 +32,9 @@ def stored_bytes(sandbox) -> list[bytes]:
 def assert_no_canary(sandbox, *texts) -> None:
     for text in texts:
         assert CANARY not in text
-    assert not any(CANARY.encode() in data for data in stored_bytes(sandbox)), "the canary reached fal storage"
+    assert not any(CANARY.encode() in data for data in stored_bytes(sandbox)), (
+        "the canary reached fal storage"
+    )
 
 
 def dump(result) -> str:
@@ -54,8 +56,9 @@ def roots_callback(*paths):
     from mcp import types
 
     async def list_roots(context):
-        return types.ListRootsResult(roots=[types.Root(uri=path if isinstance(path, str) else path.as_uri())
-                                            for path in paths])
+        return types.ListRootsResult(
+            roots=[types.Root(uri=path if isinstance(path, str) else path.as_uri()) for path in paths]
+        )
 
     return list_roots
 
@@ -66,9 +69,12 @@ def roots_callback(*paths):
 async def check_roots(client, files, sandbox) -> None:
     """With the operator allowing allowed/ and the client declaring the root file:///."""
     seen = []
-    for path, expected in [("/proc/self/environ", "system file"), ("/proc/self/cmdline", "system file"),
-                           (str(files / "secret.txt"), "outside the allowed directories"),
-                           ("/etc/hostname", "outside the allowed directories")]:
+    for path, expected in [
+        ("/proc/self/environ", "system file"),
+        ("/proc/self/cmdline", "system file"),
+        (str(files / "secret.txt"), "outside the allowed directories"),
+        ("/etc/hostname", "outside the allowed directories"),
+    ]:
         result = await client.call_tool("upload_file", {"file_path": path})
         seen.append(dump(result))
         assert result.is_error and expected in result.content[0].text, result.content[0].text
@@ -82,14 +88,22 @@ async def test_roots_only_narrow_the_operator_dirs_over_stdio(files, thread_sand
 
     thread_sandbox.state.reset()
     env = canary_env({**thread_sandbox.env(), "FAL_MCP_ALLOWED_DIRS": str(files / "allowed")})
-    params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve"], env=env, cwd="/")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "fal_mcp.cli", "serve"], env=env, cwd="/"
+    )
     async with Client(params, mode="legacy", list_roots_callback=roots_callback("file:///")) as client:
         await check_roots(client, files, thread_sandbox)
     # a root inside the allowed directory narrows it further
-    async with Client(params, mode="legacy", list_roots_callback=roots_callback(files / "allowed" / "sub")) as client:
-        outside_root = await client.call_tool("upload_file", {"file_path": str(files / "allowed" / "top.png")})
+    async with Client(
+        params, mode="legacy", list_roots_callback=roots_callback(files / "allowed" / "sub")
+    ) as client:
+        outside_root = await client.call_tool(
+            "upload_file", {"file_path": str(files / "allowed" / "top.png")}
+        )
         assert outside_root.is_error and "outside the allowed directories" in outside_root.content[0].text
-        inner = await client.call_tool("upload_file", {"file_path": str(files / "allowed" / "sub" / "inner.png")})
+        inner = await client.call_tool(
+            "upload_file", {"file_path": str(files / "allowed" / "sub" / "inner.png")}
+        )
         assert not inner.is_error, inner.content[0].text
 
 
@@ -107,7 +121,9 @@ async def test_roots_only_narrow_the_operator_dirs_over_http(files, thread_sandb
             connection = streamable_http_client(base + "/mcp", http_client=httpx2.AsyncClient(timeout=60))
         else:
             connection = sse_client(base + "/sse")
-        async with Client(connection, mode="legacy", list_roots_callback=roots_callback("file:///")) as client:
+        async with Client(
+            connection, mode="legacy", list_roots_callback=roots_callback("file:///")
+        ) as client:
             await check_roots(client, files, thread_sandbox)
             assert (await client.list_tools()).tools  # still serving
 
@@ -117,8 +133,12 @@ async def test_a_server_started_in_the_root_directory_reads_no_files(thread_sand
     from mcp import Client, StdioServerParameters
 
     thread_sandbox.state.reset()
-    params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", "serve"],
-                                   env=canary_env(dict(thread_sandbox.env())), cwd="/")
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "fal_mcp.cli", "serve"],
+        env=canary_env(dict(thread_sandbox.env())),
+        cwd="/",
+    )
     for roots in (None, roots_callback("file:///")):
         async with Client(params, mode="legacy", list_roots_callback=roots) as client:
             for path in ("/etc/hostname", "etc/hostname", "/proc/self/environ", "~/.bashrc"):
@@ -134,8 +154,10 @@ async def test_submit_job_reads_local_files_within_the_clients_roots(sandbox, re
         return [str(files / "allowed" / "sub")]
 
     async with tool_table_for(sandbox, registry, FAL_MCP_ALLOWED_DIRS=str(files / "allowed")) as table:
-        arguments = {"tool": "generate_video_from_image", "arguments": {"prompt": "move",
-                                                                        "image_url": str(files / "allowed" / "top.png")}}
+        arguments = {
+            "tool": "generate_video_from_image",
+            "arguments": {"prompt": "move", "image_url": str(files / "allowed" / "top.png")},
+        }
         refused = await table.call("submit_job", arguments, allowed_dirs=roots)
         assert refused.is_error and "outside the allowed directories" in refused.content[0].text
         assert sandbox.state.submissions == []
@@ -198,10 +220,18 @@ async def test_proc_fifo_and_device_paths_are_refused(sandbox, registry, files):
 
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(allowed / "socket.png"))
-    cases = {"pipe.png": "not a file", "environ.png": "system file", "zero.png": "system file",
-             "socket.png": "cannot be read", "/proc/self/environ": "system file", "/proc/self/mem": "system file",
-             "/sys/kernel/notes": "system file", "/dev/stdin": "system file", "/dev/fd/1": "system file",
-             "/proc/self/root/etc/hostname": "system file"}
+    cases = {
+        "pipe.png": "not a file",
+        "environ.png": "system file",
+        "zero.png": "system file",
+        "socket.png": "cannot be read",
+        "/proc/self/environ": "system file",
+        "/proc/self/mem": "system file",
+        "/sys/kernel/notes": "system file",
+        "/dev/stdin": "system file",
+        "/dev/fd/1": "system file",
+        "/proc/self/root/etc/hostname": "system file",
+    }
     try:
         async with tool_table_for(sandbox, registry, FAL_MCP_ALLOWED_DIRS=str(allowed)) as table:
             for path, reason in cases.items():
@@ -259,8 +289,10 @@ def http_client(base: str, token: str | None = None):
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return Client(streamable_http_client(base + "/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=60)),
-                  mode="legacy")
+    return Client(
+        streamable_http_client(base + "/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=60)),
+        mode="legacy",
+    )
 
 
 def sse_client(base: str):
@@ -273,8 +305,9 @@ def sse_client(base: str):
 async def make_job_and_output(client) -> tuple[str, str]:
     made = await client.call_tool("generate_image", {"prompt": "mine alone"})
     assert not made.is_error, made.content[0].text
-    job = await client.call_tool("submit_job", {"tool": "generate_music", "arguments": {"prompt": "mine",
-                                                                                       "duration_seconds": 10}})
+    job = await client.call_tool(
+        "submit_job", {"tool": "generate_music", "arguments": {"prompt": "mine", "duration_seconds": 10}}
+    )
     assert not job.is_error, job.content[0].text
     return f"fal-mcp://outputs/{made.structured_content['request_id']}/0", job.structured_content["job_id"]
 
@@ -315,7 +348,10 @@ async def test_stateless_clients_without_a_token_are_anonymous(thread_sandbox):
     """Without sessions or a token no caller can be recognised again: nothing is listed to anyone, and a
     job is reachable only through its id, which only its submitter was given."""
     thread_sandbox.state.reset()
-    with http_server(["--transport", "http", "--stateless"], canary_env(dict(thread_sandbox.env()))) as (_, base):
+    with http_server(["--transport", "http", "--stateless"], canary_env(dict(thread_sandbox.env()))) as (
+        _,
+        base,
+    ):
         async with http_client(base) as first, http_client(base) as second:
             uri, job_id = await make_job_and_output(first)
             for client in (first, second):
@@ -335,8 +371,11 @@ async def test_a_tokens_holder_is_one_owner_across_stateless_requests(thread_san
             listed = (await again.call_tool("list_jobs", {})).structured_content["jobs"]
             assert len(listed) == 2 and listed[0]["job_id"] == job_id  # newest first
         async with httpx.AsyncClient() as http:
-            refused = await http.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                                      headers={"Authorization": "Bearer " + TOKEN[:-1]})
+            refused = await http.post(
+                base + "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": "Bearer " + TOKEN[:-1]},
+            )
         assert refused.status_code == 401 and CANARY not in refused.text
 
 
@@ -344,10 +383,18 @@ async def test_stateless_cancel_notification_cancels_the_fal_request(thread_sand
     thread_sandbox.state.reset()
     thread_sandbox.state.add_fault(outcome="never_finish")
     env = canary_env({**thread_sandbox.env(), "FAL_MCP_AUTH_TOKEN": TOKEN})
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "Authorization": f"Bearer {TOKEN}", "Mcp-Protocol-Version": "2025-11-25"}
-    call = {"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {
-        "name": "generate_image", "arguments": {"prompt": "x"}, "_meta": {"progressToken": 1}}}
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {TOKEN}",
+        "Mcp-Protocol-Version": "2025-11-25",
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 41,
+        "method": "tools/call",
+        "params": {"name": "generate_image", "arguments": {"prompt": "x"}, "_meta": {"progressToken": 1}},
+    }
 
     def cancelled(request_id):
         return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
@@ -358,9 +405,13 @@ async def test_stateless_cancel_notification_cancels_the_fal_request(thread_sand
                 async for line in response.aiter_lines():
                     if "Running" in line:
                         # another request id, then a stranger without the token: neither cancels anything
-                        assert (await http.post(base + "/mcp", headers=headers, json=cancelled(40))).status_code == 202
+                        assert (
+                            await http.post(base + "/mcp", headers=headers, json=cancelled(40))
+                        ).status_code == 202
                         stranger = {k: v for k, v in headers.items() if k != "Authorization"}
-                        assert (await http.post(base + "/mcp", headers=stranger, json=cancelled(41))).status_code == 401
+                        assert (
+                            await http.post(base + "/mcp", headers=stranger, json=cancelled(41))
+                        ).status_code == 401
                         assert thread_sandbox.state.cancels == []
                         answer = await http.post(base + "/mcp", headers=headers, json=cancelled(41))
                         assert answer.status_code == 202
@@ -393,23 +444,45 @@ def units(unit: str, size: dict) -> float:
 IMAGE = "IMAGE"  # replaced by a 300x300 PNG data: URI
 BUDGET_CASES = {
     # tool, endpoint, (small arguments, its size), (big arguments, its size): big is 2-4x small
-    "images": ("generate_image", "fal-ai/flux/schnell",
-               ({"prompt": "x", "num_images": 1}, {"count": 1, "width": 1024, "height": 576}),
-               ({"prompt": "x", "num_images": 4}, {"count": 4, "width": 1024, "height": 576})),
-    "music": ("generate_music", "CassetteAI/music-generator",
-              ({"prompt": "x", "duration_seconds": 30}, {"seconds": 30}),
-              ({"prompt": "x", "duration_seconds": 180}, {"seconds": 180})),
-    "video": ("generate_video", "fal-ai/kling-video/v2.1/master/text-to-video",
-              ({"prompt": "x", "model": "kling.t2v", "duration": 5}, {"seconds": 5}),
-              ({"prompt": "x", "model": "kling.t2v", "duration": 10}, {"seconds": 10})),
-    "upscale": ("upscale_image", "fal-ai/clarity-upscaler",
-                ({"image_url": IMAGE, "scale": 2}, {"width": 600, "height": 600}),
-                ({"image_url": IMAGE, "scale": 4}, {"width": 1200, "height": 1200})),
-    "any model": ("run_model", "fal-ai/flux/dev",
-                  ({"model": "fal-ai/flux/dev", "input": {"prompt": "x", "image_size": "square_hd"}},
-                   {"count": 1, "width": 1024, "height": 1024}),
-                  ({"model": "fal-ai/flux/dev", "input": {"prompt": "x", "image_size": "square_hd", "num_images": 3}},
-                   {"count": 3, "width": 1024, "height": 1024})),
+    "images": (
+        "generate_image",
+        "fal-ai/flux/schnell",
+        ({"prompt": "x", "num_images": 1}, {"count": 1, "width": 1024, "height": 576}),
+        ({"prompt": "x", "num_images": 4}, {"count": 4, "width": 1024, "height": 576}),
+    ),
+    "music": (
+        "generate_music",
+        "CassetteAI/music-generator",
+        ({"prompt": "x", "duration_seconds": 30}, {"seconds": 30}),
+        ({"prompt": "x", "duration_seconds": 180}, {"seconds": 180}),
+    ),
+    "video": (
+        "generate_video",
+        "fal-ai/kling-video/v2.1/master/text-to-video",
+        ({"prompt": "x", "model": "kling.t2v", "duration": 5}, {"seconds": 5}),
+        ({"prompt": "x", "model": "kling.t2v", "duration": 10}, {"seconds": 10}),
+    ),
+    "upscale": (
+        "upscale_image",
+        "fal-ai/clarity-upscaler",
+        ({"image_url": IMAGE, "scale": 2}, {"width": 600, "height": 600}),
+        ({"image_url": IMAGE, "scale": 4}, {"width": 1200, "height": 1200}),
+    ),
+    "any model": (
+        "run_model",
+        "fal-ai/flux/dev",
+        (
+            {"model": "fal-ai/flux/dev", "input": {"prompt": "x", "image_size": "square_hd"}},
+            {"count": 1, "width": 1024, "height": 1024},
+        ),
+        (
+            {
+                "model": "fal-ai/flux/dev",
+                "input": {"prompt": "x", "image_size": "square_hd", "num_images": 3},
+            },
+            {"count": 3, "width": 1024, "height": 1024},
+        ),
+    ),
 }
 
 
@@ -426,6 +499,7 @@ async def test_the_budget_guard_estimates_the_whole_call(sandbox, registry, case
     limit = (small_cost + big_cost) / 2  # the small call fits; the big one would pass a per-unit guess
     assert big_cost > 1.3 * limit
     async with tool_table_for(sandbox, registry, FAL_MCP_MAX_COST_PER_CALL=limit) as table:
+
         def call(arguments):
             arguments = {k: (image if v == IMAGE else v) for k, v in arguments.items()}
             if as_job:
@@ -448,17 +522,29 @@ async def test_an_unknown_size_is_refused_when_a_limit_is_set(sandbox, registry)
 
     # A speech-to-text endpoint priced by the second of its input (no installed pack registers one).
     sandbox.state.endpoints["fal-ai/whisper"] = Endpoint(
-        "fal-ai/whisper", {"type": "object", "properties": {"audio_url": {"type": "string"}}, "required": ["audio_url"]},
+        "fal-ai/whisper",
+        {"type": "object", "properties": {"audio_url": {"type": "string"}}, "required": ["audio_url"]},
         {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-        unit_price=0.00125, unit="second", kind="audio")
+        unit_price=0.00125,
+        unit="second",
+        kind="audio",
+    )
     async with tool_table_for(sandbox, registry, FAL_MCP_MAX_COST_PER_CALL=100) as table:
-        speech = await table.call("run_model", {"model": "fal-ai/whisper", "input": {
-            "audio_url": "https://example.com/talk.mp3"}})
+        speech = await table.call(
+            "run_model", {"model": "fal-ai/whisper", "input": {"audio_url": "https://example.com/talk.mp3"}}
+        )
         assert speech.is_error and "could not be estimated" in speech.content[0].text
         assert "no length" in speech.content[0].text, speech.content[0].text
-        upscale = await table.call("run_model", {"model": "fal-ai/clarity-upscaler", "input": {
-            "image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}})
-        assert upscale.is_error and "could not be estimated" in upscale.content[0].text, upscale.content[0].text
+        upscale = await table.call(
+            "run_model",
+            {
+                "model": "fal-ai/clarity-upscaler",
+                "input": {"image_url": "data:image/png;base64,bm90IGFuIGltYWdl"},
+            },
+        )
+        assert upscale.is_error and "could not be estimated" in upscale.content[0].text, upscale.content[
+            0
+        ].text
     assert sandbox.state.submissions == []
 
 
@@ -483,7 +569,9 @@ async def test_a_saved_output_is_written_once_however_often_it_is_asked_for(sand
 
     out = tmp_path / "out"
     async with tool_table_for(sandbox, registry, FAL_MCP_OUTPUT_DIR=str(out)) as table:
-        job = await table.call("submit_job", {"tool": "generate_image", "arguments": {"prompt": "x", "num_images": 2}})
+        job = await table.call(
+            "submit_job", {"tool": "generate_image", "arguments": {"prompt": "x", "num_images": 2}}
+        )
         job_id = job.structured_content["job_id"]
         done = []
         with anyio.fail_after(60):
@@ -496,7 +584,9 @@ async def test_a_saved_output_is_written_once_however_often_it_is_asked_for(sand
                     await anyio.sleep(0.05)
         assert sorted(p.name for p in out.iterdir()) == sorted({p.name for p in out.iterdir()})
         assert len(list(out.iterdir())) == 2
-        assert {f["local_path"] for c in done for f in c.structured_content["files"]} == {str(p) for p in out.iterdir()}
+        assert {f["local_path"] for c in done for f in c.structured_content["files"]} == {
+            str(p) for p in out.iterdir()
+        }
         # concurrent saves of one output: one file, none deleted, nothing partial left
         url = done[0].structured_content["files"][0]["url"]
         target = tmp_path / "again" / "one.png"
@@ -530,8 +620,12 @@ async def test_what_grows_with_use_is_bounded(tool_table, monkeypatch):
     monkeypatch.setattr(Outputs, "LIMIT", 5)
     outputs = Outputs()
     for index in range(12):
-        outputs.record(GenerationOutput(files=[OutputFile(url=f"https://x/{index}")], endpoint="a/b",
-                                        request_id=f"r{index}"), STDIO)
+        outputs.record(
+            GenerationOutput(
+                files=[OutputFile(url=f"https://x/{index}")], endpoint="a/b", request_id=f"r{index}"
+            ),
+            STDIO,
+        )
     assert len(outputs.files) == 5 and outputs.file("fal-mcp://outputs/r11/0", STDIO) is not None
     monkeypatch.setattr(gateway_module, "UPLOADS_KEPT", 3)
     for index in range(6):
@@ -558,8 +652,11 @@ def test_every_form_of_a_secret_is_scrubbed():
 
 async def test_a_huge_value_is_never_echoed_whole(tool_table):
     huge = "Z" * 200_000
-    for tool, arguments in [("check_job", {"job_id": "job_" + huge}), ("upload_file", {"file_path": huge[:4000]}),
-                            ("generate_image", {"prompt": "x", "image_size": huge}),
-                            ("no_such_tool_" + huge[:100], {})]:
+    for tool, arguments in [
+        ("check_job", {"job_id": "job_" + huge}),
+        ("upload_file", {"file_path": huge[:4000]}),
+        ("generate_image", {"prompt": "x", "image_size": huge}),
+        ("no_such_tool_" + huge[:100], {}),
+    ]:
         result = await tool_table.call(tool, arguments)
         assert result.is_error and len(result.content[0].text) < 2000, (tool, len(result.content[0].text))

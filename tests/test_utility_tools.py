@@ -34,7 +34,9 @@ async def test_list_models_reads_every_page_once_and_caches(tool_table, sandbox,
     ids = [m["endpoint_id"] for m in listing["models"]]
     assert len(ids) == len(set(ids)) == listing["matched"] == total
     await call(tool_table, "list_models", {"category": "video"})
-    assert len([r for r in platform_requests(sandbox) if r["path"].endswith("/models")]) == len(pages)  # cached
+    assert len([r for r in platform_requests(sandbox) if r["path"].endswith("/models")]) == len(
+        pages
+    )  # cached
 
 
 async def test_list_models_filters_and_shows_aliases_highlighted_first(tool_table):
@@ -48,9 +50,12 @@ async def test_list_models_filters_and_shows_aliases_highlighted_first(tool_tabl
     assert schnell["description"]  # read from the nested metadata
     assert "generate_image:flux_schnell" in text
     found, _ = await call(tool_table, "list_models", {"search": "upscale", "limit": 5})
-    assert found["models"] and all("upscal" in (m["endpoint_id"] + m["description"] + str(m["aliases"])).lower()
-                                   for m in found["models"])
-    video, _ = await call(tool_table, "list_models", {"task": "animate a photo into video", "category": "video"})
+    assert found["models"] and all(
+        "upscal" in (m["endpoint_id"] + m["description"] + str(m["aliases"])).lower() for m in found["models"]
+    )
+    video, _ = await call(
+        tool_table, "list_models", {"task": "animate a photo into video", "category": "video"}
+    )
     assert video["models"] and all(m["category"] == "video" for m in video["models"])
 
 
@@ -69,7 +74,9 @@ async def test_list_models_refuses_bad_input(tool_table):
 
 
 async def test_recommend_model_ranks_with_reasons(tool_table):
-    advice, text = await call(tool_table, "recommend_model", {"task": "photorealistic product photo", "limit": 3})
+    advice, text = await call(
+        tool_table, "recommend_model", {"task": "photorealistic product photo", "limit": 3}
+    )
     top = advice["recommendations"][0]
     assert top["model"] == "generate_image:flux_pro"
     assert any("photo" in reason for reason in top["reasons"])
@@ -90,7 +97,9 @@ async def test_get_pricing_live_and_offline(tool_table, sandbox):
     assert "per" in text
     sandbox.state.add_fault(route="platform", status=500, times=-1)
     tool_table.gateway._cached.clear()
-    offline, text = await call(tool_table, "get_pricing", {"models": ["flux_schnell", "fal-ai/unknown/model"]})
+    offline, text = await call(
+        tool_table, "get_pricing", {"models": ["flux_schnell", "fal-ai/unknown/model"]}
+    )
     hint, unknown = offline["prices"]
     assert hint["source"] == "offline hint" and hint["unit_price"] == 0.003
     assert unknown["source"] == "unknown"
@@ -103,8 +112,9 @@ async def test_get_pricing_live_and_offline(tool_table, sandbox):
 async def test_estimate_cost_by_calls_and_units(tool_table, sandbox):
     by_calls, text = await call(tool_table, "estimate_cost", {"model": "flux_dev", "quantity": 10})
     assert by_calls["endpoint_id"] == "fal-ai/flux/dev" and by_calls["total_cost"] > 0
-    by_units, _ = await call(tool_table, "estimate_cost", {"model": "fal-ai/flux/dev", "quantity": 4,
-                                                          "basis": "units"})
+    by_units, _ = await call(
+        tool_table, "estimate_cost", {"model": "fal-ai/flux/dev", "quantity": 4, "basis": "units"}
+    )
     body = [r["json"] for r in platform_requests(sandbox, "estimate")]
     assert body[-2]["estimate_type"] == "historical_api_price"
     assert body[-1] == {"estimate_type": "unit_price", "endpoints": {"fal-ai/flux/dev": {"unit_quantity": 4}}}

@@ -2,12 +2,13 @@
 
 A pack imports only from here:
 
-    from fal_mcp import hookimpl, Tool, Model, EndpointCall, ToolInput, ToolResult, ToolContext
+    from fal_mcp import Tool, Model, EndpointInput, generation_output, pack_hooks, ToolInput, ToolResult
 """
 
+from .building import EndpointInput, generation_output, pack_hooks
 from .context import ToolContext
 from .endpoint_schemas import openapi_schemas, resolve_openapi
-from .errors import ToolError
+from .errors import ArgumentError, ToolError
 from .gateway import FalResult
 from .hookspecs import hookimpl
 from .input_check import input_field
@@ -16,8 +17,10 @@ from .outputs import GenerationOutput, OutputFile, ToolInput, find_files
 from .types import EndpointCall, Model, PriceHint, Recommendation, Tool, ToolHints, ToolResult
 
 __all__ = [
+    "ArgumentError",
     "MAX_PIXELS",
     "EndpointCall",
+    "EndpointInput",
     "FalResult",
     "GenerationOutput",
     "Model",
@@ -31,11 +34,13 @@ __all__ = [
     "ToolInput",
     "ToolResult",
     "find_files",
+    "generation_output",
     "hookimpl",
     "input_field",
     "MediaError",
     "MediaUrl",
     "open_image",
+    "pack_hooks",
     "openapi_schemas",
     "resolve_openapi",
 ]

@@ -11,23 +11,44 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .gateway import FalGateway
 
 # fal's named image sizes (fal's portrait_4_3 is a 3:4 portrait).
 IMAGE_SIZES = {
-    "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024), "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
 }
 COUNT_FIELDS = ("num_images", "num_outputs", "num_videos", "num_samples")
 SECOND_FIELDS = ("duration", "duration_seconds", "seconds_total", "audio_length", "length_seconds")
 SCALE_FIELDS = ("upscale_factor", "scale")
 # fal's unit names, singular, by the kind of quantity they count.
 UNIT_KINDS = {
-    "image": "count", "images": "count", "video": "count", "videos": "count", "request": "count",
-    "requests": "count", "call": "count", "calls": "count", "generation": "count", "generations": "count",
-    "megapixel": "megapixel", "megapixels": "megapixel", "mp": "megapixel",
-    "second": "second", "seconds": "second", "sec": "second", "s": "second",
-    "minute": "minute", "minutes": "minute",
+    "image": "count",
+    "images": "count",
+    "video": "count",
+    "videos": "count",
+    "request": "count",
+    "requests": "count",
+    "call": "count",
+    "calls": "count",
+    "generation": "count",
+    "generations": "count",
+    "megapixel": "megapixel",
+    "megapixels": "megapixel",
+    "mp": "megapixel",
+    "second": "second",
+    "seconds": "second",
+    "sec": "second",
+    "s": "second",
+    "minute": "minute",
+    "minutes": "minute",
 }
 
 
@@ -49,8 +70,10 @@ class Estimate:
         return self.units * self.unit_price
 
     def describe(self) -> str:
-        return (f"{self.units:g} {self.unit} × {self.unit_price:g} {self.currency} = {self.cost:.4f} "
-                f"{self.currency} ({self.basis})")
+        return (
+            f"{self.units:g} {self.unit} × {self.unit_price:g} {self.currency} = {self.cost:.4f} "
+            f"{self.currency} ({self.basis})"
+        )
 
 
 def _number(value: Any) -> float | None:
@@ -102,8 +125,9 @@ def seconds_of(arguments: Mapping[str, Any]) -> float | None:
 ImageSize = Callable[[str], Awaitable[tuple[int, int]]]
 
 
-async def units_for(unit: str, arguments: Mapping[str, Any], image_size: ImageSize | None = None
-                    ) -> tuple[float, str]:
+async def units_for(
+    unit: str, arguments: Mapping[str, Any], image_size: ImageSize | None = None
+) -> tuple[float, str]:
     """(units, how they were counted) for fal's `unit`, from the input sent to fal. `image_size(url)`
     reads an input image's size, for models priced by the megapixels of an image they are given."""
     kind = UNIT_KINDS.get(unit.strip().lower())
@@ -112,32 +136,37 @@ async def units_for(unit: str, arguments: Mapping[str, Any], image_size: ImageSi
         return float(count), f"{count} {unit}"
     if kind == "megapixel":
         size = size_of(arguments)
-        scale = next((_number(arguments.get(name)) for name in SCALE_FIELDS if _number(arguments.get(name))), 1.0)
+        scale = next((value for name in SCALE_FIELDS if (value := _number(arguments.get(name)))), 1.0)
         if size is None and image_size is not None and isinstance(arguments.get("image_url"), str):
             width, height = await image_size(arguments["image_url"])
             size = (round(width * scale), round(height * scale))
         if size is None:
-            raise EstimateError("it is priced per megapixel and the input gives no output size (image_size, or "
-                                "width and height)")
+            raise EstimateError(
+                "it is priced per megapixel and the input gives no output size (image_size, or "
+                "width and height)"
+            )
         megapixels = size[0] * size[1] / 1_000_000
         return count * megapixels, f"{count} × {size[0]}x{size[1]} ({megapixels:.2f} megapixels)"
     if kind in ("second", "minute"):
         seconds = seconds_of(arguments)
         if seconds is None:
-            raise EstimateError(f"it is priced per {unit} and the input gives no length (one of "
-                                f"{', '.join(SECOND_FIELDS)}, or num_frames with fps)")
+            raise EstimateError(
+                f"it is priced per {unit} and the input gives no length (one of "
+                f"{', '.join(SECOND_FIELDS)}, or num_frames with fps)"
+            )
         amount = seconds if kind == "second" else seconds / 60
         return count * amount, f"{count} × {seconds:g} s"
     raise EstimateError(f"fal prices it per {unit!r}, a unit this server cannot count from the input")
 
 
-async def estimate(gateway, endpoint_id: str, arguments: Mapping[str, Any]) -> Estimate:
+async def estimate(gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any]) -> Estimate:
     """units × fal's published unit price for this exact input. EstimateError says what is missing."""
     from .errors import ToolError
 
     try:
-        answer = await gateway.platform("GET", "/models/pricing", params=[("endpoint_id", endpoint_id)],
-                                        ttl=gateway.settings.catalog_ttl)
+        answer = await gateway.platform(
+            "GET", "/models/pricing", params=[("endpoint_id", endpoint_id)], ttl=gateway.settings.catalog_ttl
+        )
         price = next(p for p in answer.get("prices", []) if p.get("endpoint_id") == endpoint_id)
         unit_price, unit = float(price["unit_price"]), str(price["unit"])
     except StopIteration:

@@ -21,8 +21,11 @@ GC_THRESHOLDS = (50_000, 50, 100)  # Python's defaults are (700, 10, 10)
 def _setup_logging() -> None:
     # stdout carries the protocol: logs go to stderr only.
     level = os.environ.get("FAL_MCP_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _registry(settings: Settings):
@@ -59,8 +62,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if transport != "stdio":
         from .http import HttpSettings
 
-        http_settings = HttpSettings.from_env(os.environ, host=args.host, port=args.port,
-                                              stateless=True if args.stateless else None)
+        http_settings = HttpSettings.from_env(
+            os.environ, host=args.host, port=args.port, stateless=True if args.stateless else None
+        )
         http_settings.check_exposure()  # before anything starts
     registry = _registry(settings)
     active = [pack.name for pack in registry.packs if pack.status == "active"]
@@ -77,11 +81,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             sandbox = Sandbox()
             await sandbox.start()
             run_settings = sandbox_settings(settings, sandbox.env())
-            print(f"fal-mcp: using the offline fal sandbox at {sandbox.base_url} (placeholder media, no key "
-                  "needed)", file=sys.stderr)
+            print(
+                f"fal-mcp: using the offline fal sandbox at {sandbox.base_url} (placeholder media, no key "
+                "needed)",
+                file=sys.stderr,
+            )
         try:
             # One gateway and one tool table, whatever the transports.
-            async with FalGateway(run_settings) as gateway, ToolTable(registry, run_settings, gateway) as table:
+            async with (
+                FalGateway(run_settings) as gateway,
+                ToolTable(registry, run_settings, gateway) as table,
+            ):
                 table.runner.start_resuming()  # jobs a previous run left: followed to their end
                 # What is loaded now lives as long as the server: keep it out of the garbage
                 # collector's passes, and make those rarer: a full pass over a busy server's
@@ -91,6 +101,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 if transport == "stdio":
                     await serve_stdio(table)
                     return
+                if http_settings is None:  # read above for every transport but stdio
+                    raise RuntimeError(f"no HTTP settings for the {transport} transport")
                 from .http import serve_http
 
                 async with anyio.create_task_group() as group:
@@ -124,8 +136,12 @@ def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Setting
     """`settings` pointed at a sandbox: its URLs and its key, never the user's real key; its jobs are kept
     in memory unless FAL_MCP_STORE says otherwise (they die with the in-process sandbox anyway)."""
     urls = {kind: sandbox_env[f"FAL_MCP_{kind.upper()}_URL"] for kind in settings.urls}
-    return replace(settings, urls=urls, fal_key=sandbox_env["FAL_KEY"],
-                   store_url=settings.store_url or "sqlite:///:memory:")
+    return replace(
+        settings,
+        urls=urls,
+        fal_key=sandbox_env["FAL_KEY"],
+        store_url=settings.store_url or "sqlite:///:memory:",
+    )
 
 
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,18 +153,26 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("No packs installed. Install one, e.g. `pip install fal-mcp-image`.")
     for row in rows:
-        line = (f"{row['name']:<10} {row['distribution']} {row['version']:<8} {row['status']:<8} "
-                f"{row['tools']} tools, {row['models']} models")
+        line = (
+            f"{row['name']:<10} {row['distribution']} {row['version']:<8} {row['status']:<8} "
+            f"{row['tools']} tools, {row['models']} models"
+        )
         print(line + (f"  ({row['error']})" if row["error"] else ""))
     return 0
 
 
 def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
     registry = _registry(settings)
-    rows = [{"name": name, "title": tool.title, "pack": registry.tool_packs[name].name,
-             "distribution": registry.tool_packs[name].distribution,
-             "models": [m.alias for m in registry.models_for(name)]}
-            for name, tool in sorted(registry.tools.items())]
+    rows = [
+        {
+            "name": name,
+            "title": tool.title,
+            "pack": registry.tool_packs[name].name,
+            "distribution": registry.tool_packs[name].distribution,
+            "models": [m.alias for m in registry.models_for(name)],
+        }
+        for name, tool in sorted(registry.tools.items())
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -180,12 +204,18 @@ def cmd_models_check(args: argparse.Namespace, settings: Settings) -> int:
                     row["status"] = "no vendored schema"
                     continue
                 try:
-                    page = await gateway.platform("GET", "/models", params=[
-                        ("endpoint_id", model.endpoint_id), ("expand", "openapi-3.0")], ttl=300)
+                    page = await gateway.platform(
+                        "GET",
+                        "/models",
+                        params=[("endpoint_id", model.endpoint_id), ("expand", "openapi-3.0")],
+                        ttl=300,
+                    )
                 except ToolError as exc:
                     row["status"], row["changes"] = "not checked", [str(exc)]
                     continue
-                entry = next((m for m in page.get("models", []) if m.get("endpoint_id") == model.endpoint_id), None)
+                entry = next(
+                    (m for m in page.get("models", []) if m.get("endpoint_id") == model.endpoint_id), None
+                )
                 if entry is None:
                     row["status"] = "gone from fal"
                 elif not entry.get("openapi"):
@@ -220,15 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fal-mcp", description="MCP server for fal.ai generative models")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the MCP server (stdio)")
-    serve.add_argument("--sandbox", action="store_true",
-                       help="start the offline fal sandbox in-process and use it: no key, no network "
-                            "(needs fal-mcp-sandbox)")
-    serve.add_argument("--transport", choices=TRANSPORTS, default=None,
-                       help="stdio (default), http (streamable HTTP at /mcp), sse (/sse), dual (stdio + http)")
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the offline fal sandbox in-process and use it: no key, no network "
+        "(needs fal-mcp-sandbox)",
+    )
+    serve.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=None,
+        help="stdio (default), http (streamable HTTP at /mcp), sse (/sse), dual (stdio + http)",
+    )
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, FAL_MCP_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8080, FAL_MCP_PORT; 0 picks one)")
-    serve.add_argument("--stateless", action="store_true",
-                       help="streamable HTTP without sessions, for several replicas behind a load balancer")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default 8080, FAL_MCP_PORT; 0 picks one)"
+    )
+    serve.add_argument(
+        "--stateless",
+        action="store_true",
+        help="streamable HTTP without sessions, for several replicas behind a load balancer",
+    )
     serve.set_defaults(run=cmd_serve)
     plugins = commands.add_parser("plugins", help="list installed packs and their status")
     plugins.add_argument("--json", action="store_true")
@@ -238,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     tools.set_defaults(run=cmd_tools)
     models = commands.add_parser("models", help="the registered models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
-    check = model_commands.add_parser("check", help="compare each model's vendored schema with fal's live OpenAPI")
+    check = model_commands.add_parser(
+        "check", help="compare each model's vendored schema with fal's live OpenAPI"
+    )
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=cmd_models_check)
     sandbox = commands.add_parser("sandbox", help="run the offline fal sandbox alone (needs fal-mcp-sandbox)")

@@ -132,8 +132,9 @@ class Settings:
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
             max_upload_bytes=int(number_setting(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
             inline_previews=_flag(env, "FAL_MCP_INLINE_PREVIEWS", True),
-            max_cost_per_call=number_setting(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0) if env.get(
-                "FAL_MCP_MAX_COST_PER_CALL", "").strip() else None,
+            max_cost_per_call=number_setting(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0)
+            if env.get("FAL_MCP_MAX_COST_PER_CALL", "").strip()
+            else None,
             catalog_ttl=number_setting(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
             output_dir=_output_dir(env),
             store_url=env.get("FAL_MCP_STORE", "").strip() or None,

@@ -9,10 +9,15 @@ from .errors import ToolError
 from .owners import STDIO, Principal
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+    from pydantic import BaseModel
+
     from .config import Settings
     from .gateway import FalGateway, FalResult
     from .media import Fetched
     from .plugins import Registry
+    from .runner import Call, Replay
+    from .server import ToolTable
     from .types import EndpointCall, Model, Tool
 
 ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -21,10 +26,19 @@ ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
 class ToolContext:
     """Per call. Packs use this, never the MCP server or fal_client directly."""
 
-    def __init__(self, *, tool: Tool, gateway: FalGateway, registry: Registry, settings: Settings,
-                 report_progress: ReportProgress | None = None,
-                 client_roots: Callable[[], Awaitable[list[str] | None]] | None = None,
-                 table: Any = None, job: Any = None, owner: Principal | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tool: Tool,
+        gateway: FalGateway,
+        registry: Registry,
+        settings: Settings,
+        report_progress: ReportProgress | None = None,
+        client_roots: Callable[[], Awaitable[list[str] | None]] | None = None,
+        table: ToolTable | None = None,
+        job: Replay | None = None,
+        owner: Principal | None = None,
+    ) -> None:
         self.tool = tool
         self.gateway = gateway
         self.registry = registry
@@ -34,9 +48,9 @@ class ToolContext:
         self._allowed_dirs: list[str] | None = None
         self._steps = 0
         self.table = table  # the ToolTable serving this call (used by the core's job tools)
-        self.job = job  # None, or a runner.Replay: the fal output a finished job already has
-        self.call: Any = None  # the runner's Call this context belongs to
-        self.arguments: Any = None  # the validated arguments, media inputs resolved
+        self.job = job  # the fal output a finished job already has (a job finished again), else None
+        self.call: Call | None = None  # the runner's Call this context belongs to, once started
+        self.arguments: BaseModel | None = None  # the validated arguments, media inputs resolved
         self.owner = owner or STDIO  # who the call belongs to: its jobs and outputs are theirs alone
 
     async def progress(self, message: str) -> None:
@@ -65,9 +79,14 @@ class ToolContext:
             if call is not None:
                 await call.on_submit(endpoint_id, request_id, arguments)
 
-        return await self.gateway.run(endpoint_id, arguments, progress=self.progress,
-                                      timeout=self.settings.timeout_for(self.tool.category), on_submit=on_submit,
-                                      cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None)
+        return await self.gateway.run(
+            endpoint_id,
+            arguments,
+            progress=self.progress,
+            timeout=self.settings.timeout_for(self.tool.category),
+            on_submit=on_submit,
+            cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None,
+        )
 
     async def run_model(self, model: Model, arguments: Any) -> tuple[FalResult, EndpointCall]:
         """Translate the tool's arguments for `model`, check the result against fal's schema of the
@@ -115,12 +134,16 @@ class ToolContext:
         from .media import MAX_DOWNLOAD_BYTES, MediaError, fetch
 
         try:
-            return await fetch(url, trusted_urls=list(self.settings.urls.values()),
-                               max_bytes=max_bytes or MAX_DOWNLOAD_BYTES, http=self.gateway.downloads())
+            return await fetch(
+                url,
+                trusted_urls=list(self.settings.urls.values()),
+                max_bytes=max_bytes or MAX_DOWNLOAD_BYTES,
+                http=self.gateway.downloads(),
+            )
         except MediaError as exc:
             raise ToolError(f"could not fetch {url[:200]}: {exc}") from None
 
-    async def fetch_image(self, url: str, max_pixels: int | None = None):
+    async def fetch_image(self, url: str, max_pixels: int | None = None) -> Image:
         """Download and decode an image (PIL), off the event loop, refusing decompression bombs."""
         import anyio
 

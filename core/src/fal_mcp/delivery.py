@@ -6,24 +6,30 @@ Applied by the core to every tool result whose structured content is a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mimetypes
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .media import MediaError, fetch, open_image
+from .media import MediaError, download, fetch, open_image
 from .outputs import GenerationOutput, OutputFile
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 PREVIEW_SIDE = 1024
 PREVIEW_BYTES = 1_000_000
 MAX_SAVE_BYTES = 2 * 1024 * 1024 * 1024
+# A saved output may be a long video: far longer than a download for local work (media.FETCH_TIMEOUT).
+SAVE_TIMEOUT = 900.0
 
 
 def _is_image(file: OutputFile) -> bool:
     return (file.content_type or "").startswith("image/") or (
-        file.content_type is None and file.width is not None)
+        file.content_type is None and file.width is not None
+    )
 
 
 def make_preview(data: bytes) -> tuple[bytes, str]:
@@ -65,37 +71,36 @@ def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:
     return f"{tool}_{safe_id}_{index}{extension}"
 
 
-async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int = MAX_SAVE_BYTES) -> Path:
-    """The file at `path`, downloading `url` to it unless it is there already: an output is written
-    once, however often its result is asked for (check_job). The download goes to a temporary file
-    of its own, linked into place only when complete, so concurrent saves of one output never
-    overwrite or delete each other's file, and a failed one leaves nothing behind."""
+async def save(
+    url: str,
+    path: Path,
+    *,
+    trusted_urls,
+    http=None,
+    max_bytes: int = MAX_SAVE_BYTES,
+    timeout: float = SAVE_TIMEOUT,
+) -> Path:
+    """The file at `path`, downloading `url` to it (media.download: the same checks and redirect policy
+    as every download) unless it is there already: an output is written once, however often its result
+    is asked for (check_job). The download goes to a temporary file of its own, linked into place only
+    when complete, so concurrent saves of one output never overwrite or delete each other's file, and a
+    failed one leaves nothing behind."""
     import os
     import secrets
 
     import anyio
-    import httpx
-
-    from .media import check_url, pinned_request
 
     if path.exists():
         return path
-    request = pinned_request(url, await check_url(url, trusted_urls))
     partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    written = 0
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            if http is None:
-                http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-            async with http.stream("GET", **request, follow_redirects=False) as response:
-                if response.status_code >= 300:  # redirects too: only the checked URL is fetched
-                    raise MediaError(f"downloading {url[:200]} failed with HTTP {response.status_code}")
-                async with await anyio.open_file(partial, "xb") as out:
-                    async for chunk in response.aiter_bytes():
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise MediaError(f"{url[:200]} is larger than {max_bytes} bytes")
-                        await out.write(chunk)
+        async with await anyio.open_file(partial, "xb") as out:
+            try:
+                await download(
+                    url, out.write, trusted_urls=trusted_urls, max_bytes=max_bytes, timeout=timeout, http=http
+                )
+            except MediaError as exc:
+                raise MediaError(f"{url[:200]}: {exc}") from None
         try:
             os.link(partial, path)  # fails if another save finished first: theirs is kept
         except FileExistsError:
@@ -108,7 +113,9 @@ async def save(url: str, path: Path, *, trusted_urls, http=None, max_bytes: int 
     return path
 
 
-async def deliver(output: GenerationOutput, *, tool: str, settings, http=None) -> list[tuple[bytes, str]]:
+async def deliver(
+    output: GenerationOutput, *, tool: str, settings: Settings, http=None
+) -> list[tuple[bytes, str]]:
     """Save files to FAL_MCP_OUTPUT_DIR if set (filling `local_path`), and make image previews.
     Returns the previews; a file that cannot be previewed or saved gets a note instead of failing the call."""
     import anyio
@@ -126,10 +133,12 @@ async def deliver(output: GenerationOutput, *, tool: str, settings, http=None) -
                 output.notes.append(f"file {index + 1} was not saved to {settings.output_dir}: {exc}")
         if settings.inline_previews and _is_image(file):
             try:
-                data = (Path(file.local_path).read_bytes() if file.local_path
-                        else (await fetch(file.url, trusted_urls=trusted, http=http)).data)
+                data = (
+                    Path(file.local_path).read_bytes()
+                    if file.local_path
+                    else (await fetch(file.url, trusted_urls=trusted, http=http)).data
+                )
                 previews.append(await anyio.to_thread.run_sync(make_preview, data))
             except MediaError as exc:
                 output.notes.append(f"no preview of image {index + 1}: {exc}")
     return previews
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -34,25 +35,30 @@ def vendored_schema(package: str, endpoint_id: str) -> dict[str, Any] | None:
 # -- fal's live OpenAPI documents ----------------------------------------------------------------------
 
 
-def resolve_openapi(node: Any, doc: dict) -> Any:
+def resolve_openapi(node: Any, doc: dict[str, Any]) -> Any:
     """Follow `$ref`s (and single-entry allOf wrappers) of an OpenAPI document to the schema they name."""
     while isinstance(node, dict):
         if "$ref" in node:
             name = node["$ref"].rsplit("/", 1)[-1]
-            node = {**doc.get("components", {}).get("schemas", {}).get(name, {}),
-                    **{k: v for k, v in node.items() if k != "$ref"}}
+            node = {
+                **doc.get("components", {}).get("schemas", {}).get(name, {}),
+                **{k: v for k, v in node.items() if k != "$ref"},
+            }
         elif len(node.get("allOf", ())) == 1:
-            node = {**resolve_openapi(node["allOf"][0], doc), **{k: v for k, v in node.items() if k != "allOf"}}
+            node = {
+                **resolve_openapi(node["allOf"][0], doc),
+                **{k: v for k, v in node.items() if k != "allOf"},
+            }
         else:
             return node
     return node
 
 
-def openapi_schemas(doc: dict, endpoint_id: str) -> tuple[dict, dict]:
+def openapi_schemas(doc: dict[str, Any], endpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(input, output) schemas of an endpoint's fal OpenAPI document: the body of its POST, and the
     answer of its result route; {} where the document has none."""
 
-    def find(method: str, matches, part: str) -> dict:
+    def find(method: str, matches: Callable[[str], bool], part: str) -> dict[str, Any]:
         for path, operations in doc.get("paths", {}).items():
             operation = operations.get(method)
             if operation and matches(path):
@@ -62,15 +68,21 @@ def openapi_schemas(doc: dict, endpoint_id: str) -> tuple[dict, dict]:
                     content = operation.get("responses", {}).get("200", {}).get("content", {})
                 schema = content.get("application/json", {}).get("schema")
                 if schema:
-                    return resolve_openapi(schema, doc)
+                    resolved: dict[str, Any] = resolve_openapi(schema, doc)
+                    return resolved
         return {}
 
-    return (find("post", lambda path: path.rstrip("/").endswith(endpoint_id), "request"),
-            find("get", lambda path: "/requests/{request_id}" in path and not path.endswith(("/status", "/cancel")),
-                 "response"))
+    return (
+        find("post", lambda path: path.rstrip("/").endswith(endpoint_id), "request"),
+        find(
+            "get",
+            lambda path: "/requests/{request_id}" in path and not path.endswith(("/status", "/cancel")),
+            "response",
+        ),
+    )
 
 
-def _shape(schema: Any, doc: dict) -> dict:
+def _shape(schema: Any, doc: dict[str, Any]) -> dict[str, Any]:
     """What matters of a field for a caller: its type(s), choices and bounds."""
     schema = resolve_openapi(schema, doc)
     if not isinstance(schema, dict):
@@ -79,7 +91,7 @@ def _shape(schema: Any, doc: dict) -> dict:
     if options:
         kinds = sorted({str(_shape(option, doc).get("type")) for option in options})
         enum = sorted({str(v) for option in options for v in resolve_openapi(option, doc).get("enum", ())})
-        shape: dict = {"type": " | ".join(kinds)}
+        shape: dict[str, Any] = {"type": " | ".join(kinds)}
         if enum:
             shape["enum"] = enum
         return shape
@@ -90,18 +102,23 @@ def _shape(schema: Any, doc: dict) -> dict:
     return shape
 
 
-def compare_inputs(vendored: dict, live: dict, live_doc: dict) -> list[str]:
+def compare_inputs(vendored: dict[str, Any], live: dict[str, Any], live_doc: dict[str, Any]) -> list[str]:
     """How fal's live input schema differs from the vendored one, field by field (top level)."""
     ours, theirs = vendored.get("properties", {}), live.get("properties", {})
     our_required, their_required = set(vendored.get("required", ())), set(live.get("required", ()))
-    changes = [f"+ {name} ({_shape(theirs[name], live_doc).get('type')})" + (" required" if name in their_required
-                                                                         else "")
-               for name in sorted(set(theirs) - set(ours))]
+    changes = [
+        f"+ {name} ({_shape(theirs[name], live_doc).get('type')})"
+        + (" required" if name in their_required else "")
+        for name in sorted(set(theirs) - set(ours))
+    ]
     changes += [f"- {name}" for name in sorted(set(ours) - set(theirs))]
     for name in sorted(set(ours) & set(theirs)):
         before, after = _shape(ours[name], vendored), _shape(theirs[name], live_doc)
-        differences = [f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
-                       if before.get(key) != after.get(key)]
+        differences = [
+            f"{key} {before.get(key)!r} -> {after.get(key)!r}"
+            for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)
+        ]
         if (name in our_required) != (name in their_required):
             differences.append("now required" if name in their_required else "no longer required")
         if differences:

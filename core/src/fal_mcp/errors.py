@@ -10,12 +10,39 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-KEY_HELP = ("Set FAL_KEY to an API key from https://fal.ai/dashboard/keys (or FAL_KEY_ID and "
-            "FAL_KEY_SECRET), or start the server with --sandbox to try it offline.")
+KEY_HELP = (
+    "Set FAL_KEY to an API key from https://fal.ai/dashboard/keys (or FAL_KEY_ID and "
+    "FAL_KEY_SECRET), or start the server with --sandbox to try it offline."
+)
 
 
 class ToolError(Exception):
-    """A failure to report to the user as it is. Packs raise it for their own refusals."""
+    """A failure to report to the user as it is. Packs raise it for their own refusals.
+
+    `kind` says what happened, as data (never read back from the message): "refused" (the call was
+    not made: bad or unaffordable input), "failed" (fal or the model failed), "cancelled", "timeout".
+    `status` is the HTTP status fal answered with, where there was one (403: the key lacks permission).
+    """
+
+    def __init__(self, message: str, kind: str = "failed", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class ArgumentError(ToolError):
+    """An argument of the call is wrong: names the field; the core adds "Invalid arguments for <tool>:".
+
+        raise ArgumentError("scale", "aura_sr only makes 4x upscales")
+
+    `tool`, when set, is the tool the arguments were for (submit_job starts another tool); else the
+    tool that raised it.
+    """
+
+    def __init__(self, field: str, message: str, *, tool: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", kind="refused")
+        self.field = field
+        self.tool = tool
 
 
 class ModelFailedError(Exception):
@@ -130,21 +157,26 @@ def describe(exc: BaseException, *, endpoint_id: str = "", retries: int = 0) -> 
         if status == 401:
             return f"fal rejected the API key (401). Check that FAL_KEY is a valid, current key. {detail}".strip()
         if status == 403:
-            return (f"fal refused the request{where} (403): {detail}. The key lacks permission for this "
-                    "(some APIs need an admin key) or the account needs credit.")
+            return (
+                f"fal refused the request{where} (403): {detail}. The key lacks permission for this "
+                "(some APIs need an admin key) or the account needs credit."
+            )
         if status == 404:
             return f"fal does not know{where or ' this'} (404): {detail}"
         if status == 422:
             return f"fal rejected the input{where} (422): {detail}"
         if status == 429:
-            return (f"fal is rate-limiting requests (429){tried}{where}; wait a minute and try again. "
-                    f"{detail}").strip()
+            return (
+                f"fal is rate-limiting requests (429){tried}{where}; wait a minute and try again. {detail}"
+            ).strip()
         if status >= 500:
             return f"fal had a server error ({status}){tried}{where}: {detail}. Try again later."
         return f"fal answered {status}{where}: {detail}"
     if isinstance(exc, httpx.TimeoutException):
         return f"fal did not answer in time{tried}{where} ({type(exc).__name__}). Try again later."
     if isinstance(exc, httpx.TransportError):
-        return (f"Could not reach fal{tried}{where} ({type(exc).__name__}: {exc}). "
-                "Check the network connection and the FAL_MCP_*_URL settings.")
+        return (
+            f"Could not reach fal{tried}{where} ({type(exc).__name__}: {exc}). "
+            "Check the network connection and the FAL_MCP_*_URL settings."
+        )
     return f"Unexpected error{where}: {type(exc).__name__}: {exc}"

@@ -26,8 +26,10 @@ def configure(urls: Mapping[str, str]) -> None:
 
     missing = [name for name in (*HOST_CONSTANTS, "MAX_ATTEMPTS") if not hasattr(client, name)]
     if missing:
-        raise RuntimeError(f"fal_client {client_version()} lacks {', '.join(missing)}: "
-                           "this fal-mcp release does not support it")
+        raise RuntimeError(
+            f"fal_client {client_version()} lacks {', '.join(missing)}: "
+            "this fal-mcp release does not support it"
+        )
     for constant, (kind, slash) in HOST_CONSTANTS.items():
         setattr(client, constant, urls[kind].rstrip("/") + ("/" if slash else ""))
     client.MAX_ATTEMPTS = 1
@@ -78,13 +80,19 @@ def make_client(key: str | None):
                 made = self.__dict__["_pooled"] = asyncio.ensure_future(self._make_http_client())
             return made
 
-        async def _make_http_client(self, connections: int = POOL_CONNECTIONS,
-                                    keep_alive: int = POOL_CONNECTIONS) -> httpx.AsyncClient:
+        async def _make_http_client(
+            self, connections: int | None = POOL_CONNECTIONS, keep_alive: int = POOL_CONNECTIONS
+        ) -> httpx.AsyncClient:
             auth = await self._auth
             limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keep_alive)
-            transport = client_module.AsyncBackupDomainTransport(transport=httpx.AsyncHTTPTransport(limits=limits))
-            return httpx.AsyncClient(transport=transport, timeout=self.default_timeout, headers={
-                "Authorization": auth.header_value, "User-Agent": client_module.USER_AGENT})
+            transport = client_module.AsyncBackupDomainTransport(
+                transport=httpx.AsyncHTTPTransport(limits=limits)
+            )
+            return httpx.AsyncClient(
+                transport=transport,
+                timeout=self.default_timeout,
+                headers={"Authorization": auth.header_value, "User-Agent": client_module.USER_AGENT},
+            )
 
         @property
         def streams(self):
@@ -93,7 +101,8 @@ def make_client(key: str | None):
             made = self.__dict__.get("_streams")
             if made is None:
                 made = self.__dict__["_streams"] = asyncio.ensure_future(
-                    self._make_http_client(connections=None, keep_alive=STREAM_KEEP_ALIVE))
+                    self._make_http_client(connections=None, keep_alive=STREAM_KEEP_ALIVE)
+                )
             return made
 
     return PooledAsyncClient(key=key)
@@ -126,7 +135,9 @@ async def stream_status(client, handle):
 
     http = await client.streams
     timeout = httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT)
-    async with http.stream("GET", handle.status_url + "/stream", params={"logs": 1}, timeout=timeout) as response:
+    async with http.stream(
+        "GET", handle.status_url + "/stream", params={"logs": 1}, timeout=timeout
+    ) as response:
         no_route = response.status_code == 404 and "x-fal-request-id" not in response.headers
         if no_route or response.status_code in (405, 501):
             raise StreamUnsupported(response.status_code)
@@ -160,6 +171,7 @@ async def request_json(client, method: str, url: str, **kwargs) -> dict:
         else:
             message = body.get("detail", response.text) if isinstance(body, dict) else response.text
             error_type = None
-        raise FalClientHTTPError(message, response.status_code, dict(response.headers), response=response,
-                                 error_type=error_type)
+        raise FalClientHTTPError(
+            message, response.status_code, dict(response.headers), response=response, error_type=error_type
+        )
     return response.json()

@@ -14,7 +14,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -22,11 +22,16 @@ from . import falclient
 from .config import Settings
 from .errors import ModelFailedError, ToolError, describe, scrub
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 # How long a cancel may take before we give up on it (it runs shielded from cancellation).
 CANCEL_TIMEOUT = 10.0
+# The longest a submit (shielded from cancellation, with its retries) may take.
+SUBMIT_TIMEOUT = 120.0
 # Bounds on what the gateway remembers: uploaded contents' URLs, cached platform answers.
 UPLOADS_KEPT = 4096
 CACHE_KEPT = 512
@@ -94,7 +99,7 @@ class FalGateway:
         self._uploaded: OrderedDict[str, Any] = OrderedDict()
         # platform API answers, with expiry, the most recent CACHE_KEPT
         self._cached: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
-        self._downloads = None
+        self._downloads: httpx.AsyncClient | None = None
         self._streams_supported = True
         # Requests to fal in flight at once; more wait their turn (see falclient.POOL_CONNECTIONS).
         self._in_flight = anyio.CapacityLimiter(falclient.MAX_IN_FLIGHT)
@@ -113,9 +118,9 @@ class FalGateway:
         if downloads is not None:
             await downloads.aclose()
 
-    def downloads(self):
+    def downloads(self) -> httpx.AsyncClient:
         """One httpx client for downloading media (previews, local image work, saved outputs).
-        It never follows redirects by itself: media.fetch checks every hop."""
+        It never follows redirects by itself: media.download checks every hop."""
         if self._downloads is None:
             import httpx
 
@@ -132,8 +137,9 @@ class FalGateway:
 
     # -- retries -----------------------------------------------------------------
 
-    async def _call(self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool,
-                    limited: bool = True) -> Any:
+    async def _call(
+        self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool, limited: bool = True
+    ) -> Any:
         """Run one fal request with our retry policy.
 
         429 and 502-504 are retried for every request (the request was not
@@ -154,6 +160,7 @@ class FalGateway:
                 status = exc.status_code
                 retryable = status in (429, 502, 503, 504) or (idempotent and status >= 500)
                 if not retryable or attempt == self.settings.max_retries:
+                    # deliberate: _error reads it back (getattr) to say how many attempts were made
                     exc.retries = attempt  # type: ignore[attr-defined]
                     raise
                 headers = {k.lower(): v for k, v in (exc.response_headers or {}).items()}
@@ -161,7 +168,8 @@ class FalGateway:
             except (httpx.TransportError, ConnectionResetError) as exc:
                 before_sending = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 if not (idempotent or before_sending) or attempt == self.settings.max_retries:
-                    exc.retries = attempt  # type: ignore[attr-defined]
+                    # deliberate: _error reads it back (getattr) to say how many attempts were made
+                    exc.retries = attempt  # type: ignore[union-attr]
                     raise
                 delay = _retry_delay(attempt, None, self.settings.max_retry_after)
             self.stats.retries += 1
@@ -170,14 +178,30 @@ class FalGateway:
         raise AssertionError("unreachable")
 
     def _error(self, exc: BaseException, endpoint_id: str) -> ToolError:
-        message = describe(exc, endpoint_id=endpoint_id, retries=getattr(exc, "retries", 0))
-        return ToolError(scrub(message, self.settings.secrets()))
+        """A failure talking to fal as a ToolError (of kind "failed" unless it was one already), with the
+        HTTP status fal answered, if it did."""
+        from fal_client.client import FalClientHTTPError
+
+        message = scrub(
+            describe(exc, endpoint_id=endpoint_id, retries=getattr(exc, "retries", 0)),
+            self.settings.secrets(),
+        )
+        if isinstance(exc, ToolError):
+            return ToolError(message, kind=exc.kind, status=exc.status)
+        return ToolError(message, status=exc.status_code if isinstance(exc, FalClientHTTPError) else None)
 
     # -- queue jobs ----------------------------------------------------------------
 
-    async def run(self, endpoint_id: str, arguments: dict[str, Any], *, timeout: float,
-                  progress: Progress | None = None, on_submit: Callable[[str], Awaitable[None]] | None = None,
-                  cancel_when_cancelled: Callable[[], bool] | None = None) -> FalResult:
+    async def run(
+        self,
+        endpoint_id: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,
+        progress: Progress | None = None,
+        on_submit: Callable[[str], Awaitable[None]] | None = None,
+        cancel_when_cancelled: Callable[[], bool] | None = None,
+    ) -> FalResult:
         """Submit `arguments` to `endpoint_id`, wait for it, return its output.
 
         `on_submit(request_id)` runs once fal has accepted the job (to record it). If this task is
@@ -190,21 +214,29 @@ class FalGateway:
             await self.check_budget(endpoint_id, arguments)
         try:
             with anyio.fail_after(timeout):
-                handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
-                                          idempotent=False)
-                if on_submit is not None:
-                    await on_submit(handle.request_id)
-                logs = await self._follow(handle, reporter)
-                data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
-            return FalResult(endpoint_id, handle.request_id, data, logs)
+                # Shielded: a cancel arriving while fal takes the job waits until its request id is known
+                # and recorded, so the job can then be cancelled instead of running on unseen.
+                with anyio.CancelScope(shield=True), anyio.fail_after(min(timeout, SUBMIT_TIMEOUT)):
+                    submitted = await self._call(
+                        "submit", lambda: self.client.submit(endpoint_id, arguments), idempotent=False
+                    )
+                    handle = submitted
+                    if on_submit is not None:
+                        await on_submit(submitted.request_id)
+                logs = await self._follow(submitted, reporter)
+                data = await self._call("result", lambda: falclient.fetch_result(submitted), idempotent=True)
+            return FalResult(endpoint_id, submitted.request_id, data, logs)
         except TimeoutError:
             cancelled = ""
             if handle is not None:
                 cancelled = " The fal request was cancelled."
                 if not await self.cancel(endpoint_id, handle.request_id):
                     cancelled = " Cancelling the fal request failed (it may have finished, or may still run)."
-            raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
-                            "Raise FAL_MCP_TIMEOUT (or FAL_MCP_TIMEOUT_<CATEGORY>) for longer jobs.") from None
+            raise ToolError(
+                f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
+                "Raise FAL_MCP_TIMEOUT (or FAL_MCP_TIMEOUT_<CATEGORY>) for longer jobs.",
+                kind="timeout",
+            ) from None
         except anyio.get_cancelled_exc_class():
             wanted = cancel_when_cancelled() if cancel_when_cancelled is not None else True
             if handle is not None and not reporter.finished and wanted:  # the MCP client cancelled
@@ -213,13 +245,22 @@ class FalGateway:
         except Exception as exc:
             error = exc if isinstance(exc, ToolError) else self._error(exc, endpoint_id)
             if handle is not None and not reporter.finished:  # it can no longer be followed: stop it
-                cancelled = await self.cancel(endpoint_id, handle.request_id)
-                error = ToolError(f"{error} " + ("The fal request was cancelled." if cancelled else
-                                                 "Cancelling the fal request failed (it may still run)."))
+                was_cancelled = await self.cancel(endpoint_id, handle.request_id)
+                error = ToolError(
+                    f"{error} "
+                    + (
+                        "The fal request was cancelled."
+                        if was_cancelled
+                        else "Cancelling the fal request failed (it may still run)."
+                    ),
+                    kind=error.kind,
+                    status=error.status,
+                )
             raise error from None
 
-    async def follow(self, endpoint_id: str, request_id: str, *, timeout: float,
-                     progress: Progress | None = None) -> FalResult:
+    async def follow(
+        self, endpoint_id: str, request_id: str, *, timeout: float, progress: Progress | None = None
+    ) -> FalResult:
         """Follow a job submitted earlier (by this process before a restart, or by another replica) to its
         end and return its output; it is never cancelled from here. ToolError on failure or timeout."""
         reporter = _Reporter(progress)
@@ -229,7 +270,9 @@ class FalGateway:
                 logs = await self._follow(handle, reporter)
                 data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
         except TimeoutError:
-            raise ToolError(f"{endpoint_id} did not finish within {timeout:g} s of following it again") from None
+            raise ToolError(
+                f"{endpoint_id} did not finish within {timeout:g} s of following it again", kind="timeout"
+            ) from None
         except ToolError:
             raise
         except Exception as exc:
@@ -243,8 +286,9 @@ class FalGateway:
         if self.settings.max_cost_per_call is not None:
             await self.check_budget(endpoint_id, arguments)
         try:
-            handle = await self._call("submit", lambda: self.client.submit(endpoint_id, arguments),
-                                      idempotent=False)
+            handle = await self._call(
+                "submit", lambda: self.client.submit(endpoint_id, arguments), idempotent=False
+            )
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
         return handle.request_id
@@ -281,11 +325,17 @@ class FalGateway:
         try:
             found = await estimate(self, endpoint_id, arguments)
         except EstimateError as exc:
-            raise ToolError(f"{endpoint_id} was not run: FAL_MCP_MAX_COST_PER_CALL is set and its cost could "
-                            f"not be estimated: {exc}") from None
-        if found.cost > limit:
-            raise ToolError(f"{endpoint_id} was not run: it would cost about {found.describe()}, more than "
-                            f"FAL_MCP_MAX_COST_PER_CALL={limit:g}")
+            raise ToolError(
+                f"{endpoint_id} was not run: FAL_MCP_MAX_COST_PER_CALL is set and its cost could "
+                f"not be estimated: {exc}",
+                kind="refused",
+            ) from None
+        if limit is not None and found.cost > limit:  # callers check it is set; no limit refuses nothing
+            raise ToolError(
+                f"{endpoint_id} was not run: it would cost about {found.describe()}, more than "
+                f"FAL_MCP_MAX_COST_PER_CALL={limit:g}",
+                kind="refused",
+            )
         return found.cost
 
     async def image_size(self, url: str) -> tuple[int, int]:
@@ -305,7 +355,9 @@ class FalGateway:
         except MediaError as exc:
             raise EstimateError(f"its input image could not be read to size the output ({exc})") from None
         except Exception:
-            raise EstimateError("its input image could not be read to size the output (not an image)") from None
+            raise EstimateError(
+                "its input image could not be read to size the output (not an image)"
+            ) from None
 
     async def _follow(self, handle, reporter: _Reporter) -> tuple[str, ...]:
         """Follow the job until it completes, reporting each change of its status.
@@ -316,8 +368,9 @@ class FalGateway:
         """
         if self._streams_supported:
             try:
-                return await self._call("status", lambda: self._follow_stream(handle, reporter),
-                                        idempotent=True, limited=False)
+                return await self._call(
+                    "status", lambda: self._follow_stream(handle, reporter), idempotent=True, limited=False
+                )
             except falclient.StreamUnsupported:
                 self._streams_supported = False
                 log.info("fal's queue has no status stream here; polling instead")
@@ -359,8 +412,9 @@ class FalGateway:
         except FalClientHTTPError as exc:
             if exc.status_code == 422:
                 raise
-            raise ModelFailedError(detail_text(exc.message) or status.error,
-                                   exc.error_type or status.error_type) from None
+            raise ModelFailedError(
+                detail_text(exc.message) or status.error, exc.error_type or status.error_type
+            ) from None
         except Exception:
             pass  # the status's own message will do
         raise ModelFailedError(status.error, status.error_type)
@@ -369,11 +423,16 @@ class FalGateway:
         """Cancel a fal request; shielded, so it runs even while our own task is being cancelled."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT):
             try:
-                await self._call("cancel", lambda: self.client.cancel(endpoint_id, request_id), idempotent=True)
+                await self._call(
+                    "cancel", lambda: self.client.cancel(endpoint_id, request_id), idempotent=True
+                )
                 return True
             except Exception as exc:
-                log.warning("could not cancel fal request %s: %s", request_id,
-                            scrub(describe(exc, endpoint_id=endpoint_id), self.settings.secrets()))
+                log.warning(
+                    "could not cancel fal request %s: %s",
+                    request_id,
+                    scrub(describe(exc, endpoint_id=endpoint_id), self.settings.secrets()),
+                )
         return False
 
     # -- storage -----------------------------------------------------------------------
@@ -381,8 +440,9 @@ class FalGateway:
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Store `data` on fal's CDN; return its URL."""
         try:
-            return await self._call("upload", lambda: self.client.upload(data, content_type, file_name),
-                                    idempotent=True)
+            return await self._call(
+                "upload", lambda: self.client.upload(data, content_type, file_name), idempotent=True
+            )
         except Exception as exc:
             raise self._error(exc, "fal storage") from None
 
@@ -415,8 +475,15 @@ class FalGateway:
 
     # -- platform API (models, pricing, usage) -------------------------------------------
 
-    async def platform(self, method: str, path: str, *, params: list[tuple[str, Any]] | None = None,
-                       json: Any = None, ttl: float = 0) -> Any:
+    async def platform(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        ttl: float = 0,
+    ) -> Any:
         """Call fal's platform API (FAL_MCP_PLATFORM_URL + path); GET answers cached for `ttl` seconds.
         Raises ToolError with a readable message."""
         import json as jsonlib
@@ -428,8 +495,13 @@ class FalGateway:
             return cached[1]
         url = self.settings.urls["platform"] + path
         try:
-            data = await self._call("platform", lambda: falclient.request_json(
-                self.client, method, url, params=params, json=json, timeout=30), idempotent=True)
+            data = await self._call(
+                "platform",
+                lambda: falclient.request_json(
+                    self.client, method, url, params=params, json=json, timeout=30
+                ),
+                idempotent=True,
+            )
         except Exception as exc:
             raise self._error(exc, "fal's platform API") from None
         if ttl > 0:

@@ -16,8 +16,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, number_setting
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -62,14 +66,19 @@ class HttpSettings:
         raw_max = env.get("FAL_MCP_MAX_CONNECTIONS", "").strip() or "1000"
         if not raw_max.isdigit() or int(raw_max) < 1:
             raise ConfigError(f"FAL_MCP_MAX_CONNECTIONS={raw_max!r} must be a whole number, at least 1")
-        values = dict(host=env.get("FAL_MCP_HOST", "").strip() or "127.0.0.1", port=int(raw_port),
-                      token=env.get("FAL_MCP_AUTH_TOKEN", "").strip() or None,
-                      allowed_hosts=listed("FAL_MCP_ALLOWED_HOSTS"), allowed_origins=listed("FAL_MCP_ALLOWED_ORIGINS"),
-                      stateless=env.get("FAL_MCP_STATELESS", "").strip().lower() in ("1", "true", "yes"),
-                      max_body_bytes=max_body, max_connections=int(raw_max),
-                      # at least a millisecond: 0 would close every connection at once
-                      header_timeout=number_setting(env, "FAL_MCP_HEADER_TIMEOUT", 10.0, 0.001),
-                      body_timeout=number_setting(env, "FAL_MCP_BODY_TIMEOUT", 30.0, 0.001))
+        values: dict[str, Any] = dict(
+            host=env.get("FAL_MCP_HOST", "").strip() or "127.0.0.1",
+            port=int(raw_port),
+            token=env.get("FAL_MCP_AUTH_TOKEN", "").strip() or None,
+            allowed_hosts=listed("FAL_MCP_ALLOWED_HOSTS"),
+            allowed_origins=listed("FAL_MCP_ALLOWED_ORIGINS"),
+            stateless=env.get("FAL_MCP_STATELESS", "").strip().lower() in ("1", "true", "yes"),
+            max_body_bytes=max_body,
+            max_connections=int(raw_max),
+            # at least a millisecond: 0 would close every connection at once
+            header_timeout=number_setting(env, "FAL_MCP_HEADER_TIMEOUT", 10.0, 0.001),
+            body_timeout=number_setting(env, "FAL_MCP_BODY_TIMEOUT", 30.0, 0.001),
+        )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -79,7 +88,8 @@ class HttpSettings:
             raise ConfigError(
                 f"refusing to listen on {self.host} without FAL_MCP_AUTH_TOKEN: anyone who can reach that address "
                 "could use your fal key and spend its credit. Set FAL_MCP_AUTH_TOKEN to a long random secret, "
-                "or listen on 127.0.0.1.")
+                "or listen on 127.0.0.1."
+            )
 
     def host_patterns(self) -> tuple[str, ...]:
         if self.allowed_hosts:
@@ -121,13 +131,20 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refusal(scope, headers)
         if scope["type"] == "websocket":
-            return await self._refuse_websocket(scope, send, refusal or (403, "WebSockets are not served", []))
+            return await self._refuse_websocket(
+                scope, send, refusal or (403, "WebSockets are not served", [])
+            )
         if refusal is None:
             return await self.app(scope, receive, send)
         status, message, extra = refusal
         body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *extra],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
@@ -137,8 +154,13 @@ class Guard:
             # without the denial-response extension, a close before accept is answered 403 by the server
             await send({"type": "websocket.close", "code": 1008, "reason": message})
             return
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), *extra]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *extra],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": json.dumps({"error": message}).encode()})
 
     def _refusal(self, scope, headers):
@@ -151,7 +173,11 @@ class Guard:
         if token and scope["path"] not in self.open_paths:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-                return 401, "Missing or wrong bearer token", [(b"www-authenticate", b'Bearer realm="fal-mcp"')]
+                return (
+                    401,
+                    "Missing or wrong bearer token",
+                    [(b"www-authenticate", b'Bearer realm="fal-mcp"')],
+                )
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_body_bytes:
             return 413, f"Request body larger than {self.settings.max_body_bytes} bytes", []
@@ -201,8 +227,13 @@ class CancelOnDisconnect:
         session_id = headers.get("mcp-session-id")
         # A session's own cancels reach its calls through the SDK; a stateless client that leaves
         # has its request's handler cancelled by the SDK too.
-        owner = (self.token_owner if notified and session_id is None and b"cancelled" in body
-                 else session_id if not notified else None)
+        owner = (
+            self.token_owner
+            if notified and session_id is None and b"cancelled" in body
+            else session_id
+            if not notified
+            else None
+        )
         if owner is None:
             return
         try:
@@ -275,30 +306,48 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
     routes: list = []
 
     async def health(request):
-        packs = [{"name": p.name, "distribution": p.distribution, "version": p.version}
-                 for p in table.registry.packs if p.status == "active"]
-        return JSONResponse({"status": "ok", "packs": packs, "tools": len(table.registry.tools),
-                             "transports": list(transports), "stateless": settings.stateless,
-                             "calls_in_flight": table.calls_in_flight})
+        packs = [
+            {"name": p.name, "distribution": p.distribution, "version": p.version}
+            for p in table.registry.packs
+            if p.status == "active"
+        ]
+        return JSONResponse(
+            {
+                "status": "ok",
+                "packs": packs,
+                "tools": len(table.registry.tools),
+                "transports": list(transports),
+                "stateless": settings.stateless,
+                "calls_in_flight": table.calls_in_flight,
+            }
+        )
 
     routes.append(Route("/health", health, methods=["GET"]))
     manager = None
     if "http" in transports:
-        manager = StreamableHTTPSessionManager(app=server, stateless=settings.stateless,
-                                               security_settings=no_rebinding_check,
-                                               max_request_body_size=settings.max_body_bytes)
-        routes.append(Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight,
-                                                                    token_owner)))
+        manager = StreamableHTTPSessionManager(
+            app=server,
+            stateless=settings.stateless,
+            security_settings=no_rebinding_check,
+            max_request_body_size=settings.max_body_bytes,
+        )
+        routes.append(
+            Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight, token_owner))
+        )
     if "sse" in transports:
-        sse = SseServerTransport("/messages/", security_settings=no_rebinding_check,
-                                 max_request_body_size=settings.max_body_bytes)
+        sse = SseServerTransport(
+            "/messages/", security_settings=no_rebinding_check, max_request_body_size=settings.max_body_bytes
+        )
 
         async def sse_endpoint(request):
             async with sse.connect_sse(request.scope, request.receive, request._send) as (reader, writer):
                 await server.run(reader, writer, server.create_initialization_options())
             return Response()
 
-        routes += [Route("/sse", sse_endpoint, methods=["GET"]), Mount("/messages/", app=sse.handle_post_message)]
+        routes += [
+            Route("/sse", sse_endpoint, methods=["GET"]),
+            Mount("/messages/", app=sse.handle_post_message),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -311,9 +360,16 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
 
     middleware = [Middleware(Guard, settings=settings)]
     if settings.allowed_origins:
-        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins),
-                                        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                                        allow_headers=MCP_HEADERS, expose_headers=["Mcp-Session-Id"]))
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=MCP_HEADERS,
+                expose_headers=["Mcp-Session-Id"],
+            ),
+        )
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
@@ -337,8 +393,9 @@ def bounded_protocol(settings: HttpSettings):
     class BoundedH11Protocol(H11Protocol):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            self._phase = None  # (client's h11 state, request cycle) the deadline is for
-            self._deadline = None
+            # (client's h11 state, request cycle) the deadline is for
+            self._phase: tuple[object, object] | None = None
+            self._deadline: asyncio.TimerHandle | None = None
             self._upgraded = False
 
         def connection_made(self, transport) -> None:
@@ -347,7 +404,9 @@ def bounded_protocol(settings: HttpSettings):
             if len(self.connections) > settings.max_connections:
                 oldest = next(iter(waiting), self)
                 if oldest is not self:
-                    log.debug("connection limit reached: closing the longest-waiting connection without a request")
+                    log.debug(
+                        "connection limit reached: closing the longest-waiting connection without a request"
+                    )
                     oldest._close()
 
         def data_received(self, data: bytes) -> None:
@@ -390,12 +449,19 @@ def bounded_protocol(settings: HttpSettings):
                 cycle.disconnected = True  # the app's receive() sees a disconnect, what it sends is dropped
                 cycle.message_event.set()
                 body = json.dumps({"error": f"Request body not received within {settings.body_timeout:g} s"})
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                           (b"connection", b"close")]
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ]
                 try:
                     self.transport.write(
-                        self.conn.send(h11.Response(status_code=408, headers=headers, reason=b"Request Timeout"))
-                        + self.conn.send(h11.Data(data=body.encode())) + self.conn.send(h11.EndOfMessage()))
+                        self.conn.send(
+                            h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")
+                        )
+                        + self.conn.send(h11.Data(data=body.encode()))
+                        + self.conn.send(h11.EndOfMessage())
+                    )
                 except h11.LocalProtocolError:
                     pass
             else:
@@ -438,8 +504,9 @@ def raise_open_files_limit(wanted: int = 65536) -> int | None:
     return target
 
 
-async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse"),
-                     ready=None) -> None:
+async def serve_http(
+    table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse"), ready=None
+) -> None:
     """Serve until cancelled. `ready`, if given, is called with the bound port once listening."""
     import asyncio
     import socket
@@ -451,8 +518,12 @@ async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] 
     settings.check_exposure()
     files = raise_open_files_limit()
     if files is not None and files < settings.max_connections + 100:
-        log.warning("FAL_MCP_MAX_CONNECTIONS=%d is near the open files limit (%d): accepting connections "
-                    "may fail before the limit is reached", settings.max_connections, files)
+        log.warning(
+            "FAL_MCP_MAX_CONNECTIONS=%d is near the open files limit (%d): accepting connections "
+            "may fail before the limit is reached",
+            settings.max_connections,
+            files,
+        )
     app = build_app(table, settings, transports)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (else Nagle
@@ -464,10 +535,19 @@ async def serve_http(table, settings: HttpSettings, transports: tuple[str, ...] 
     sock.listen(1024)
     # limit_concurrency is one above the cap: bounded_protocol keeps connections at the cap by
     # closing idle ones, so uvicorn's 503 comes only when every connection has a request in progress
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3,
-                            http=bounded_protocol(settings), limit_concurrency=settings.max_connections + 1)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        http=bounded_protocol(settings),
+        limit_concurrency=settings.max_connections + 1,
+    )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # the CLI owns signals (and stdio, in dual mode)
+    # the CLI owns signals (and stdio, in dual mode); a deliberate attribute: older uvicorn called this
+    # method, the uvicorn required now (>= 0.54) has none and captures signals in Server.capture_signals
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     paths = ", ".join({"http": "/mcp", "sse": "/sse"}[t] for t in transports)
     print(f"fal-mcp: listening on http://{shown}:{port} ({paths}, /health)", file=sys.stderr)

@@ -44,8 +44,9 @@ def input_field(package: str, endpoint_id: str, name: str) -> dict[str, Any]:
     return (document.get("input") or {}).get("properties", {}).get(name, {})
 
 
-def check_input(model: Model, arguments: Mapping[str, Any], tool_arguments: Any = None,
-                tool: str | None = None) -> None:
+def check_input(
+    model: Model, arguments: Mapping[str, Any], tool_arguments: Any = None, tool: str | None = None
+) -> None:
     """ToolError if `arguments` (what `model.build_input` made) breaks the endpoint's schema or has a
     field it does not know (fal would ignore it); nothing when the pack vendors no schema."""
     validator = _validator(model.package, model.endpoint_id)
@@ -57,20 +58,27 @@ def check_input(model: Model, arguments: Mapping[str, Any], tool_arguments: Any 
     unknown = [] if open_ended else [name for name in arguments if name not in known]
     if not unknown and validator.is_valid(arguments):
         return
-    problems = [f"{_where(model, [name], tool_arguments)}: {model.endpoint_id} has no such input (fal would "
-                f"ignore it; model {model.alias} sent it)" for name in unknown]
+    problems = [
+        f"{_where(model, [name], tool_arguments)}: {model.endpoint_id} has no such input (fal would "
+        f"ignore it; model {model.alias} sent it)"
+        for name in unknown
+    ]
     errors = sorted(validator.iter_errors(arguments), key=lambda error: list(map(str, error.absolute_path)))
     problems += [_describe(model, error, tool_arguments) for error in errors]
-    raise ToolError(f"Invalid arguments for {tool or model.tool}: " + "; ".join(problems)
-                    + " (nothing was sent to fal)")
+    # several fields may be wrong at once: one ToolError naming each, not an ArgumentError of one field
+    raise ToolError(
+        f"Invalid arguments for {tool or model.tool}: " + "; ".join(problems) + " (nothing was sent to fal)",
+        kind="refused",
+    )
 
 
 def _argument(model: Model, name: str, tool_arguments: Any) -> str | None:
     """The tool argument an endpoint field is made from: the model's map, else one of the same name."""
     if name in model.field_arguments:
         return model.field_arguments[name]
-    fields = getattr(type(tool_arguments), "model_fields", None) or getattr(tool_arguments,
-                                                                            "__dataclass_fields__", {})
+    fields = getattr(type(tool_arguments), "model_fields", None) or getattr(
+        tool_arguments, "__dataclass_fields__", {}
+    )
     return name if name in fields else None
 
 
@@ -111,12 +119,21 @@ def _limit(error: Any) -> tuple[str, str]:
         return f"only {_value(limit)}", got
     if keyword == "type":
         return "a " + (limit if isinstance(limit, str) else " or ".join(limit)), got
-    words = {"minimum": "at least {}", "maximum": "at most {}", "exclusiveMinimum": "more than {}",
-             "exclusiveMaximum": "less than {}", "multipleOf": "a multiple of {}"}
+    words = {
+        "minimum": "at least {}",
+        "maximum": "at most {}",
+        "exclusiveMinimum": "more than {}",
+        "exclusiveMaximum": "less than {}",
+        "multipleOf": "a multiple of {}",
+    }
     if keyword in words:
         return words[keyword].format(limit), got
-    sized = {"minLength": ("at least", "characters"), "maxLength": ("at most", "characters"),
-             "minItems": ("at least", "items"), "maxItems": ("at most", "items")}
+    sized = {
+        "minLength": ("at least", "characters"),
+        "maxLength": ("at most", "characters"),
+        "minItems": ("at least", "items"),
+        "maxItems": ("at most", "items"),
+    }
     if keyword in sized:
         bound, unit = sized[keyword]
         return f"{bound} {limit} {unit}", f"{len(value)} {unit}"
@@ -129,8 +146,10 @@ def _describe(model: Model, error: Any, tool_arguments: Any) -> str:
     path = list(error.absolute_path)
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
-        return "; ".join(f"{_where(model, [*path, name], tool_arguments)}: {model.endpoint_id} requires it"
-                         for name in missing)
+        return "; ".join(
+            f"{_where(model, [*path, name], tool_arguments)}: {model.endpoint_id} requires it"
+            for name in missing
+        )
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         allowed = error.schema.get("properties", {})
         extra = ", ".join(name for name in error.instance if name not in allowed)

@@ -9,31 +9,46 @@ again on the first `check_job`, its output fetched from fal by request id, saved
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, Field
 
 from .errors import ToolError
+from .hookspecs import hookimpl
 from .outputs import ToolInput
 from .store import JobRecord
 from .types import Tool, ToolHints, ToolResult
 
+if TYPE_CHECKING:
+    from .context import ToolContext
+    from .runner import Call
+    from .server import ToolTable
+
 
 class SubmitJobInput(ToolInput):
-    tool: str = Field(min_length=1, max_length=64, description="The name of the tool to run in the background "
-                                                               "(any tool of this server but the job tools)")
+    tool: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The name of the tool to run in the background "
+        "(any tool of this server but the job tools)",
+    )
     arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments")
 
 
 class JobInput(ToolInput):
-    job_id: str = Field(min_length=5, max_length=100, description="The id submit_job (or a handed-off call) "
-                                                                  "returned")
+    job_id: str = Field(
+        min_length=5, max_length=100, description="The id submit_job (or a handed-off call) returned"
+    )
 
 
 class CheckJobInput(JobInput):
-    wait_seconds: float = Field(0, ge=0, le=300, description="Wait up to this long for the job to finish "
-                                                             "(bounded by the server) before answering")
+    wait_seconds: float = Field(
+        0,
+        ge=0,
+        le=300,
+        description="Wait up to this long for the job to finish (bounded by the server) before answering",
+    )
 
 
 class JobStatus(BaseModel):
@@ -48,44 +63,76 @@ class JobStatus(BaseModel):
     updated_at: float | None = None
 
 
-def status_of(record: JobRecord, live=None) -> JobStatus:
+def status_of(record: JobRecord, live: Call | None = None) -> JobStatus:
     """A job's status; `live`, the call following it in this process, knows its latest progress."""
     progress = live.latest if live is not None and not record.finished else record.progress
-    return JobStatus(job_id=record.job_id, status=record.status, tool=record.tool, endpoint=record.endpoint_id,
-                     request_id=record.request_id, progress=progress, error=record.error,
-                     created_at=record.created_at, updated_at=record.updated_at)
+    return JobStatus(
+        job_id=record.job_id,
+        status=record.status,
+        tool=record.tool,
+        endpoint=record.endpoint_id,
+        request_id=record.request_id,
+        progress=progress,
+        error=record.error,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
 
 
-async def owned(ctx, job_id: str) -> JobRecord:
+def table_of(ctx: ToolContext) -> ToolTable:
+    """The tool table serving the call: the job tools act on its store and runner."""
+    if ctx.table is None:  # a context made outside a server (a pack's own test)
+        raise ToolError("the job tools need the server's tool table", kind="refused")
+    return ctx.table
+
+
+async def owned(ctx: ToolContext, job_id: str) -> JobRecord:
     """The caller's job; another owner's is answered exactly like one that does not exist."""
-    record = await ctx.table.store.get(job_id)
+    record = await table_of(ctx).store.get(job_id)
     if record is None or record.owner != ctx.owner.key:
-        raise ToolError("job_id: no such job (a job id is valid for the client that started the job, on this "
-                        "server or a replica sharing its job store, until the job is forgotten)")
+        raise ToolError(
+            "job_id: no such job (a job id is valid for the client that started the job, on this "
+            "server or a replica sharing its job store, until the job is forgotten)",
+            kind="refused",
+        )
     return record
 
 
-async def submit_job(args: SubmitJobInput, ctx) -> ToolResult:
-    tool, arguments = args.tool, args.arguments
+async def submit_job(args: SubmitJobInput, ctx: ToolContext) -> ToolResult:
+    tool, arguments, table = args.tool, args.arguments, table_of(ctx)
     if tool in JOB_TOOL_NAMES:
-        raise ToolError(f"tool: {tool} cannot run as a job")
-    call = await ctx.table.start(tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True)
-    outcome = await ctx.table.runner.wait(call, handoff=0)
-    if outcome.is_error:
-        raise ToolError(outcome.content[0].text)
-    record = await ctx.table.store.get(call.job_id)
+        raise ToolError(f"tool: {tool} cannot run as a job", kind="refused")
+    call = await table.start(tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True)
+    outcome = await table.runner.wait(call, handoff=0)
+    if outcome.is_error:  # the tool's failure as its own call would have reported it, of the same kind
+        from mcp.types import TextContent
+
+        known = call.error if isinstance(call.error, ToolError) else ToolError("")
+        first = outcome.content[0]  # a failure is always one text
+        raise ToolError(
+            first.text if isinstance(first, TextContent) else "", kind=known.kind, status=known.status
+        )
+    record = await table.store.get(call.job_id) if call.job_id is not None else None
+    if record is None:  # record_now: the job is in the store before start returns
+        raise ToolError(f"{tool} was not recorded as a job")
     status = status_of(record)
     if record.finished:  # done without a fal job (local work): its result is stored already
-        return ToolResult(f"{tool} finished at once (no fal job was needed); check_job with job_id "
-                          f"{record.job_id} returns its result:\n{record.result['text'] if record.result else ''}",
-                          status)
-    return ToolResult(f"Submitted {tool} as a background job ({call.endpoint_id}, fal request {call.request_id}). "
-                      f"Get its result with check_job and job_id {record.job_id}.", status)
+        return ToolResult(
+            f"{tool} finished at once (no fal job was needed); check_job with job_id "
+            f"{record.job_id} returns its result:\n{record.result['text'] if record.result else ''}",
+            status,
+        )
+    return ToolResult(
+        f"Submitted {tool} as a background job ({call.endpoint_id}, fal request {call.request_id}). "
+        f"Get its result with check_job and job_id {record.job_id}.",
+        status,
+    )
 
 
-async def check_job(args: CheckJobInput, ctx) -> ToolResult:
+async def check_job(args: CheckJobInput, ctx: ToolContext) -> ToolResult:
     record = await owned(ctx, args.job_id)
-    runner = ctx.table.runner
+    table = table_of(ctx)
+    runner = table.runner
     wait = min(args.wait_seconds, ctx.settings.check_wait_max)
     if not record.finished:
         call = runner.live.get(record.job_id) or runner.resume(record)  # followed here from now on
@@ -94,8 +141,8 @@ async def check_job(args: CheckJobInput, ctx) -> ToolResult:
                 await call.finished.wait()
         record = await owned(ctx, args.job_id)
     if record.status == "done" and record.result is not None:
-        tool = ctx.table.registry.tools.get(record.tool)
-        result = await ctx.table.replayed(tool, record.result) if tool is not None else None
+        tool = table.registry.tools.get(record.tool)
+        result = await table.replayed(tool, record.result) if tool is not None else None
         if result is not None:
             result.text = f"Job done.\n{result.text}"
             return result
@@ -104,21 +151,28 @@ async def check_job(args: CheckJobInput, ctx) -> ToolResult:
         return ToolResult(f"Job failed: {record.error}", status)
     if record.status == "cancelled":
         return ToolResult("Job cancelled.", status)
-    return ToolResult(f"Job {record.status}{': ' + status.progress if status.progress else ''} "
-                      f"({record.endpoint_id}). Ask again with check_job (wait_seconds up to "
-                      f"{ctx.settings.check_wait_max:g} waits for it).", status)
+    return ToolResult(
+        f"Job {record.status}{': ' + status.progress if status.progress else ''} "
+        f"({record.endpoint_id}). Ask again with check_job (wait_seconds up to "
+        f"{ctx.settings.check_wait_max:g} waits for it).",
+        status,
+    )
 
 
-async def cancel_job(args: JobInput, ctx) -> ToolResult:
+async def cancel_job(args: JobInput, ctx: ToolContext) -> ToolResult:
     record = await owned(ctx, args.job_id)
     if record.finished:
-        return ToolResult(f"Job {record.job_id} had already ended ({record.status}); nothing to cancel.",
-                          status_of(record))
-    cancelled = await ctx.table.runner.cancel(record)
+        return ToolResult(
+            f"Job {record.job_id} had already ended ({record.status}); nothing to cancel.", status_of(record)
+        )
+    cancelled = await table_of(ctx).runner.cancel(record)
     record = await owned(ctx, args.job_id)
-    text = (f"Cancelled fal request {record.request_id} ({record.endpoint_id})." if cancelled else
-            f"Could not cancel fal request {record.request_id} ({record.endpoint_id}); it may have finished "
-            "already.")
+    text = (
+        f"Cancelled fal request {record.request_id} ({record.endpoint_id})."
+        if cancelled
+        else f"Could not cancel fal request {record.request_id} ({record.endpoint_id}); it may have finished "
+        "already."
+    )
     return ToolResult(text, status_of(record))
 
 
@@ -134,29 +188,65 @@ class JobList(BaseModel):
     jobs: list[JobStatus]
 
 
-async def list_jobs(args: ListJobsInput, ctx) -> ToolResult:
-    records = await ctx.table.store.list(ctx.owner.key, args.limit) if ctx.owner.listable else []
+async def list_jobs(args: ListJobsInput, ctx: ToolContext) -> ToolResult:
+    records = await table_of(ctx).store.list(ctx.owner.key, args.limit) if ctx.owner.listable else []
     jobs = [status_of(record) for record in records]
     lines = [f"Your {len(jobs)} most recent job(s):"]
-    lines += [f"- {job.job_id}: {job.tool} ({job.endpoint}) {job.status}"
-              + (f", {job.progress}" if job.progress and job.status != "done" else "") for job in jobs]
+    lines += [
+        f"- {job.job_id}: {job.tool} ({job.endpoint}) {job.status}"
+        + (f", {job.progress}" if job.progress and job.status != "done" else "")
+        for job in jobs
+    ]
     return ToolResult("\n".join(lines), JobList(jobs=jobs))
 
 
 TOOLS = [
-    Tool("submit_job", "Submit a background job",
-         "Start a tool call in the background and return a job id at once, so a long job (video, music) does "
-         "not block the conversation. Follow it with check_job.",
-         SubmitJobInput, submit_job, output_model=JobStatus, category="utility"),
-    Tool("check_job", "Check a background job",
-         "Where a job is (submit_job's, or a call that returned before its job finished): queued, running "
-         "(latest log), done (the same result the tool would have returned), failed (why) or cancelled. "
-         "wait_seconds waits for it to finish.", CheckJobInput, check_job,
-         hints=ToolHints(read_only=True, idempotent=True), category="utility"),
-    Tool("cancel_job", "Cancel a background job", "Cancel a job and its fal request.", JobInput, cancel_job,
-         output_model=JobStatus, hints=ToolHints(destructive=True, idempotent=True), category="utility"),
-    Tool("list_jobs", "List your jobs", "Your most recent jobs, across restarts and replicas sharing the job "
-         "store, newest first.", ListJobsInput, list_jobs, output_model=JobList,
-         hints=ToolHints(read_only=True, idempotent=True), category="utility"),
+    Tool(
+        "submit_job",
+        "Submit a background job",
+        "Start a tool call in the background and return a job id at once, so a long job (video, music) does "
+        "not block the conversation. Follow it with check_job.",
+        SubmitJobInput,
+        submit_job,
+        output_model=JobStatus,
+        category="utility",
+    ),
+    Tool(
+        "check_job",
+        "Check a background job",
+        "Where a job is (submit_job's, or a call that returned before its job finished): queued, running "
+        "(latest log), done (the same result the tool would have returned), failed (why) or cancelled. "
+        "wait_seconds waits for it to finish.",
+        CheckJobInput,
+        check_job,
+        hints=ToolHints(read_only=True, idempotent=True),
+        category="utility",
+    ),
+    Tool(
+        "cancel_job",
+        "Cancel a background job",
+        "Cancel a job and its fal request.",
+        JobInput,
+        cancel_job,
+        output_model=JobStatus,
+        hints=ToolHints(destructive=True, idempotent=True),
+        category="utility",
+    ),
+    Tool(
+        "list_jobs",
+        "List your jobs",
+        "Your most recent jobs, across restarts and replicas sharing the job store, newest first.",
+        ListJobsInput,
+        list_jobs,
+        output_model=JobList,
+        hints=ToolHints(read_only=True, idempotent=True),
+        category="utility",
+    ),
 ]
 JOB_TOOL_NAMES = {tool.name for tool in TOOLS}
+
+
+@hookimpl
+def register_tools() -> list[Tool]:
+    """The core registers this module as its built-in plugin, the pack "core" (plugins._add_core)."""
+    return TOOLS

@@ -3,9 +3,10 @@
 - `MediaUrl` types a tool field that takes a file: an http(s) URL, a data: URI,
   or a local path inside the allowed directories. The core turns the last two
   into fal storage URLs before the handler runs (see `resolve_media_inputs`).
-- `fetch()` downloads for local work (compose, crop, pad) with a size limit,
-  a timeout, only http(s), and no private or loopback addresses other than the
-  configured fal hosts (so a URL cannot be used to reach the local network).
+- `download()` is the one downloader (previews, local work, saved outputs): a size
+  limit, a timeout, only http(s), and no private or loopback addresses other than
+  the configured fal hosts, checked at every redirect (so a URL cannot be used to
+  reach the local network). `fetch()` keeps the file in memory.
 - `open_image()` decodes with a pixel limit, refusing decompression bombs.
 """
 
@@ -17,11 +18,18 @@ import contextlib
 import ipaddress
 import re
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+    from .config import Settings
+    from .gateway import FalGateway
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 8000 x 8000
@@ -41,8 +49,11 @@ MEDIA_INPUT = _MediaInput()
 MediaUrl = Annotated[
     str,
     MEDIA_INPUT,
-    Field(min_length=1, max_length=20_000_000,
-          description="An https URL, a data: URI, or a local file path inside the allowed directories"),
+    Field(
+        min_length=1,
+        max_length=20_000_000,
+        description="An https URL, a data: URI, or a local file path inside the allowed directories",
+    ),
 ]
 
 
@@ -130,8 +141,10 @@ async def check_url(url: str, trusted_urls=()) -> str | None:
         raise MediaError(f"the host {shown(host, 100)} could not be resolved") from None
     for info in infos:
         if not _is_public(info[4][0]):
-            raise MediaError(f"the host {shown(host, 100)} resolves to a private, loopback or reserved "
-                             f"address ({info[4][0]}); only public addresses can be fetched")
+            raise MediaError(
+                f"the host {shown(host, 100)} resolves to a private, loopback or reserved "
+                f"address ({info[4][0]}); only public addresses can be fetched"
+            )
     return infos[0][4][0]
 
 
@@ -144,19 +157,33 @@ def pinned_request(url: str, address: str | None) -> dict:
 
     target = httpx.URL(url)
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return {"url": target.copy_with(host=address), "headers": {"Host": target.netloc.decode("ascii")},
-            "extensions": extensions}
+    return {
+        "url": target.copy_with(host=address),
+        "headers": {"Host": target.netloc.decode("ascii")},
+        "extensions": extensions,
+    }
 
 
-async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTES,
-                timeout: float = FETCH_TIMEOUT, http=None) -> Fetched:
-    """Download `url` (or decode a data: URI) with the limits above; redirects are checked hop by hop.
-    `http` is an httpx.AsyncClient to reuse (the gateway keeps one: making one costs milliseconds)."""
+async def download(
+    url: str,
+    write: Callable[[bytes], Awaitable[Any]],
+    *,
+    trusted_urls=(),
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    timeout: float = FETCH_TIMEOUT,
+    http=None,
+) -> str | None:
+    """The one downloader, with the one redirect policy: every hop is checked by check_url and sent to
+    the address it approved, at most MAX_REDIRECTS of them; at most `max_bytes` are read, all within
+    `timeout` seconds. Hands each chunk of the body to `write` and returns the content type; every
+    failure is a MediaError. `http` is an httpx.AsyncClient to reuse (the gateway keeps one: making one
+    costs milliseconds).
+
+    A callback rather than a generator of chunks: the caller's awaits (writing a file) then run inside
+    the timeout's cancel scope, which a cancel scope held across a generator's yield cannot promise."""
     import anyio
     import httpx
 
-    if url.startswith("data:"):
-        return decode_data_uri(url, max_bytes)
     try:
         with anyio.fail_after(timeout):
             async with contextlib.AsyncExitStack() as stack:
@@ -168,24 +195,45 @@ async def fetch(url: str, *, trusted_urls=(), max_bytes: int = MAX_DOWNLOAD_BYTE
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue
-                        if response.status_code >= 400:
+                        if response.status_code >= 300:  # an error, or a redirect without a Location
                             raise MediaError(f"downloading it failed with HTTP {response.status_code}")
                         declared = int(response.headers.get("content-length") or 0)
                         if declared > max_bytes:
                             raise MediaError(f"it is {declared} bytes, more than the limit of {max_bytes}")
-                        chunks, size = [], 0
+                        size = 0
                         async for chunk in response.aiter_bytes():
                             size += len(chunk)
                             if size > max_bytes:
                                 raise MediaError(f"it is more than the limit of {max_bytes} bytes")
-                            chunks.append(chunk)
-                        content_type = response.headers.get("content-type", "").split(";")[0] or None
-                        return Fetched(b"".join(chunks), content_type)
+                            await write(chunk)
+                        return response.headers.get("content-type", "").split(";")[0] or None
                 raise MediaError(f"more than {MAX_REDIRECTS} redirects")
     except TimeoutError:
         raise MediaError(f"downloading it took longer than {timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise MediaError(f"downloading it failed ({type(exc).__name__})") from None
+
+
+async def fetch(
+    url: str,
+    *,
+    trusted_urls=(),
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    timeout: float = FETCH_TIMEOUT,
+    http=None,
+) -> Fetched:
+    """Download `url` into memory (or decode a data: URI), by download()'s policy."""
+    if url.startswith("data:"):
+        return decode_data_uri(url, max_bytes)
+    chunks: list[bytes] = []
+
+    async def keep(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    content_type = await download(
+        url, keep, trusted_urls=trusted_urls, max_bytes=max_bytes, timeout=timeout, http=http
+    )
+    return Fetched(b"".join(chunks), content_type)
 
 
 def _reason(exc: BaseException) -> str:
@@ -194,7 +242,7 @@ def _reason(exc: BaseException) -> str:
     return (text[:150] + "...") if len(text) > 150 else (text or type(exc).__name__)
 
 
-def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Any:
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> PILImage:
     """Decode an image with PIL, refusing anything over `max_pixels` before decoding it.
 
     Blocking: run it in a worker thread. The first frame (of an animation too: the others are never
@@ -210,7 +258,9 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Any:
     except Image.DecompressionBombError as exc:  # PIL's own, far higher limit, checked on opening
         raise MediaError(f"it has more pixels than the limit of {max_pixels} ({exc})") from None
     except UnidentifiedImageError:
-        raise MediaError(f"it is not an image PIL can read (formats read here: {', '.join(IMAGE_FORMATS)})") from None
+        raise MediaError(
+            f"it is not an image PIL can read (formats read here: {', '.join(IMAGE_FORMATS)})"
+        ) from None
     except Exception as exc:  # a format PIL recognised whose header it could not parse
         raise MediaError(f"it is not an image PIL can read ({_reason(exc)})") from None
     width, height = image.size
@@ -264,8 +314,25 @@ def is_remote(value: str) -> bool:
 SYSTEM_TREES = ("/proc", "/sys", "/dev")
 # Never allowed implicitly (as the working directory): a server started in one of these (Claude
 # Desktop starts stdio servers in /) would otherwise open the whole machine or the user's home.
-_BROAD_DIRS = ("/", "/bin", "/boot", "/etc", "/lib", "/lib64", "/opt", "/root", "/run", "/sbin", "/srv",
-               "/tmp", "/usr", "/var", "/home", "/Users", *SYSTEM_TREES)
+_BROAD_DIRS = (
+    "/",
+    "/bin",
+    "/boot",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/opt",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/Users",
+    *SYSTEM_TREES,
+)
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -281,7 +348,7 @@ def is_broad(directory: str) -> bool:
     return real in _BROAD_DIRS or real == home or any(_inside(real, tree) for tree in SYSTEM_TREES)
 
 
-def operator_dirs(settings) -> list[str]:
+def operator_dirs(settings: Settings) -> list[str]:
     """What the operator allows: FAL_MCP_ALLOWED_DIRS, else the working directory unless it is
     too broad (then no local files at all until the operator names a directory)."""
     import os
@@ -335,9 +402,11 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
     roots = [os.path.realpath(d) for d in allowed_dirs]
     given = shown(text, 200)
     if not roots:
-        raise MediaError(f"{given}: no local files may be read here (the server's working directory is too "
-                         "broad to allow, or your client's roots lie outside the directories the operator "
-                         "allows); set FAL_MCP_ALLOWED_DIRS to the folders tools may read")
+        raise MediaError(
+            f"{given}: no local files may be read here (the server's working directory is too "
+            "broad to allow, or your client's roots lie outside the directories the operator "
+            "allows); set FAL_MCP_ALLOWED_DIRS to the folders tools may read"
+        )
     try:
         candidate = Path(os.path.expanduser(text))
         if not candidate.is_absolute():
@@ -348,13 +417,17 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
             raise MediaError(f"{given} is a system file ({', '.join(SYSTEM_TREES)} are never read)")
         root = next((r for r in roots if _inside(resolved, r)), None)
         if root is None:
-            raise MediaError(f"{given} is outside the allowed directories ({', '.join(roots)}); set "
-                             "FAL_MCP_ALLOWED_DIRS or open the file's folder as a root in your client")
+            raise MediaError(
+                f"{given} is outside the allowed directories ({', '.join(roots)}); set "
+                "FAL_MCP_ALLOWED_DIRS or open the file's folder as a root in your client"
+            )
         inside = Path(resolved).relative_to(root).parts
         hidden = any(part.startswith(".") and part not in (".", "..") for part in (*inside, *candidate.parts))
         if hidden and not allow_hidden:
-            raise MediaError(f"{given} is or is inside a hidden file or directory; those are refused "
-                             "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)")
+            raise MediaError(
+                f"{given} is or is inside a hidden file or directory; those are refused "
+                "(set FAL_MCP_ALLOW_HIDDEN=1 to allow them)"
+            )
         descriptor = _open_no_follow(resolved)
     except MediaError as exc:
         raise MediaError(str(exc) if str(exc).startswith(given) else f"{given}: {exc}") from None
@@ -365,11 +438,14 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise MediaError(f"{given} is not a file (only regular files are read: no directories, "
-                             "devices, FIFOs or sockets)")
+            raise MediaError(
+                f"{given} is not a file (only regular files are read: no directories, "
+                "devices, FIFOs or sockets)"
+            )
         if info.st_size > max_bytes:
-            raise MediaError(f"{given} is {info.st_size} bytes, more than the limit of {max_bytes} "
-                             "(FAL_MCP_MAX_UPLOAD_MB)")
+            raise MediaError(
+                f"{given} is {info.st_size} bytes, more than the limit of {max_bytes} (FAL_MCP_MAX_UPLOAD_MB)"
+            )
         chunks, size = [], 0
         while size <= max_bytes:  # the limit holds on what is read, whatever size the file claims
             chunk = os.read(descriptor, min(1024 * 1024, max_bytes + 1 - size))
@@ -409,14 +485,16 @@ def _open_no_follow(path: str) -> int:
         return os.open(parts[-1], final_flags, dir_fd=current)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise MediaError("it is not a file that can be opened safely (a symbolic link in its path loops, "
-                             "or appeared after the path was checked)") from None
+            raise MediaError(
+                "it is not a file that can be opened safely (a symbolic link in its path loops, "
+                "or appeared after the path was checked)"
+            ) from None
         raise
     finally:
         os.close(current)
 
 
-async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
+async def to_fal_url(value: str, *, gateway: FalGateway, allowed_dirs: list[str]) -> str:
     """A data: URI or an allowed local file, uploaded to fal storage once per content."""
     import mimetypes
 
@@ -426,9 +504,11 @@ async def to_fal_url(value: str, *, gateway, allowed_dirs: list[str]) -> str:
     if value.startswith("data:"):
         fetched = decode_data_uri(value, settings.max_upload_bytes)
         extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"
-        return await gateway.upload_once(fetched.data, fetched.content_type or "application/octet-stream",
-                                         f"upload{extension}")
-    local = await anyio.to_thread.run_sync(read_local_file, value, allowed_dirs, settings.allow_hidden,
-                                           settings.max_upload_bytes)
+        return await gateway.upload_once(
+            fetched.data, fetched.content_type or "application/octet-stream", f"upload{extension}"
+        )
+    local = await anyio.to_thread.run_sync(
+        read_local_file, value, allowed_dirs, settings.allow_hidden, settings.max_upload_bytes
+    )
     content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
     return await gateway.upload_once(local.data, content_type, local.name)

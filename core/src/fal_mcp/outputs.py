@@ -4,7 +4,7 @@ files in a fal output wherever the model put them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,18 +44,29 @@ class GenerationOutput(BaseModel):
     seed: int | None = None
     prompt: str | None = Field(None, description="The prompt that was sent, where there was one")
     notes: list[str] = Field(default_factory=list, description="What was adapted or dropped, and why")
-    job: JobHandoff | None = Field(None, description="Set when the call returned before its job finished "
-                                                     "(files is empty then): the job that will make them")
+    job: JobHandoff | None = Field(
+        None,
+        description="Set when the call returned before its job finished "
+        "(files is empty then): the job that will make them",
+    )
+
+
+_Number = TypeVar("_Number", int, float)
 
 
 def _as_file(value: Mapping[str, Any]) -> OutputFile:
-    def number(key: str, kind: type):
+    def number(key: str, kind: type[_Number]) -> _Number | None:
         raw = value.get(key)
         return kind(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
 
-    return OutputFile(url=value["url"], content_type=value.get("content_type"), width=number("width", int),
-                      height=number("height", int), duration=number("duration", float),
-                      file_size=number("file_size", int))
+    return OutputFile(
+        url=value["url"],
+        content_type=value.get("content_type"),
+        width=number("width", int),
+        height=number("height", int),
+        duration=number("duration", float),
+        file_size=number("file_size", int),
+    )
 
 
 def find_files(data: Any) -> list[OutputFile]:

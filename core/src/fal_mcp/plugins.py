@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from .config import Settings
 from .errors import scrub, shown
@@ -41,9 +42,15 @@ class Pack:
         return f"{self.distribution} {self.version}"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "status": self.status, "error": self.error,
-                "tools": len(self.tools), "models": len(self.models)}
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "tools": len(self.tools),
+            "models": len(self.models),
+        }
 
 
 @dataclass
@@ -91,8 +98,7 @@ class Registry:
         for tool in found.tools:
             if tool.name in self.tools:
                 other = self.tool_packs[tool.name]
-                raise PluginError(f"tool {tool.name!r} is registered by both {other.label} "
-                                  f"and {pack.label}")
+                raise PluginError(f"tool {tool.name!r} is registered by both {other.label} and {pack.label}")
             if tool.name in seen_tools:
                 raise PluginError(f"tool {tool.name!r} is registered twice by {pack.label}")
             seen_tools.add(tool.name)
@@ -101,11 +107,14 @@ class Registry:
             key = (model.tool, model.alias)
             if key in self.models:
                 other = self.model_packs[key]
-                raise PluginError(f"model alias {model.alias!r} of tool {model.tool!r} is registered by "
-                                  f"both {other.label} and {pack.label}")
+                raise PluginError(
+                    f"model alias {model.alias!r} of tool {model.tool!r} is registered by "
+                    f"both {other.label} and {pack.label}"
+                )
             if key in seen_models:
-                raise PluginError(f"model alias {model.alias!r} of tool {model.tool!r} is registered twice "
-                                  f"by {pack.label}")
+                raise PluginError(
+                    f"model alias {model.alias!r} of tool {model.tool!r} is registered twice by {pack.label}"
+                )
             seen_models.add(key)
 
     def add(self, pack: Pack, found: Contributions) -> None:
@@ -116,7 +125,7 @@ class Registry:
             self.tool_packs[tool.name] = pack
             pack.tools.append(tool.name)
         for model in found.models:
-            self.models[(model.tool, model.alias)] = model
+            self.models[(model.tool, model.alias)] = model.with_tool_category(self.tools.get(model.tool))
             self.model_packs[(model.tool, model.alias)] = pack
             pack.models.append(f"{model.tool}:{model.alias}")
         self.prices.extend(found.prices)
@@ -128,32 +137,42 @@ def _wanted(entry: EntryPoint, names: Iterable[str]) -> bool:
     return entry.name in names or distribution in names
 
 
-def _collect(manager, entry: EntryPoint, module) -> Contributions:
-    """Register the pack's module, check its hooks, and call each one."""
+def _collect(manager, name: str, module) -> Contributions:
+    """Register the pack's module under `name`, check its hooks, and call each one."""
     import pluggy
 
-    manager.register(module, name=entry.name)
+    manager.register(module, name=name)
     try:
         manager.check_pending()  # a hookimpl whose name is not a hook spec: a misspelling
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc}; the hooks are: {', '.join(HOOK_TYPES)}") from None
     found = Contributions()
-    targets = {"register_tools": found.tools, "register_models": found.models,
-               "register_pricing": found.prices, "register_recommendations": found.recommendations}
+    targets: dict[str, list[Any]] = {
+        "register_tools": found.tools,
+        "register_models": found.models,
+        "register_pricing": found.prices,
+        "register_recommendations": found.recommendations,
+    }
     for hook_name, expected in HOOK_TYPES.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            if impl.plugin_name != entry.name:
+            if impl.plugin_name != name:
                 continue
             for item in impl.function() or ():
                 if not isinstance(item, expected):
-                    raise PluginError(f"{hook_name} yielded {type(item).__name__}, "
-                                      f"expected fal_mcp.{expected.__name__}")
+                    raise PluginError(
+                        f"{hook_name} yielded {type(item).__name__}, expected fal_mcp.{expected.__name__}"
+                    )
                 targets[hook_name].append(item)
     return found
 
 
-def _add_core_tools(registry: Registry, settings: Settings) -> None:
-    """The core's own tools (background jobs), listed as the pack 'core'; it can be disabled like any pack."""
+# The core's own plugin (like pytest's and conda's built-ins): its module is registered through the
+# same hooks as any pack, before the entry points, as the pack "core" (disabled like any pack).
+CORE_PACK = "core"
+
+
+def _add_core(manager, registry: Registry, settings: Settings) -> None:
+    """The core's own tools (background jobs, jobs.py), as the pack 'core'."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import jobs
@@ -162,12 +181,12 @@ def _add_core_tools(registry: Registry, settings: Settings) -> None:
         core_version = version("fal-mcp-core")
     except PackageNotFoundError:
         core_version = "?"
-    pack = Pack(name="core", distribution="fal-mcp-core", version=core_version)
+    pack = Pack(name=CORE_PACK, distribution="fal-mcp-core", version=core_version)
     registry.packs.append(pack)
-    if "core" in settings.plugins_blocked:
+    if CORE_PACK in settings.plugins_blocked:
         pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
         return
-    registry.add(pack, Contributions(tools=list(jobs.TOOLS)))
+    registry.add(pack, _collect(manager, CORE_PACK, jobs))
 
 
 def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Registry:
@@ -180,11 +199,13 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry()
-    _add_core_tools(registry, settings)
+    _add_core(manager, registry, settings)
     entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
     for entry in entries:
         dist = entry.dist
-        pack = Pack(name=entry.name, distribution=dist.name if dist else "?", version=dist.version if dist else "?")
+        pack = Pack(
+            name=entry.name, distribution=dist.name if dist else "?", version=dist.version if dist else "?"
+        )
         registry.packs.append(pack)
         if settings.plugins_allowed is not None and not _wanted(entry, settings.plugins_allowed):
             pack.status, pack.error = "disabled", "not listed in FAL_MCP_PLUGINS"
@@ -193,7 +214,7 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
             continue
         try:
-            found = _collect(manager, entry, entry.load())
+            found = _collect(manager, entry.name, entry.load())
             registry.add(pack, found)
         except Exception as exc:  # a broken pack must not take the others down
             # shown by `fal-mcp plugins` and logged: a pack's message must not carry the key
@@ -203,4 +224,9 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             log.error("fal-mcp: pack %r (%s) failed to load: %s", entry.name, pack.label, pack.error)
             if settings.strict_plugins:
                 raise PluginError(f"pack {entry.name!r} ({pack.label}) failed to load: {pack.error}") from exc
+    # A model added to another pack's tool gets its category once every tool is known.
+    registry.models = {
+        key: model.with_tool_category(registry.tools.get(model.tool))
+        for key, model in registry.models.items()
+    }
     return registry

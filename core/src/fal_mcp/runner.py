@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -27,9 +27,12 @@ from .owners import Principal
 from .store import JobRecord
 
 if TYPE_CHECKING:
+    from mcp.types import CallToolResult
+
     from .context import ToolContext
     from .server import ToolTable
-    from .types import Tool
+    from .store import JobStore
+    from .types import Tool, ToolResult
 
 log = logging.getLogger(__name__)
 JOB_PREFIX = "job_"
@@ -72,7 +75,8 @@ class Call:
         self.request_id = ""
         self.latest = "Starting"
         self.started = time.monotonic()
-        self.outcome: Any = None  # the CallToolResult, once finished
+        self.outcome: CallToolResult | None = None  # once finished
+        self.error: Exception | None = None  # what it failed with, if it did (a ToolError says its kind)
         self.finished = anyio.Event()
         self._changed = anyio.Event()
         self.cancelled_by_client = False  # the client asked for the job to be stopped
@@ -115,7 +119,12 @@ class Call:
         # The store hears of a change of status at once, of other progress at most every STORE_PROGRESS_EVERY
         # seconds (readers in this process see `latest` of the live call).
         due = time.monotonic() - self._stored_at >= STORE_PROGRESS_EVERY
-        if self.job_id is not None and self.submitted and message != "Done" and (status != self._status or due):
+        if (
+            self.job_id is not None
+            and self.submitted
+            and message != "Done"
+            and (status != self._status or due)
+        ):
             self._status, self._stored_at = status, time.monotonic()
             await self.runner.store.update(self.job_id, status=status, progress=message)
 
@@ -138,7 +147,7 @@ class Runner:
         self._last_prune = 0.0
 
     @property
-    def store(self):
+    def store(self) -> JobStore:
         return self.table.store
 
     # -- starting and waiting ---------------------------------------------------------------------
@@ -165,24 +174,34 @@ class Runner:
             call.latest = "Saving the result"  # previews and saved files: heartbeats say so meanwhile
             outcome = await self.table.package(call.tool, result, call.owner)
             if call.job_id is not None:
-                await self.store.update(call.job_id, status="done", progress="Done",
-                                        result=stored_result(result), endpoint_id=call.endpoint_id,
-                                        request_id=call.request_id)
+                await self.store.update(
+                    call.job_id,
+                    status="done",
+                    progress="Done",
+                    result=stored_result(result),
+                    endpoint_id=call.endpoint_id,
+                    request_id=call.request_id,
+                )
             call.latest = "Done"  # no heartbeat after this
             await call.report("Done")
         except asyncio.CancelledError:
             if call.cancelled_by_client and call.job_id is not None:
                 with anyio.CancelScope(shield=True):
-                    await self.store.update(call.job_id, status="cancelled", progress="Cancelled by the client")
-            self._finish(call, self.table.failure(call.tool.name, ToolError("The call was cancelled.")))
+                    await self.store.update(
+                        call.job_id, status="cancelled", progress="Cancelled by the client"
+                    )
+            self._finish(
+                call,
+                self.table.failure(call.tool.name, ToolError("The call was cancelled.", kind="cancelled")),
+            )
             raise
         except Exception as exc:
-            outcome = self.table.failure(call.tool.name, exc)
+            call.error, outcome = exc, self.table.failure(call.tool.name, exc)
             if call.job_id is not None:
                 await self.store.update(call.job_id, status="failed", error=outcome.content[0].text)
         self._finish(call, outcome)
 
-    def _finish(self, call: Call, outcome) -> None:
+    def _finish(self, call: Call, outcome: CallToolResult) -> None:
         if call.job_id is not None:
             self.live.pop(call.job_id, None)
         call.outcome = outcome
@@ -192,18 +211,31 @@ class Runner:
     async def record(self, call: Call, *, status: str) -> None:
         """The call's job in the store: created on first sight, then kept up to date."""
         if call.job_id is not None and call.job_id in self.live:
-            await self.store.update(call.job_id, status=status, endpoint_id=call.endpoint_id,
-                                    request_id=call.request_id)
+            await self.store.update(
+                call.job_id, status=status, endpoint_id=call.endpoint_id, request_id=call.request_id
+            )
             return
         call.job_id = call.job_id or new_job_id()
-        arguments = call.context.arguments.model_dump(mode="json", exclude_unset=True)
-        await self.store.add(JobRecord(job_id=call.job_id, owner=call.owner.key, tool=call.tool.name,
-                                       arguments=arguments, endpoint_id=call.endpoint_id,
-                                       request_id=call.request_id, status=status, progress=call.latest))
+        validated = call.context.arguments
+        if validated is None:  # ToolTable.start validates them before the call starts
+            raise RuntimeError(f"{call.tool.name}: a call is recorded only once its arguments are validated")
+        arguments = validated.model_dump(mode="json", exclude_unset=True)
+        await self.store.add(
+            JobRecord(
+                job_id=call.job_id,
+                owner=call.owner.key,
+                tool=call.tool.name,
+                arguments=arguments,
+                endpoint_id=call.endpoint_id,
+                request_id=call.request_id,
+                status=status,
+                progress=call.latest,
+            )
+        )
         self.live[call.job_id] = call
         await self._prune_now_and_then()
 
-    async def wait(self, call: Call, handoff: float | None):
+    async def wait(self, call: Call, handoff: float | None) -> CallToolResult:
         """Wait for `call` in the request that started it: its outcome, or a hand-off once a fal job
         has run `handoff` seconds (None: never). Heartbeats go out every FAL_MCP_HEARTBEAT seconds.
         If the request is cancelled (the client cancelled or left) before the hand-off, so is the job."""
@@ -219,6 +251,8 @@ class Runner:
                 if call.elapsed >= next_beat and not call.finished.is_set() and call.latest != "Done":
                     await call.report(f"{call.latest} ({call.elapsed:.0f} s)")
                     next_beat = call.elapsed + heartbeat
+            if call.outcome is None:  # set just before `finished` is
+                raise RuntimeError(f"{call.tool.name}: the call finished without an outcome")
             return call.outcome
         except anyio.get_cancelled_exc_class():
             if not call.finished.is_set() and call.task is not None:
@@ -226,28 +260,37 @@ class Runner:
                 call.task.cancel()
             raise
 
-    def handoff_result(self, call: Call):
+    def handoff_result(self, call: Call) -> CallToolResult:
         from mcp import types
 
         from .outputs import GenerationOutput, JobHandoff
 
         wait = self.settings.check_wait_max
-        text = (f"{call.tool.name} is still running after {call.elapsed:.0f} s ({call.endpoint_id}, fal request "
-                f"{call.request_id}): {call.latest}. It keeps running here and its result will be kept. Get it "
-                f"with check_job and job_id {call.job_id} (with wait_seconds up to {wait:g} to wait for it), or "
-                "find it with list_jobs.")
+        text = (
+            f"{call.tool.name} is still running after {call.elapsed:.0f} s ({call.endpoint_id}, fal request "
+            f"{call.request_id}): {call.latest}. It keeps running here and its result will be kept. Get it "
+            f"with check_job and job_id {call.job_id} (with wait_seconds up to {wait:g} to wait for it), or "
+            "find it with list_jobs."
+        )
         structured = None
-        handoff = JobHandoff(job_id=call.job_id or "", status="running", progress=call.latest,
-                             how="check_job with this job_id")
+        handoff = JobHandoff(
+            job_id=call.job_id or "", status="running", progress=call.latest, how="check_job with this job_id"
+        )
         if call.tool.output_model is GenerationOutput:
             model_field = call.tool.model_field
-            structured = GenerationOutput(files=[], endpoint=call.endpoint_id, request_id=call.request_id,
-                                          model=getattr(call.context.arguments, model_field, None) if model_field
-                                          else None, job=handoff, notes=[text]).model_dump(mode="json")
+            structured = GenerationOutput(
+                files=[],
+                endpoint=call.endpoint_id,
+                request_id=call.request_id,
+                model=getattr(call.context.arguments, model_field, None) if model_field else None,
+                job=handoff,
+                notes=[text],
+            ).model_dump(mode="json")
         elif call.tool.output_model is None:
             structured = handoff.model_dump(mode="json")
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
-                                    structured_content=structured, is_error=False)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)], structured_content=structured, is_error=False
+        )
 
     # -- jobs not followed by this process -------------------------------------------------------------
 
@@ -263,7 +306,11 @@ class Runner:
         call = Call(self, tool, context)
         context.call = call
         call.job_id, call.submitted = record.job_id, True
-        call.endpoint_id, call.request_id, call.latest = record.endpoint_id, record.request_id, record.progress or ""
+        call.endpoint_id, call.request_id, call.latest = (
+            record.endpoint_id,
+            record.request_id,
+            record.progress or "",
+        )
         self.live[record.job_id] = call
         call.task = self._spawn(self._resume(call, record))
         return call
@@ -271,20 +318,33 @@ class Runner:
     async def _resume(self, call: Call, record: JobRecord) -> None:
         try:
             if not record.request_id:
-                raise ToolError("the server stopped before fal accepted this job: nothing was submitted or spent")
-            fal = await self.table.gateway.follow(record.endpoint_id, record.request_id, progress=call.progress,
-                                                  timeout=self.settings.timeout_for(call.tool.category))
+                raise ToolError(
+                    "the server stopped before fal accepted this job: nothing was submitted or spent"
+                )
+            fal = await self.table.gateway.follow(
+                record.endpoint_id,
+                record.request_id,
+                progress=call.progress,
+                timeout=self.settings.timeout_for(call.tool.category),
+            )
             context = call.context
             context.arguments = await self.table.validate(call.tool, record.arguments)
             context.job = Replay(record.endpoint_id, record.request_id, fal.data)
             result = await call.tool.handler(context.arguments, context)
             outcome = await self.table.package(call.tool, result, call.owner)
-            await self.store.update(record.job_id, status="done", progress="Done", result=stored_result(result))
+            await self.store.update(
+                record.job_id, status="done", progress="Done", result=stored_result(result)
+            )
         except asyncio.CancelledError:
-            self._finish(call, self.table.failure(call.tool.name, ToolError("The server stopped following it.")))
+            self._finish(
+                call,
+                self.table.failure(
+                    call.tool.name, ToolError("The server stopped following it.", kind="cancelled")
+                ),
+            )
             raise
         except Exception as exc:
-            outcome = self.table.failure(call.tool.name, exc)
+            call.error, outcome = exc, self.table.failure(call.tool.name, exc)
             await self.store.update(record.job_id, status="failed", error=outcome.content[0].text)
         self._finish(call, outcome)
 
@@ -316,8 +376,11 @@ class Runner:
             call.task.cancel()
             await call.finished.wait()
             record = await self.store.get(record.job_id) or record  # its request id, if fal had just taken it
-        cancelled = await self.table.gateway.cancel(record.endpoint_id, record.request_id) if record.request_id \
+        cancelled = (
+            await self.table.gateway.cancel(record.endpoint_id, record.request_id)
+            if record.request_id
             else True
+        )
         await self.store.update(record.job_id, status="cancelled", progress="Cancelled by the client")
         return cancelled
 
@@ -345,7 +408,7 @@ class Runner:
                     pass
 
 
-def stored_result(result) -> dict:
+def stored_result(result: ToolResult) -> dict:
     """What the store keeps of a finished call: the handler's text and structured content, after its
     files were saved (previews are made again when it is read: they are large, and can be)."""
     from pydantic import BaseModel

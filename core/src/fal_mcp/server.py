@@ -10,20 +10,27 @@ import base64
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .context import ToolContext
-from .errors import ToolError, scrub, shown
+from .errors import ArgumentError, ToolError, scrub, shown
 from .gateway import FalGateway
-from .outputs import GenerationOutput
+from .outputs import GenerationOutput, OutputFile
 from .owners import STDIO, Principal
 from .plugins import Registry
 from .runner import Call, Runner
 from .store import open_store
 from .types import Tool, ToolResult
+
+if TYPE_CHECKING:
+    from anyio import CancelScope
+    from mcp.types import Tool as McpTool
+
+    # (owner or session, request id) -> the cancel scopes of the calls running under that id
+    InFlight = dict[tuple[str, str], set[CancelScope]]
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "fal-mcp"
@@ -75,8 +82,12 @@ def input_schema(tool: Tool, registry: Registry) -> dict[str, Any]:
             prop["enum"] = [m.alias for m in models]
             prop["default"] = default.alias if default else None
             lines = [f"{m.alias}: {m.description} ({m.endpoint_id})" for m in models]
-            prop["description"] = (prop.get("description", "Model to use.") + " Choices: "
-                                   + "; ".join(lines) + ". An endpoint id of one of these is accepted too.")
+            prop["description"] = (
+                prop.get("description", "Model to use.")
+                + " Choices: "
+                + "; ".join(lines)
+                + ". An endpoint id of one of these is accepted too."
+            )
     return schema
 
 
@@ -90,7 +101,7 @@ class Outputs:
     def __init__(self) -> None:
         from collections import OrderedDict
 
-        self.files: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # uri -> (owner key, OutputFile)
+        self.files: OrderedDict[str, tuple[str, OutputFile]] = OrderedDict()  # uri -> (owner key, file)
 
     def record(self, output: GenerationOutput, owner: Principal) -> None:
         for index, file in enumerate(output.files):
@@ -100,7 +111,7 @@ class Outputs:
         while len(self.files) > self.LIMIT:
             self.files.popitem(last=False)
 
-    def file(self, uri: str, owner: Principal) -> Any:
+    def file(self, uri: str, owner: Principal) -> OutputFile | None:
         """The owner's file at `uri`, else None (another owner's file is as unknown as a missing one)."""
         entry = self.files.get(uri)
         return entry[1] if entry is not None and entry[0] == owner.key else None
@@ -110,9 +121,17 @@ class Outputs:
 
         if not owner.listable:
             return []
-        return [types.Resource(uri=uri, name=uri.removeprefix(self.PREFIX), mime_type=file.content_type,
-                               size=file.file_size, description=file.url)
-                for uri, (key, file) in self.files.items() if key == owner.key]
+        return [
+            types.Resource(
+                uri=uri,
+                name=uri.removeprefix(self.PREFIX),
+                mime_type=file.content_type,
+                size=file.file_size,
+                description=file.url,
+            )
+            for uri, (key, file) in self.files.items()
+            if key == owner.key
+        ]
 
 
 class ToolTable:
@@ -122,7 +141,7 @@ class ToolTable:
         self.registry = registry
         self.settings = settings
         self.gateway = gateway
-        self._listing = None
+        self._listing: list[McpTool] | None = None
         self.outputs = Outputs()
         self.calls_in_flight = 0  # tool calls running now (shown by /health)
         self.store = open_store(settings.store_url or default_store_url())
@@ -142,17 +161,23 @@ class ToolTable:
                     input_schema=input_schema(tool, self.registry),
                     output_schema=tool.output_model.model_json_schema() if tool.output_model else None,
                     annotations=types.ToolAnnotations(
-                        title=tool.title, read_only_hint=tool.hints.read_only,
-                        destructive_hint=tool.hints.destructive, idempotent_hint=tool.hints.idempotent,
-                        open_world_hint=tool.hints.open_world),
-                    execution=(types.ToolExecution(task_support=task_support(tool))
-                               if task_support(tool) != "forbidden" else None),  # absent means forbidden
+                        title=tool.title,
+                        read_only_hint=tool.hints.read_only,
+                        destructive_hint=tool.hints.destructive,
+                        idempotent_hint=tool.hints.idempotent,
+                        open_world_hint=tool.hints.open_world,
+                    ),
+                    execution=(
+                        types.ToolExecution(task_support=task_support(tool))
+                        if task_support(tool) != "forbidden"
+                        else None
+                    ),  # absent means forbidden
                 )
                 for tool in self.registry.tools.values()
             ]
         return self._listing
 
-    async def _resolve_media(self, tool: Tool, args, context: ToolContext) -> Any:
+    async def _resolve_media(self, tool: Tool, args: BaseModel, context: ToolContext) -> BaseModel:
         """Local paths and data: URIs in MediaUrl fields become fal storage URLs."""
         from .media import MediaError, media_fields
 
@@ -168,48 +193,80 @@ class ToolTable:
                     resolved.append(await context.media_url(item))
                 except MediaError as exc:
                     where = f"{name}[{index}]" if is_list else name
-                    raise ToolError(f"Invalid arguments for {tool.name}: {where}: {exc}") from None
+                    raise ArgumentError(where, str(exc), tool=tool.name) from None
                 except ToolError as exc:  # the upload to fal storage failed: say which input
                     where = f"{name}[{index}]" if is_list else name
-                    raise ToolError(f"{where}: uploading it to fal storage failed: {exc}") from None
+                    raise ToolError(
+                        f"{where}: uploading it to fal storage failed: {exc}",
+                        kind=exc.kind,
+                        status=exc.status,
+                    ) from None
             updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
-    async def validate(self, tool: Tool, arguments: dict[str, Any] | None) -> Any:
+    async def validate(self, tool: Tool, arguments: dict[str, Any] | None) -> BaseModel:
         """The tool's arguments checked against its input model (and its model choice); ToolError names
         each bad field."""
         try:
             args = tool.input_model.model_validate(arguments or {})
-        except ValidationError as exc:
-            raise ToolError(f"Invalid arguments for {tool.name}: {format_validation_error(exc)}") from None
+        except ValidationError as exc:  # one or more fields, each named in the message
+            raise ToolError(
+                f"Invalid arguments for {tool.name}: {format_validation_error(exc)}", kind="refused"
+            ) from None
         if tool.model_field:
             try:
                 self.registry.resolve_model(tool.name, getattr(args, tool.model_field))
             except ValueError as exc:
-                raise ToolError(f"Invalid arguments for {tool.name}: {tool.model_field}: {exc}") from None
+                raise ArgumentError(tool.model_field, str(exc), tool=tool.name) from None
         return args
 
-    def new_context(self, tool: Tool, *, owner: Principal = STDIO, report_progress=None,
-                    allowed_dirs=None) -> ToolContext:
-        return ToolContext(tool=tool, gateway=self.gateway, registry=self.registry, settings=self.settings,
-                           report_progress=report_progress, client_roots=allowed_dirs, table=self, owner=owner)
+    def new_context(
+        self, tool: Tool, *, owner: Principal = STDIO, report_progress=None, allowed_dirs=None
+    ) -> ToolContext:
+        return ToolContext(
+            tool=tool,
+            gateway=self.gateway,
+            registry=self.registry,
+            settings=self.settings,
+            report_progress=report_progress,
+            client_roots=allowed_dirs,
+            table=self,
+            owner=owner,
+        )
 
-    async def start(self, name: str, arguments: dict[str, Any] | None, *, owner: Principal = STDIO,
-                    report_progress=None, allowed_dirs=None, record_now: bool = False) -> Call:
+    async def start(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        owner: Principal = STDIO,
+        report_progress=None,
+        allowed_dirs=None,
+        record_now: bool = False,
+    ) -> Call:
         """Validate the arguments, resolve media inputs (in the caller's task: local files are read with
         the caller's roots), then start the handler in a task of its own (runner.py). Failures before
         the start raise (ToolError for anything the user can act on)."""
         tool = self.registry.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.registry.tools)) or "none"
-            raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.")
+            raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.", kind="refused")
         args = await self.validate(tool, arguments)
-        context = self.new_context(tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs)
+        context = self.new_context(
+            tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs
+        )
         context.arguments = await self._resolve_media(tool, args, context)
         return await self.runner.start(tool, context, record_now=record_now)
 
-    async def call(self, name: str, arguments: dict[str, Any] | None, report_progress=None, allowed_dirs=None,
-                   owner: Principal = STDIO, handoff: float | None | str = "default"):
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        report_progress=None,
+        allowed_dirs=None,
+        owner: Principal = STDIO,
+        handoff: float | None | Literal["default"] = "default",
+    ):
         """Validate, run and package one tool call for `owner`. Always returns a CallToolResult: the
         tool's result, or, when its job runs longer than `handoff` seconds (FAL_MCP_HANDOFF_AFTER by
         default; None: never), a result carrying the job id (runner.py).
@@ -219,11 +276,13 @@ class ToolTable:
         self.calls_in_flight += 1
         try:
             try:
-                call = await self.start(name, arguments, owner=owner, report_progress=report_progress,
-                                        allowed_dirs=allowed_dirs)
+                call = await self.start(
+                    name, arguments, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs
+                )
             except Exception as exc:
                 return self.failure(name, exc)
-            return await self.runner.wait(call, self.settings.handoff_after if handoff == "default" else handoff)
+            after = self.settings.handoff_after if isinstance(handoff, str) else handoff  # str: "default"
+            return await self.runner.wait(call, after)
         finally:
             self.calls_in_flight -= 1
 
@@ -247,12 +306,16 @@ class ToolTable:
 
     def failure(self, name: str, exc: Exception):
         """The one mapping of a failed call to an isError result."""
+        if isinstance(exc, ArgumentError):  # of the tool it names (submit_job starts another), else this one
+            return _error(scrub(f"Invalid arguments for {exc.tool or name}: {exc}", self.settings.secrets()))
         if isinstance(exc, ToolError):
             return _error(scrub(str(exc), self.settings.secrets()))
         if isinstance(exc, ValidationError):
             return _error(f"{name} could not read fal's answer: {format_validation_error(exc)}")
         log.error("tool %s failed", name, exc_info=exc)
-        return _error(scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", self.settings.secrets()))
+        return _error(
+            scrub(f"Internal error in {name}: {type(exc).__name__}: {exc}", self.settings.secrets())
+        )
 
     async def package(self, tool: Tool, result: ToolResult, owner: Principal):
         """A handler's result as MCP content: text, previews, file links, structured content."""
@@ -263,16 +326,18 @@ class ToolTable:
             from .delivery import deliver
 
             noted = len(result.structured.notes)
-            images += await deliver(result.structured, tool=tool.name, settings=self.settings,
-                                    http=self.gateway.downloads())
+            images += await deliver(
+                result.structured, tool=tool.name, settings=self.settings, http=self.gateway.downloads()
+            )
             saved = [f"Saved: {file.local_path}" for file in result.structured.files if file.local_path]
             added = [f"Note: {note}" for note in result.structured.notes[noted:]]
             text = "\n".join([text, *saved, *added])
             self.outputs.record(result.structured, owner)
         content: list[Any] = [types.TextContent(type="text", text=text)]
         for data, mime_type in images:
-            content.append(types.ImageContent(type="image", data=base64.b64encode(data).decode(),
-                                              mime_type=mime_type))
+            content.append(
+                types.ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime_type)
+            )
         if isinstance(result.structured, GenerationOutput):
             content += _file_links(result.structured)
         structured = result.structured
@@ -288,12 +353,25 @@ def _file_links(output: GenerationOutput) -> list[Any]:
     links: list[Any] = []
     for index, file in enumerate(output.files):
         name = file.url.rstrip("/").rsplit("/", 1)[-1] or f"file-{index + 1}"
-        links.append(types.ResourceLink(type="resource_link", uri=file.url, name=name, mime_type=file.content_type,
-                                        size=file.file_size))
+        links.append(
+            types.ResourceLink(
+                type="resource_link",
+                uri=file.url,
+                name=name,
+                mime_type=file.content_type,
+                size=file.file_size,
+            )
+        )
         if file.local_path:
-            links.append(types.ResourceLink(type="resource_link", uri=Path(file.local_path).as_uri(),
-                                            name=Path(file.local_path).name, mime_type=file.content_type,
-                                            size=file.file_size))
+            links.append(
+                types.ResourceLink(
+                    type="resource_link",
+                    uri=Path(file.local_path).as_uri(),
+                    name=Path(file.local_path).name,
+                    mime_type=file.content_type,
+                    size=file.file_size,
+                )
+            )
     return links
 
 
@@ -316,11 +394,12 @@ async def client_roots(session) -> list[str] | None:
         log.info("could not list the client's roots: %s", exc)
         return None
     # Every declared root counts, even one that does not exist here: roots only narrow (media.narrow).
-    return [unquote(urlsplit(str(root.uri)).path) for root in listing.roots
-            if str(root.uri).startswith("file:")] or None
+    return [
+        unquote(urlsplit(str(root.uri)).path) for root in listing.roots if str(root.uri).startswith("file:")
+    ] or None
 
 
-def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=None):
+def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_of=None):
     """A low-level mcp Server whose tools are `table`'s.
 
     `principal_of(ctx)`, given by the HTTP transport, names the owner of a request (default: the
@@ -347,21 +426,26 @@ def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=N
         tool = table.registry.tools.get(params.name)
         if tool is not None and wants_task(ctx, params, tool):
             try:
-                created = await server.start_task(ctx, params, lambda: client_roots(ctx.session))
+                created = await start_task(ctx, params, lambda: client_roots(ctx.session))
             except Exception as exc:
                 return table.failure(params.name, exc)
             return created if created is not None else types.CallToolResult(content=[])  # see tasks.py
 
         def call():
-            return table.call(params.name, params.arguments, ctx.session.report_progress,
-                              lambda: client_roots(ctx.session), owner=principal)
+            return table.call(
+                params.name,
+                params.arguments,
+                ctx.session.report_progress,
+                lambda: client_roots(ctx.session),
+                owner=principal,
+            )
 
         headers = getattr(ctx.request, "headers", None)
         session_id = headers.get("mcp-session-id") if in_flight is not None and headers is not None else None
         # Without a session (stateless HTTP) a cancel can only be matched to its call by the owner,
         # and only an owner that can be recognised again.
         scope_owner = session_id or (principal.key if in_flight is not None and principal.listable else None)
-        if scope_owner is None:
+        if scope_owner is None or in_flight is None:  # a scope owner comes with in_flight only
             return await call()
         key = (scope_owner, str(ctx.request_id))
         with anyio.CancelScope() as scope:
@@ -386,22 +470,40 @@ def build_server(table: ToolTable, in_flight: dict | None = None, principal_of=N
 
         file = table.outputs.file(str(params.uri), owner(ctx))
         if file is None:
-            raise MCPError(code=-32002, message=f"Unknown resource {shown(str(params.uri), 200)}: "
-                                                "list_resources shows your outputs of this run")
+            raise MCPError(
+                code=-32002,
+                message=f"Unknown resource {shown(str(params.uri), 200)}: "
+                "list_resources shows your outputs of this run",
+            )
         try:
-            fetched = await fetch(file.url, trusted_urls=list(table.settings.urls.values()),
-                                  http=table.gateway.downloads())
+            fetched = await fetch(
+                file.url, trusted_urls=list(table.settings.urls.values()), http=table.gateway.downloads()
+            )
         except MediaError as exc:
-            raise MCPError(code=-32603, message=f"Could not read {shown(str(params.uri), 200)}: {exc}") from None
-        return types.ReadResourceResult(contents=[types.BlobResourceContents(
-            uri=params.uri, mime_type=file.content_type or fetched.content_type,
-            blob=base64.b64encode(fetched.data).decode())])
+            raise MCPError(
+                code=-32603, message=f"Could not read {shown(str(params.uri), 200)}: {exc}"
+            ) from None
+        return types.ReadResourceResult(
+            contents=[
+                types.BlobResourceContents(
+                    uri=params.uri,
+                    mime_type=file.content_type or fetched.content_type,
+                    blob=base64.b64encode(fetched.data).decode(),
+                )
+            ]
+        )
 
-    server = Server(SERVER_NAME, version=_version(), title="fal.ai for MCP",
-                    instructions="Generate and edit images, video and audio with fal.ai models.",
-                    on_list_tools=on_list_tools, on_call_tool=on_call_tool,
-                    on_list_resources=on_list_resources, on_read_resource=on_read_resource)
-    serve_tasks(server, table, owner)
+    server = Server(
+        SERVER_NAME,
+        version=_version(),
+        title="fal.ai for MCP",
+        instructions="Generate and edit images, video and audio with fal.ai models.",
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+        on_list_resources=on_list_resources,
+        on_read_resource=on_read_resource,
+    )
+    start_task = serve_tasks(server, table, owner)
     return server
 
 
@@ -414,13 +516,20 @@ def protocol_error(problem: Exception):
     errors = problem.errors(include_url=False) if isinstance(problem, ValidationError) else []
     if not errors or any(error["type"] == "json_invalid" for error in errors):
         return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message="Parse error"))
-    sent = next((error["input"] for error in errors if isinstance(error.get("input"), dict)), {})
+    sent: dict[str, Any] = next(
+        (error["input"] for error in errors if isinstance(error.get("input"), dict)), {}
+    )
     request_id = sent.get("id") if "method" in sent else None
     if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
         request_id = None
-    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
-        code=INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 request, notification or "
-                                      "response"))
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=ErrorData(
+            code=INVALID_REQUEST,
+            message="Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+        ),
+    )
 
 
 class _AnsweringMalformed:
@@ -466,5 +575,8 @@ async def serve_stdio(table: ToolTable) -> None:
 
     server = build_server(table)
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(_AnsweringMalformed(read_stream, write_stream), write_stream,
-                         server.create_initialization_options())
+        await server.run(
+            _AnsweringMalformed(read_stream, write_stream),
+            write_stream,
+            server.create_initialization_options(),
+        )

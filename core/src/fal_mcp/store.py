@@ -12,10 +12,16 @@ are never forgotten: they were paid for.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from redis.asyncio import Redis
 
 FINISHED = ("done", "failed", "cancelled")
 STATUSES = ("submitted", "queued", "running", *FINISHED)
@@ -64,7 +70,7 @@ class JobStore(Protocol):
     async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
         """The owner's jobs, newest first."""
 
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:  # `list` here is the method above
         """Every job not yet done, failed or cancelled, whoever owns it (to resume following them)."""
 
     async def prune(self, max_age: float, per_owner: int) -> int:
@@ -102,10 +108,10 @@ class SqliteStore:
         import threading
 
         self.path = path
-        self._connection = None
+        self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
-    def _connect(self):
+    def _connect(self) -> sqlite3.Connection:
         import os
         import sqlite3
 
@@ -134,9 +140,17 @@ class SqliteStore:
 
     @staticmethod
     def _write(connection, record: JobRecord) -> None:
-        connection.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-                           (record.job_id, record.owner, record.status, record.created_at, record.updated_at,
-                            record.to_json()))
+        connection.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.job_id,
+                record.owner,
+                record.status,
+                record.created_at,
+                record.updated_at,
+                record.to_json(),
+            ),
+        )
 
     async def add(self, record: JobRecord) -> None:
         await self._run(self._write, record)
@@ -168,16 +182,19 @@ class SqliteStore:
 
     async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
         def work(connection):
-            rows = connection.execute("SELECT body FROM jobs WHERE owner = ? ORDER BY created_at DESC LIMIT ?",
-                                      (owner, limit)).fetchall()
+            rows = connection.execute(
+                "SELECT body FROM jobs WHERE owner = ? ORDER BY created_at DESC LIMIT ?", (owner, limit)
+            ).fetchall()
             return [JobRecord.from_json(row[0]) for row in rows]
 
         return await self._run(work)
 
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:  # `list` here is the method above
         def work(connection):
             marks = ",".join("?" * len(FINISHED))
-            rows = connection.execute(f"SELECT body FROM jobs WHERE status NOT IN ({marks})", FINISHED).fetchall()
+            rows = connection.execute(
+                f"SELECT body FROM jobs WHERE status NOT IN ({marks})", FINISHED
+            ).fetchall()
             return [JobRecord.from_json(row[0]) for row in rows]
 
         return await self._run(work)
@@ -185,22 +202,33 @@ class SqliteStore:
     async def prune(self, max_age: float, per_owner: int) -> int:
         def work(connection):
             marks = ",".join("?" * len(FINISHED))
-            old = connection.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND created_at < ?",
-                                     (*FINISHED, time.time() - max_age)).rowcount
-            extra = connection.execute(f"""
+            old = connection.execute(
+                f"DELETE FROM jobs WHERE status IN ({marks}) AND created_at < ?",
+                (*FINISHED, time.time() - max_age),
+            ).rowcount
+            extra = connection.execute(
+                f"""
                 DELETE FROM jobs WHERE job_id IN (
                     SELECT job_id FROM (
                         SELECT job_id, status, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY created_at DESC) AS n
                         FROM jobs)
-                    WHERE n > ? AND status IN ({marks}))""", (per_owner, *FINISHED)).rowcount
+                    WHERE n > ? AND status IN ({marks}))""",
+                (per_owner, *FINISHED),
+            ).rowcount
             return old + extra
 
         return await self._run(work)
 
     async def aclose(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        import anyio
+
+        def close() -> None:
+            with self._lock:  # after any statement still running in a worker thread, never under it
+                connection, self._connection = self._connection, None
+                if connection is not None:
+                    connection.close()
+
+        await anyio.to_thread.run_sync(close)
 
 
 class RedisStore:
@@ -212,10 +240,12 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = None
+        self._client: Redis | None = None
 
     @property
-    def client(self):
+    def client(self) -> Any:
+        # Any, not Redis: redis-py's annotations reject correct calls here (hset's `mapping` is an
+        # invariant Mapping of a key union; zrevrange's result is one union whatever `withscores` is).
         if self._client is None:
             import redis.asyncio as redis
 
@@ -271,7 +301,7 @@ class RedisStore:
     async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
         return await self._many(await self.client.zrevrange(self._key("owner", owner), 0, limit - 1))
 
-    async def unfinished(self) -> list[JobRecord]:
+    async def unfinished(self) -> builtins.list[JobRecord]:  # `list` here is the method above
         records = await self._many(await self.client.smembers(self._key("set", "unfinished")))
         return [record for record in records if not record.finished]
 

@@ -15,6 +15,7 @@ middleware hands the created task back instead (`answer_created_task`).
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,7 +29,13 @@ RELATED_TASK = "io.modelcontextprotocol/related-task"
 LEGACY_VERSION = "2025-11-25"
 POLL_INTERVAL_MS = 1000
 # the 2025-era task a tools/call created, handed from the handler to the middleware
-_created: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fal_mcp_created_task", default=None)
+_created: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "fal_mcp_created_task", default=None
+)
+
+# How build_server's tools/call handler starts a call as a task: (ctx, params, allowed_dirs) -> the
+# 2026-era answer, or None once the 2025-era one is handed to the middleware.
+StartTask = Callable[[Any, Any, Callable[[], Awaitable[list[str] | None]]], Awaitable[Any]]
 
 
 def task_support(tool) -> str:
@@ -46,13 +53,20 @@ def task_status(record: JobRecord) -> str:
 
 def wire_task(record: JobRecord, ttl_ms: int, modern: bool) -> dict[str, Any]:
     """The Task of a job, as each era spells it (a dict: the 2025 `ttl` is required and may be null)."""
-    task = {"taskId": record.job_id, "status": task_status(record), "createdAt": _time(record.created_at),
-            "lastUpdatedAt": _time(record.updated_at)}
+    task: dict[str, Any] = {
+        "taskId": record.job_id,
+        "status": task_status(record),
+        "createdAt": _time(record.created_at),
+        "lastUpdatedAt": _time(record.updated_at),
+    }
     message = record.error if record.status == "failed" else record.progress
     if message:
         task["statusMessage"] = message[:500]
-    task.update({"ttlMs": ttl_ms, "pollIntervalMs": POLL_INTERVAL_MS} if modern else
-                {"ttl": ttl_ms, "pollInterval": POLL_INTERVAL_MS})
+    task.update(
+        {"ttlMs": ttl_ms, "pollIntervalMs": POLL_INTERVAL_MS}
+        if modern
+        else {"ttl": ttl_ms, "pollInterval": POLL_INTERVAL_MS}
+    )
     return task
 
 
@@ -72,8 +86,11 @@ def _require_extension(ctx) -> None:
     from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY
 
     if not declared(ctx):
-        raise MCPError(code=MISSING_REQUIRED_CLIENT_CAPABILITY, message="Missing required client capability",
-                       data={"requiredCapabilities": {"extensions": {EXTENSION: {}}}})
+        raise MCPError(
+            code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+            message="Missing required client capability",
+            data={"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
+        )
 
 
 def _method_not_found(name: str):
@@ -97,8 +114,9 @@ def wants_task(ctx, params, tool) -> bool:
     return asked
 
 
-def serve_tasks(server, table, owner_of) -> None:
-    """Add the task methods, the middleware and the capabilities of both eras to a low-level Server."""
+def serve_tasks(server, table, owner_of) -> StartTask:
+    """Add the task methods, the middleware and the capabilities of both eras to a low-level Server;
+    the function build_server's tools/call handler starts a task with."""
     from mcp.shared.exceptions import MCPError
     from mcp_types import (
         INVALID_PARAMS,
@@ -113,8 +131,8 @@ def serve_tasks(server, table, owner_of) -> None:
         TasksCancelCapability,
         TasksListCapability,
         TasksToolsCapability,
+        methods,
     )
-    from mcp_types import methods
 
     ttl_ms = int(table.settings.job_retention * 1000)
 
@@ -143,18 +161,23 @@ def serve_tasks(server, table, owner_of) -> None:
         if record.status == "done" and record.result is not None and tool is not None:
             result = await table.package(tool, await table.replayed(tool, record.result), _owner(record))
         else:
-            text = record.error or ("The task was cancelled." if record.status == "cancelled" else "No result.")
+            text = record.error or (
+                "The task was cancelled." if record.status == "cancelled" else "No result."
+            )
             result = types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def start_task(ctx, params, allowed_dirs) -> Any:
+    async def start_task(ctx, params, allowed_dirs: Callable[[], Awaitable[list[str] | None]]) -> Any:
         """Start the call as a task: its job is recorded before the answer goes out."""
-        call = await table.start(params.name, params.arguments, owner=owner_of(ctx), allowed_dirs=allowed_dirs,
-                                 record_now=True)
+        call = await table.start(
+            params.name, params.arguments, owner=owner_of(ctx), allowed_dirs=allowed_dirs, record_now=True
+        )
         record = await table.store.get(call.job_id)
         if is_modern(ctx):
             return {"resultType": "task", **wire_task(record, ttl_ms, modern=True)}
         box = _created.get()
+        if box is None:  # the 2025 era's answer goes through answer_created_task, which sets the box
+            raise RuntimeError("a 2025-era task was started outside answer_created_task")
         box["result"] = {"task": wire_task(record, ttl_ms, modern=False)}
         return None
 
@@ -194,8 +217,10 @@ def serve_tasks(server, table, owner_of) -> None:
         if record.finished:
             if is_modern(ctx):
                 return {}
-            raise MCPError(code=INVALID_PARAMS,
-                           message=f"Cannot cancel task: already in terminal status '{task_status(record)}'")
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"Cannot cancel task: already in terminal status '{task_status(record)}'",
+            )
         await table.runner.cancel(record)
         if is_modern(ctx):
             return {}
@@ -224,12 +249,14 @@ def serve_tasks(server, table, owner_of) -> None:
     def capabilities(*args, **kwargs):
         found = plain_capabilities(*args, **kwargs)
         found.tasks = ServerTasksCapability(  # 2025: initialize (the 2026 surface drops it)
-            list=TasksListCapability(), cancel=TasksCancelCapability(),
-            requests=ServerTasksRequestsCapability(tools=TasksToolsCapability(call=TasksCallCapability())))
+            list=TasksListCapability(),
+            cancel=TasksCancelCapability(),
+            requests=ServerTasksRequestsCapability(tools=TasksToolsCapability(call=TasksCallCapability())),
+        )
         return found
 
     server.get_capabilities = capabilities
-    server.start_task = start_task  # used by build_server's tools/call handler
+    return start_task  # used by build_server's tools/call handler
 
 
 async def answer_created_task(ctx, call_next):
@@ -237,7 +264,7 @@ async def answer_created_task(ctx, call_next):
     is handed back here instead of that placeholder."""
     if ctx.method != "tools/call":
         return await call_next(ctx)
-    box: dict = {}
+    box: dict[str, Any] = {}
     token = _created.set(box)
     try:
         result = await call_next(ctx)

@@ -68,31 +68,60 @@ class Tool:
 
     def __post_init__(self) -> None:
         owner = f"Tool({self.name!r})"
-        _require(isinstance(self.name, str) and bool(TOOL_NAME.match(self.name)), owner, "name",
-                 "must match [a-z][a-z0-9_]* (at most 64 characters)")
+        _require(
+            isinstance(self.name, str) and bool(TOOL_NAME.match(self.name)),
+            owner,
+            "name",
+            "must match [a-z][a-z0-9_]* (at most 64 characters)",
+        )
         _one_line(self.title, owner, "title")
-        _require(isinstance(self.description, str) and self.description.strip() != "", owner, "description",
-                 "must be a non-empty string")
-        _require(isinstance(self.input_model, type) and issubclass(self.input_model, BaseModel), owner,
-                 "input_model", "must be a pydantic BaseModel subclass")
+        _require(
+            isinstance(self.description, str) and self.description.strip() != "",
+            owner,
+            "description",
+            "must be a non-empty string",
+        )
+        _require(
+            isinstance(self.input_model, type) and issubclass(self.input_model, BaseModel),
+            owner,
+            "input_model",
+            "must be a pydantic BaseModel subclass",
+        )
         _require(inspect.iscoroutinefunction(self.handler), owner, "handler", "must be an async function")
-        _require(self.output_model is None or (isinstance(self.output_model, type)
-                                               and issubclass(self.output_model, BaseModel)),
-                 owner, "output_model", "must be a pydantic BaseModel subclass or None")
+        _require(
+            self.output_model is None
+            or (isinstance(self.output_model, type) and issubclass(self.output_model, BaseModel)),
+            owner,
+            "output_model",
+            "must be a pydantic BaseModel subclass or None",
+        )
         _require(isinstance(self.hints, ToolHints), owner, "hints", "must be a ToolHints")
-        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
-                 "must be one short lowercase word, e.g. image, video, audio")
-        _require(self.model_field is None or self.model_field in self.input_model.model_fields, owner,
-                 "model_field", "must name a field of input_model")
+        _require(
+            isinstance(self.category, str) and bool(CATEGORY.match(self.category)),
+            owner,
+            "category",
+            "must be one short lowercase word, e.g. image, video, audio",
+        )
+        _require(
+            self.model_field is None or self.model_field in self.input_model.model_fields,
+            owner,
+            "model_field",
+            "must name a field of input_model",
+        )
 
 
 @dataclass(frozen=True)
 class EndpointCall:
-    """What a model's translator produces: the endpoint input, and notes for the user
-    (e.g. a parameter the model cannot take, dropped rather than silently ignored)."""
+    """What a model's translator produces: the endpoint input, notes for the user (e.g. a parameter
+    the model cannot take, dropped rather than silently ignored), and facts the result needs that the
+    input alone does not say plainly (e.g. {"seconds": 5.0}, the length asked of the endpoint).
+
+    Build one with `fal_mcp.EndpointInput`; `fal_mcp.generation_output` reads it back."""
 
     arguments: dict[str, Any]
     notes: tuple[str, ...] = ()
+    # Not part of equality or hashing: a plain record for the result, read with .get().
+    facts: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -102,15 +131,16 @@ class Model:
     `build_input(arguments)` turns the tool's validated arguments into the
     endpoint's own field names and values; `read_output(data)`, when given,
     turns the endpoint's output into what the tool reports (default: the
-    tool reads it itself).
+    tool reads it itself). `category` is the tool's unless given: the registry
+    fills it in when it loads the model (`with_tool_category`).
     """
 
     alias: str
     endpoint_id: str
     tool: str
-    category: str
     description: str
     build_input: Callable[[Any], EndpointCall]
+    category: str | None = None
     read_output: Callable[[Mapping[str, Any]], Any] | None = None
     default: bool = False
     # {endpoint field: the tool argument it is made from}, for the fields named otherwise than their
@@ -120,21 +150,54 @@ class Model:
 
     def __post_init__(self) -> None:
         owner = f"Model({self.alias!r})"
-        _require(isinstance(self.alias, str) and bool(MODEL_ALIAS.match(self.alias)), owner, "alias",
-                 "must match [a-z0-9][a-z0-9_.-]* (at most 64 characters)")
-        _require(isinstance(self.endpoint_id, str) and bool(ENDPOINT_ID.match(self.endpoint_id)), owner,
-                 "endpoint_id", "must look like 'owner/app[/path]', e.g. 'fal-ai/flux/schnell'")
-        _require(isinstance(self.tool, str) and bool(TOOL_NAME.match(self.tool)), owner, "tool",
-                 "must be a tool name")
-        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
-                 "must be one short lowercase word, e.g. image, video, audio")
+        _require(
+            isinstance(self.alias, str) and bool(MODEL_ALIAS.match(self.alias)),
+            owner,
+            "alias",
+            "must match [a-z0-9][a-z0-9_.-]* (at most 64 characters)",
+        )
+        _require(
+            isinstance(self.endpoint_id, str) and bool(ENDPOINT_ID.match(self.endpoint_id)),
+            owner,
+            "endpoint_id",
+            "must look like 'owner/app[/path]', e.g. 'fal-ai/flux/schnell'",
+        )
+        _require(
+            isinstance(self.tool, str) and bool(TOOL_NAME.match(self.tool)),
+            owner,
+            "tool",
+            "must be a tool name",
+        )
+        _require(
+            self.category is None or (isinstance(self.category, str) and bool(CATEGORY.match(self.category))),
+            owner,
+            "category",
+            "must be None (the tool's) or one short lowercase word, e.g. image, video",
+        )
         _one_line(self.description, owner, "description")
         _require(callable(self.build_input), owner, "build_input", "must be callable")
-        _require(self.read_output is None or callable(self.read_output), owner, "read_output",
-                 "must be callable or None")
-        _require(isinstance(self.field_arguments, Mapping)
-                 and all(isinstance(k, str) and isinstance(v, str) for k, v in self.field_arguments.items()),
-                 owner, "field_arguments", "must map endpoint field names to tool argument names")
+        _require(
+            self.read_output is None or callable(self.read_output),
+            owner,
+            "read_output",
+            "must be callable or None",
+        )
+        _require(
+            isinstance(self.field_arguments, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in self.field_arguments.items()),
+            owner,
+            "field_arguments",
+            "must map endpoint field names to tool argument names",
+        )
+
+    def with_tool_category(self, tool: Tool | None) -> Model:
+        """This model with its tool's category filled in, when it names none (the registry calls this
+        once every pack is loaded: the tool may come from another pack)."""
+        import dataclasses
+
+        if self.category is not None or tool is None:
+            return self
+        return dataclasses.replace(self, category=tool.category)
 
     @property
     def package(self) -> str:
@@ -175,13 +238,25 @@ class PriceHint:
 
     def __post_init__(self) -> None:
         owner = f"PriceHint({self.endpoint_id!r})"
-        _require(isinstance(self.endpoint_id, str) and bool(ENDPOINT_ID.match(self.endpoint_id)), owner,
-                 "endpoint_id", "must look like 'owner/app[/path]'")
-        _require(isinstance(self.unit_price, (int, float)) and self.unit_price >= 0, owner, "unit_price",
-                 "must be a number >= 0")
+        _require(
+            isinstance(self.endpoint_id, str) and bool(ENDPOINT_ID.match(self.endpoint_id)),
+            owner,
+            "endpoint_id",
+            "must look like 'owner/app[/path]'",
+        )
+        _require(
+            isinstance(self.unit_price, (int, float)) and self.unit_price >= 0,
+            owner,
+            "unit_price",
+            "must be a number >= 0",
+        )
         _one_line(self.unit, owner, "unit")
-        _require(isinstance(self.currency, str) and bool(re.match(r"^[A-Z]{3}$", self.currency)), owner,
-                 "currency", "must be a three-letter code such as USD")
+        _require(
+            isinstance(self.currency, str) and bool(re.match(r"^[A-Z]{3}$", self.currency)),
+            owner,
+            "currency",
+            "must be a three-letter code such as USD",
+        )
 
 
 @dataclass(frozen=True)
@@ -196,15 +271,30 @@ class Recommendation:
 
     def __post_init__(self) -> None:
         owner = f"Recommendation({self.model!r})"
-        _require(isinstance(self.model, str) and self.model.strip() != "", owner, "model", "must be non-empty")
-        _require(isinstance(self.keywords, tuple) and len(self.keywords) > 0
-                 and all(isinstance(k, str) and k.strip() for k in self.keywords),
-                 owner, "keywords", "must be a non-empty tuple of non-empty strings")
+        _require(
+            isinstance(self.model, str) and self.model.strip() != "", owner, "model", "must be non-empty"
+        )
+        _require(
+            isinstance(self.keywords, tuple)
+            and len(self.keywords) > 0
+            and all(isinstance(k, str) and k.strip() for k in self.keywords),
+            owner,
+            "keywords",
+            "must be a non-empty tuple of non-empty strings",
+        )
         _one_line(self.reason, owner, "reason")
-        _require(isinstance(self.category, str) and bool(CATEGORY.match(self.category)), owner, "category",
-                 "must be one short lowercase word, e.g. image, video, audio")
-        _require(isinstance(self.weight, (int, float)) and 0 < self.weight <= 10, owner, "weight",
-                 "must be in (0, 10]")
+        _require(
+            isinstance(self.category, str) and bool(CATEGORY.match(self.category)),
+            owner,
+            "category",
+            "must be one short lowercase word, e.g. image, video, audio",
+        )
+        _require(
+            isinstance(self.weight, (int, float)) and 0 < self.weight <= 10,
+            owner,
+            "weight",
+            "must be in (0, 10]",
+        )
 
 
 @dataclass

@@ -55,17 +55,23 @@ async def test_text_to_speech_over_stdio(fal_sandbox):
     assert submitted["endpoint_id"] == "fal-ai/kokoro/american-english"
     assert submitted["input"] == {"prompt": "Hello from the sandbox", "voice": "am_adam", "speed": 1.5}
     assert (out["endpoint"], out["model"], out["request_id"]) == (
-        "fal-ai/kokoro/american-english", "kokoro", submitted["request_id"])
+        "fal-ai/kokoro/american-english",
+        "kokoro",
+        submitted["request_id"],
+    )
     [audio] = out["files"]
     assert audio["content_type"] == "audio/wav" and audio["url"] in result.content[0].text
     assert (await download(audio["url"]))[:4] == b"RIFF"
 
 
-@pytest.mark.parametrize(("model", "source", "extra", "sent"), [
-    ("wizper", "path", {"language": "fr", "task": "translate"}, {"language": "fr", "task": "translate"}),
-    # whisper runs wizper too (fal-ai/whisper is gone), asking it to detect the language: null
-    ("whisper", "data", {}, {"task": "transcribe", "language": None}),
-])
+@pytest.mark.parametrize(
+    ("model", "source", "extra", "sent"),
+    [
+        ("wizper", "path", {"language": "fr", "task": "translate"}, {"language": "fr", "task": "translate"}),
+        # whisper runs wizper too (fal-ai/whisper is gone), asking it to detect the language: null
+        ("whisper", "data", {}, {"task": "transcribe", "language": None}),
+    ],
+)
 async def test_transcribe_audio_over_stdio(fal_sandbox, tmp_path, model, source, extra, sent):
     sound = wav_bytes()
     if source == "path":
@@ -91,8 +97,14 @@ async def test_transcribe_audio_over_stdio(fal_sandbox, tmp_path, model, source,
 async def test_flux_pro_ultra_over_stdio(fal_sandbox, fal_registry):
     if "generate_image" not in fal_registry.tools:
         pytest.skip("generate_image comes with fal-mcp-image")
-    arguments = {"prompt": "a lighthouse", "model": "flux_pro_ultra", "image_size": "portrait_3_4",
-                 "num_images": 2, "seed": 7, "negative_prompt": "fog"}
+    arguments = {
+        "prompt": "a lighthouse",
+        "model": "flux_pro_ultra",
+        "image_size": "portrait_3_4",
+        "num_images": 2,
+        "seed": 7,
+        "negative_prompt": "fog",
+    }
     async with stdio_session(PACKS, sandbox=fal_sandbox) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert "flux_pro_ultra" in tools["generate_image"].input_schema["properties"]["model"]["enum"]
@@ -111,19 +123,23 @@ async def test_wizper_without_a_language_says_it_assumes_english(fal_tools, fal_
     out = ok(await fal_tools.call("transcribe_audio", {"audio_url": audio}))
     assert fal_sandbox.state.submissions[-1]["endpoint_id"] == "fal-ai/wizper"  # the default model
     assert "language" not in fal_sandbox.state.submissions[-1]["input"]
-    assert out["notes"] == ["language not given: wizper assumes en; give language, or use whisper, "
-                            "which detects it"]
+    assert out["notes"] == [
+        "language not given: wizper assumes en; give language, or use whisper, which detects it"
+    ]
 
 
-@pytest.mark.parametrize(("tool", "arguments", "named"), [
-    ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "language": "French"}, "language"),
-    # a code of the right shape that wizper does not know (its schema lists the ones it does)
-    ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "language": "xx"}, "language"),
-    ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "task": "summarize"}, "task"),
-    ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "model": "kokoro"}, "model"),
-    ("text_to_speech", {"text": "hi", "voice": "robot"}, "voice"),
-    ("text_to_speech", {"text": "hi", "speed": 9}, "speed"),
-])
+@pytest.mark.parametrize(
+    ("tool", "arguments", "named"),
+    [
+        ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "language": "French"}, "language"),
+        # a code of the right shape that wizper does not know (its schema lists the ones it does)
+        ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "language": "xx"}, "language"),
+        ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "task": "summarize"}, "task"),
+        ("transcribe_audio", {"audio_url": "https://example.com/a.wav", "model": "kokoro"}, "model"),
+        ("text_to_speech", {"text": "hi", "voice": "robot"}, "voice"),
+        ("text_to_speech", {"text": "hi", "speed": 9}, "speed"),
+    ],
+)
 async def test_bad_arguments_are_refused_before_fal(fal_tools, fal_sandbox, tool, arguments, named):
     result = await fal_tools.call(tool, arguments)
     assert result.is_error and named in result.content[0].text

@@ -44,8 +44,13 @@ class Sandbox:
     `endpoints`: what it serves; by default the endpoints of every installed pack.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, endpoints: Iterable[Endpoint] | None = None,
-                 **config: Any):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        endpoints: Iterable[Endpoint] | None = None,
+        **config: Any,
+    ):
         self.host = host
         self.port = port
         self.state = SandboxState(**config)

@@ -117,8 +117,13 @@ class SandboxApp:
         cdn_file = r"/cdn/files/(?P<key>[^/]+)/(?P<name>[^/]+)"
         table = [
             ("GET", r"/_sandbox/health", "control", None, self.health),
-            ("GET", r"/_sandbox/(?P<what>requests|submissions|cancels|faults|config|jobs)", "control", None,
-             self.control_get),
+            (
+                "GET",
+                r"/_sandbox/(?P<what>requests|submissions|cancels|faults|config|jobs)",
+                "control",
+                None,
+                self.control_get,
+            ),
             ("POST", r"/_sandbox/faults", "control", None, self.control_faults),
             ("POST", r"/_sandbox/config", "control", None, self.control_config),
             ("POST", r"/_sandbox/reset", "control", None, self.control_reset),
@@ -131,14 +136,29 @@ class SandboxApp:
             ("POST", rf"/run/{endpoint}", "run", "key", self.run),
             ("POST", r"/rest/storage/auth/token", "token", "key", self.token),
             ("POST", r"/rest/storage/upload/initiate", "upload", "key", self.initiate_upload),
-            ("PUT", r"/cdn/storage-upload/(?P<key>[^/]+)/(?P<signature>[^/]+)", "upload", None,
-             self.signed_upload),
+            (
+                "PUT",
+                r"/cdn/storage-upload/(?P<key>[^/]+)/(?P<signature>[^/]+)",
+                "upload",
+                None,
+                self.signed_upload,
+            ),
             ("POST", r"/cdn/files/upload", "upload", "bearer", self.upload),
             ("POST", r"/cdn/files/upload/multipart", "multipart", "bearer", self.multipart_create),
-            ("PUT", rf"{cdn_file}/multipart/(?P<upload_id>[^/]+)/(?P<part>\d+)", "multipart", "bearer",
-             self.multipart_part),
-            ("POST", rf"{cdn_file}/multipart/(?P<upload_id>[^/]+)/complete", "multipart", "bearer",
-             self.multipart_complete),
+            (
+                "PUT",
+                rf"{cdn_file}/multipart/(?P<upload_id>[^/]+)/(?P<part>\d+)",
+                "multipart",
+                "bearer",
+                self.multipart_part,
+            ),
+            (
+                "POST",
+                rf"{cdn_file}/multipart/(?P<upload_id>[^/]+)/complete",
+                "multipart",
+                "bearer",
+                self.multipart_complete,
+            ),
             ("GET,HEAD", cdn_file, "download", None, self.download),
             ("GET,HEAD", r"/cdn/thumbnails/(?P<endpoint_id>.+)\.jpg", "download", None, self.thumbnail),
             ("GET", r"/platform/v1/models", "platform", "key", self.platform_models),
@@ -147,8 +167,10 @@ class SandboxApp:
             ("GET", r"/platform/v1/models/usage", "platform", "key", self.platform_usage),
             ("GET", r"/openapi/queue/openapi\.json", "openapi", None, self.openapi),
         ]
-        self.routes = [Route(tuple(methods.split(",")), re.compile(pattern), name, auth, handler)
-                       for methods, pattern, name, auth, handler in table]
+        self.routes = [
+            Route(tuple(methods.split(",")), re.compile(pattern), name, auth, handler)
+            for methods, pattern, name, auth, handler in table
+        ]
 
     @property
     def base_url(self) -> str:
@@ -189,8 +211,14 @@ class SandboxApp:
         record: dict = {}
         if route.name != "control":  # control routes are neither recorded nor faulted
             endpoint_id, request_id = self._classify(route, params, request)
-            record = self.state.record(method=method, path=path, route=route.name, endpoint_id=endpoint_id,
-                                       request_id=request_id, json=_json_or_none(bytes(body)))
+            record = self.state.record(
+                method=method,
+                path=path,
+                route=route.name,
+                endpoint_id=endpoint_id,
+                request_id=request_id,
+                json=_json_or_none(bytes(body)),
+            )
             fault = self.state.take_fault(route.name, endpoint_id)
             if fault and await self._apply_fault(fault, route, record, scope, receive, send, send_with_id):
                 return
@@ -230,16 +258,29 @@ class SandboxApp:
             return request.query_params.get("endpoint_id"), None
         return None, None
 
-    async def _apply_fault(self, fault: dict, route: Route, record: dict, scope: dict, receive: Callable,
-                           send: Callable, send_with_id: Callable) -> bool:
+    async def _apply_fault(
+        self,
+        fault: dict,
+        route: Route,
+        record: dict,
+        scope: dict,
+        receive: Callable,
+        send: Callable,
+        send_with_id: Callable,
+    ) -> bool:
         """Applies a fault rule; True when it answered the request itself."""
         if fault.get("delay"):
             await asyncio.sleep(float(fault["delay"]))
         if fault.get("reset"):
             # Promise more bytes than we send, then drop the connection: a transport error.
             record["status"] = "reset"
-            await send_with_id({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", b"4096")]})
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+                }
+            )
             await send_with_id({"type": "http.response.body", "body": b'{"status": "IN_', "more_body": True})
             raise ConnectionReset("sandbox fault: connection reset")
         if "status" not in fault:
@@ -257,8 +298,12 @@ class SandboxApp:
             retry_after = float(fault.get("retry_after", 1))
             headers["Retry-After"] = f"{retry_after:g}"
         if route.name == "platform":
-            kinds = {401: "authorization_error", 403: "authorization_error", 404: "not_found",
-                     429: "rate_limited"}
+            kinds = {
+                401: "authorization_error",
+                403: "authorization_error",
+                404: "not_found",
+                429: "rate_limited",
+            }
             kind = kinds.get(status, "server_error" if status >= 500 else "validation_error")
             response = platform.error(status, kind, message)
             response.headers.update(headers)
@@ -301,8 +346,17 @@ class SandboxApp:
         except ValueError:
             return None, detail(422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}])
         if not isinstance(body, dict):
-            return None, detail(422, [{"loc": ["body"], "msg": "Input should be a valid dictionary",
-                                       "type": "dict_type", "input": body}])
+            return None, detail(
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": "Input should be a valid dictionary",
+                        "type": "dict_type",
+                        "input": body,
+                    }
+                ],
+            )
         return body, None
 
     def _start_job(self, endpoint: Endpoint, body: dict, mode: str) -> tuple[Job, asyncio.Task]:
@@ -311,8 +365,9 @@ class SandboxApp:
         config = self.state.config
         default_ahead = config.queue_ahead if mode == "queue" else 0
         queue_ahead = int(rule.get("queue_ahead", default_ahead))
-        job = Job(str(uuid.uuid4()), endpoint.id, endpoint.app, body, mode,
-                  queue_position=max(0, queue_ahead - 1))
+        job = Job(
+            str(uuid.uuid4()), endpoint.id, endpoint.app, body, mode, queue_position=max(0, queue_ahead - 1)
+        )
         if queue_ahead == 0:
             job.status, job.started_at = "IN_PROGRESS", time.time()
         self.state.add_job(job)
@@ -321,8 +376,9 @@ class SandboxApp:
         task.add_done_callback(lambda _: self._tasks.pop(job.request_id, None))
         return job, task
 
-    async def _run_job(self, job: Job, endpoint: Endpoint, args: dict, errors: list, rule: dict,
-                       queue_ahead: int) -> None:
+    async def _run_job(
+        self, job: Job, endpoint: Endpoint, args: dict, errors: list, rule: dict, queue_ahead: int
+    ) -> None:
         config = self.state.config
         job_seconds = float(rule.get("job_seconds", config.job_seconds))
         outcome = rule.get("outcome", "ok")
@@ -362,9 +418,14 @@ class SandboxApp:
             raise
         except Exception as exc:
             log.exception("sandbox job %s failed", job.request_id)
-            job.complete(error=_failure(500, {"detail": f"Internal error: {exc}",
-                                              "error_type": "internal_server_error"},
-                                        f"Internal error: {exc}", "internal_server_error"))
+            job.complete(
+                error=_failure(
+                    500,
+                    {"detail": f"Internal error: {exc}", "error_type": "internal_server_error"},
+                    f"Internal error: {exc}",
+                    "internal_server_error",
+                )
+            )
 
     @staticmethod
     def _model_failure(rule: dict) -> dict:
@@ -415,8 +476,12 @@ class SandboxApp:
             return accepted
         job, _ = accepted
         return JSONResponse(
-            {"status": "IN_QUEUE", "request_id": job.request_id, **self._urls(job),
-             "queue_position": job.queue_position},
+            {
+                "status": "IN_QUEUE",
+                "request_id": job.request_id,
+                **self._urls(job),
+                "queue_position": job.queue_position,
+            },
             headers={"x-fal-request-id": job.request_id},
         )
 
@@ -450,8 +515,11 @@ class SandboxApp:
                     quiet = 0.0
                     yield ": keep-alive\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"x-fal-request-id": request_id, "cache-control": "no-cache"})
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"x-fal-request-id": request_id, "cache-control": "no-cache"},
+        )
 
     async def result(self, call: Call, app: str, request_id: str) -> Response:
         job = self._job(app, request_id)
@@ -505,25 +573,34 @@ class SandboxApp:
         expires = time.time() + TOKEN_SECONDS
         with self.state.lock:
             self.state.tokens[token] = expires
-        return JSONResponse({
-            "token": token, "token_type": "Bearer", "base_url": f"{self.base_url}/cdn",
-            "expires_at": datetime.fromtimestamp(expires, timezone.utc).isoformat(),
-        })
+        return JSONResponse(
+            {
+                "token": token,
+                "token_type": "Bearer",
+                "base_url": f"{self.base_url}/cdn",
+                "expires_at": datetime.fromtimestamp(expires, timezone.utc).isoformat(),
+            }
+        )
 
     async def upload(self, call: Call) -> Response:
         content_type = call.request.headers.get("content-type", "application/octet-stream")
         name = _clean_file_name(call.request.headers.get("x-fal-file-name"), content_type)
         url = self._store(call.body, content_type, name)
-        return JSONResponse({"access_url": url, "content_type": content_type, "file_name": name,
-                             "file_size": len(call.body)})
+        return JSONResponse(
+            {"access_url": url, "content_type": content_type, "file_name": name, "file_size": len(call.body)}
+        )
 
     async def multipart_create(self, call: Call) -> Response:
         content_type = call.request.headers.get("content-type", "application/octet-stream")
         name = _clean_file_name(call.request.headers.get("x-fal-file-name"), content_type)
         key, upload_id = self.state.storage.new_key(), uuid.uuid4().hex
         with self.state.lock:
-            self.state.uploads[upload_id] = {"key": key, "name": name, "content_type": content_type,
-                                             "parts": {}}
+            self.state.uploads[upload_id] = {
+                "key": key,
+                "name": name,
+                "content_type": content_type,
+                "parts": {},
+            }
         return JSONResponse({"access_url": file_url(self.base_url, key, name), "uploadId": upload_id})
 
     def _pending(self, upload_id: str, key: str, name: str) -> dict | None:
@@ -547,7 +624,7 @@ class SandboxApp:
         try:
             listed = {int(p["partNumber"]): p["etag"] for p in call.json()["parts"]}
         except (ValueError, KeyError, TypeError):
-            return detail(400, "Body must be {\"parts\": [{\"partNumber\": n, \"etag\": \"...\"}]}")
+            return detail(400, 'Body must be {"parts": [{"partNumber": n, "etag": "..."}]}')
         uploaded = pending["parts"]
         if not listed or set(listed) != set(uploaded) or any(uploaded[n][0] != listed[n] for n in listed):
             return detail(400, "Parts do not match the uploaded parts")
@@ -566,8 +643,12 @@ class SandboxApp:
         key, signature = self.state.storage.new_key(), secrets.token_urlsafe(16)
         with self.state.lock:
             self.state.uploads[signature] = {"key": key, "name": name, "content_type": content_type}
-        return JSONResponse({"upload_url": f"{self.base_url}/cdn/storage-upload/{key}/{signature}",
-                             "file_url": file_url(self.base_url, key, name)})
+        return JSONResponse(
+            {
+                "upload_url": f"{self.base_url}/cdn/storage-upload/{key}/{signature}",
+                "file_url": file_url(self.base_url, key, name),
+            }
+        )
 
     async def signed_upload(self, call: Call, key: str, signature: str) -> Response:
         with self.state.lock:
@@ -584,8 +665,9 @@ class SandboxApp:
         if stored is None or stored.file_name != name:
             return detail(404, "File not found")
         if call.request.method == "HEAD":
-            return Response(b"", headers={"content-length": str(len(stored.data)),
-                                          "content-type": stored.content_type})
+            return Response(
+                b"", headers={"content-length": str(len(stored.data)), "content-type": stored.content_type}
+            )
         return Response(stored.data, headers={"content-type": stored.content_type})
 
     async def thumbnail(self, call: Call, endpoint_id: str) -> Response:
@@ -593,11 +675,13 @@ class SandboxApp:
         if model is None:
             return detail(404, "File not found")
         if endpoint_id not in self._thumbnails:
+
             def draw() -> bytes:
                 from . import media
 
                 img = media.draw_image(256, 256, model.display_name, 0)
                 return media.encode_image(img, "jpeg")[0]
+
             self._thumbnails[endpoint_id] = await asyncio.to_thread(draw)
         data = self._thumbnails[endpoint_id]
         if call.request.method == "HEAD":
@@ -632,8 +716,9 @@ class SandboxApp:
     # --- control ------------------------------------------------------------------------
 
     async def health(self, call: Call) -> Response:
-        return JSONResponse({"status": "ok", "base_url": self.base_url,
-                             "endpoints": len(self.state.endpoints)})
+        return JSONResponse(
+            {"status": "ok", "base_url": self.base_url, "endpoints": len(self.state.endpoints)}
+        )
 
     async def control_get(self, call: Call, what: str) -> Response:
         return JSONResponse(self.state.snapshot(what))

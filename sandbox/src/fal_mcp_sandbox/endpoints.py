@@ -56,8 +56,15 @@ class Endpoint:
         source = "text"
         if self.input_schema:
             required = self.input_schema.get("required") or ()
-            source = next((kind for name in required for word, kind in MEDIA_FIELD_KINDS
-                           if word in name and name.endswith(("_url", "_urls"))), "text")
+            source = next(
+                (
+                    kind
+                    for name in required
+                    for word, kind in MEDIA_FIELD_KINDS
+                    if word in name and name.endswith(("_url", "_urls"))
+                ),
+                "text",
+            )
             if out == "audio" and "voice" in self.input_schema.get("properties", {}):
                 out = "speech"
         if source == "audio" and out == "text":
@@ -83,8 +90,11 @@ def file_kind(name: str, schema: dict, fallback: str = "image") -> str:
     content_type = (schema.get("properties") or {}).get("content_type", {}).get("default", "")
     texts.append(str(content_type).split("/")[0])
     for text in texts:
-        for kind, words in (("video", ("video",)), ("audio", ("audio", "speech", "music", "sound", "voice")),
-                            ("image", ("image", "mask", "picture", "photo"))):
+        for kind, words in (
+            ("video", ("video",)),
+            ("audio", ("audio", "speech", "music", "sound", "voice")),
+            ("image", ("image", "mask", "picture", "photo")),
+        ):
             if any(word in text for word in words):
                 return kind
     return fallback
@@ -192,8 +202,12 @@ def openapi_document(endpoint: Endpoint, queue_url: str) -> dict | None:
     output = _published(endpoint.output_schema) if endpoint.output_schema else {"type": "object"}
     request_path = f"/{endpoint.app}/requests/{{request_id}}"
     rid_param = [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    queue_status = {"200": {"description": "The request status.", "content": {
-        "application/json": {"schema": {"$ref": _REF + "QueueStatus"}}}}}
+    queue_status = {
+        "200": {
+            "description": "The request status.",
+            "content": {"application/json": {"schema": {"$ref": _REF + "QueueStatus"}}},
+        }
+    }
     return {
         "openapi": "3.0.4",
         "info": {
@@ -203,24 +217,53 @@ def openapi_document(endpoint: Endpoint, queue_url: str) -> dict | None:
             "x-fal-metadata": {"endpointId": endpoint.id, "category": endpoint.category},
         },
         "components": {
-            "securitySchemes": {"apiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                               "description": "Fal Key"}},
-            "schemas": {"QueueStatus": _QUEUE_STATUS, name + "Input": _published(endpoint.input_schema),
-                        name + "Output": output},
+            "securitySchemes": {
+                "apiKeyAuth": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "Fal Key",
+                }
+            },
+            "schemas": {
+                "QueueStatus": _QUEUE_STATUS,
+                name + "Input": _published(endpoint.input_schema),
+                name + "Output": output,
+            },
         },
         "paths": {
-            f"{request_path}/status": {"get": {"parameters": [*rid_param, {
-                "name": "logs", "in": "query", "schema": {"type": "number"}}], "responses": queue_status}},
-            f"{request_path}/cancel": {"put": {"parameters": rid_param, "responses": {"200": {
-                "description": "The request was cancelled."}}}},
-            f"/{endpoint.id}": {"post": {
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": _REF + name + "Input"}}}},
-                "responses": queue_status,
-            }},
-            request_path: {"get": {"parameters": rid_param, "responses": {"200": {
-                "description": "Result of the request.", "content": {"application/json": {
-                    "schema": {"$ref": _REF + name + "Output"}}}}}}},
+            f"{request_path}/status": {
+                "get": {
+                    "parameters": [*rid_param, {"name": "logs", "in": "query", "schema": {"type": "number"}}],
+                    "responses": queue_status,
+                }
+            },
+            f"{request_path}/cancel": {
+                "put": {
+                    "parameters": rid_param,
+                    "responses": {"200": {"description": "The request was cancelled."}},
+                }
+            },
+            f"/{endpoint.id}": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF + name + "Input"}}},
+                    },
+                    "responses": queue_status,
+                }
+            },
+            request_path: {
+                "get": {
+                    "parameters": rid_param,
+                    "responses": {
+                        "200": {
+                            "description": "Result of the request.",
+                            "content": {"application/json": {"schema": {"$ref": _REF + name + "Output"}}},
+                        }
+                    },
+                }
+            },
         },
         "servers": [{"url": queue_url}],
         "security": [{"apiKeyAuth": []}],

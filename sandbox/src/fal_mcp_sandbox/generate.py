@@ -55,18 +55,34 @@ MAX_AUDIO_SECONDS = 600.0
 MAX_IMAGES = 16
 MAX_DEPTH = 12  # of nested output schemas
 
-_FILE = {"url": {"type": "string"}, "content_type": {"type": "string"}, "file_name": {"type": "string"},
-         "file_size": {"type": "integer"}}
-_IMAGE = {"type": "object", "required": ["url"],
-          "properties": {**_FILE, "width": {"type": "integer"}, "height": {"type": "integer"}}}
+_FILE = {
+    "url": {"type": "string"},
+    "content_type": {"type": "string"},
+    "file_name": {"type": "string"},
+    "file_size": {"type": "integer"},
+}
+_IMAGE = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {**_FILE, "width": {"type": "integer"}, "height": {"type": "integer"}},
+}
 # Output schemas for endpoints whose pack vendors none: the commonest shape of each kind.
 FALLBACK_OUTPUTS = {
-    "image": {"type": "object", "properties": {"images": {"type": "array", "items": _IMAGE},
-                                               "seed": {"type": "integer"}}, "required": ["images", "seed"]},
-    "video": {"type": "object", "properties": {"video": {"type": "object", "properties": _FILE},
-                                               "seed": {"type": "integer"}}, "required": ["video", "seed"]},
-    "audio": {"type": "object", "properties": {"audio": {"type": "object", "properties": _FILE}},
-              "required": ["audio"]},
+    "image": {
+        "type": "object",
+        "properties": {"images": {"type": "array", "items": _IMAGE}, "seed": {"type": "integer"}},
+        "required": ["images", "seed"],
+    },
+    "video": {
+        "type": "object",
+        "properties": {"video": {"type": "object", "properties": _FILE}, "seed": {"type": "integer"}},
+        "required": ["video", "seed"],
+    },
+    "audio": {
+        "type": "object",
+        "properties": {"audio": {"type": "object", "properties": _FILE}},
+        "required": ["audio"],
+    },
     "text": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
 }
 
@@ -95,10 +111,16 @@ class Context:
             data = self.read_local(url)
         if data is None:
             short = url if len(url) <= 100 else url[:97] + "..."
-            raise InputError([{
-                "loc": ["body", *loc], "msg": f"Could not download {kind} from {short}",
-                "type": "file_download_error", "input": short,
-            }])
+            raise InputError(
+                [
+                    {
+                        "loc": ["body", *loc],
+                        "msg": f"Could not download {kind} from {short}",
+                        "type": "file_download_error",
+                        "input": short,
+                    }
+                ]
+            )
         return data
 
     def fetch_image(self, loc: list, url: str):
@@ -106,10 +128,16 @@ class Context:
         try:
             return media.decode_image(data)
         except Exception:  # PIL raises many types for bad data
-            raise InputError([{
-                "loc": ["body", *loc], "msg": "Could not load the image: unsupported or corrupt image data",
-                "type": "image_load_error", "input": url[:100],
-            }]) from None
+            raise InputError(
+                [
+                    {
+                        "loc": ["body", *loc],
+                        "msg": "Could not load the image: unsupported or corrupt image data",
+                        "type": "image_load_error",
+                        "input": url[:100],
+                    }
+                ]
+            ) from None
 
     def file(self, data: bytes, content_type: str, file_name: str) -> dict:
         if self.sync_mode:
@@ -210,9 +238,15 @@ class Drawing:
         for name, value in self.args.items():
             if not name.endswith(("_url", "_urls")):
                 continue
-            urls = [(value, [name])] if isinstance(value, str) else (
-                [(url, [name, i]) for i, url in enumerate(value) if isinstance(url, str)]
-                if isinstance(value, list) else [])
+            urls = (
+                [(value, [name])]
+                if isinstance(value, str)
+                else (
+                    [(url, [name, i]) for i, url in enumerate(value) if isinstance(url, str)]
+                    if isinstance(value, list)
+                    else []
+                )
+            )
             # Media is read like fal's workers would; other URLs (LoRA weights, ...) are left alone.
             kind = file_kind(name, {}, fallback="other")
             for url, loc in urls:
@@ -257,13 +291,16 @@ class Drawing:
 
     def _holds_files(self, schema: dict) -> bool:
         schema = self._resolve(schema)
-        return self._is_file(schema) or (schema.get("type") == "array"
-                                         and self._is_file(self._resolve(schema.get("items"))))
+        return self._is_file(schema) or (
+            schema.get("type") == "array" and self._is_file(self._resolve(schema.get("items")))
+        )
 
     def _asked_for(self, name: str) -> bool:
         """An optional file field is drawn only when a flag asks for it: output_mask=true for mask_image."""
-        return any(flag.startswith("output_") and value is True and flag[len("output_"):] in name
-                   for flag, value in self.args.items())
+        return any(
+            flag.startswith("output_") and value is True and flag[len("output_") :] in name
+            for flag, value in self.args.items()
+        )
 
     def fill(self, schema: Any, name: str, depth: int) -> Any:
         if depth == 0:
@@ -343,9 +380,12 @@ class Drawing:
             out = self._image(name, schema, index)
         self.drawn.append(out)
         # Size and length fields a file schema names (width, height, duration, fps, num_frames).
-        extra = {key: out[key] for key in ("width", "height", "duration", "fps", "num_frames")
-                 if key in out and (kind == "image" and key in ("width", "height")
-                                    or key in (schema.get("properties") or {}))}
+        extra = {
+            key: out[key]
+            for key in ("width", "height", "duration", "fps", "num_frames")
+            if key in out
+            and (kind == "image" and key in ("width", "height") or key in (schema.get("properties") or {}))
+        }
         return {key: out[key] for key in ("url", "content_type", "file_name", "file_size")} | extra
 
     def picture_size(self) -> tuple[int, int]:
@@ -360,10 +400,14 @@ class Drawing:
                 size = _aspect_size(ratio)
             if size is None and self.base is not None:
                 factor = next(filter(None, (_number(args.get(name)) for name in SCALE_FIELDS)), 1.0)
-                grow = {side: int(_number(args.get(f"expand_{side}")) or 0)
-                        for side in ("left", "right", "top", "bottom")}
-                size = (round(self.base.width * factor) + grow["left"] + grow["right"],
-                        round(self.base.height * factor) + grow["top"] + grow["bottom"])
+                grow = {
+                    side: int(_number(args.get(f"expand_{side}")) or 0)
+                    for side in ("left", "right", "top", "bottom")
+                }
+                size = (
+                    round(self.base.width * factor) + grow["left"] + grow["right"],
+                    round(self.base.height * factor) + grow["top"] + grow["bottom"],
+                )
             if size is None:
                 # A model that takes an image_size uses fal's usual default; one that takes none, a square.
                 schema = self.endpoint.input_schema
@@ -387,8 +431,11 @@ class Drawing:
         else:
             image = media.draw_image(width, height, self.prompt, self.seed, index, base=self.base)
             default_type = str((schema.get("properties") or {}).get("content_type", {}).get("default", ""))
-            fmt = fmt or (default_type.removeprefix("image/") if default_type.startswith("image/") else
-                          ("png" if self.base is not None else "jpeg"))
+            fmt = fmt or (
+                default_type.removeprefix("image/")
+                if default_type.startswith("image/")
+                else ("png" if self.base is not None else "jpeg")
+            )
         return {**self.ctx.image(image, str(fmt).lower(), f"{name or 'image'}_{index}"), "kind": "image"}
 
     def video_timing(self) -> tuple[int, float]:
@@ -416,11 +463,20 @@ class Drawing:
         elif self.base is not None:
             aspect = self.base.width / self.base.height
         width, height = media.video_size(aspect)
-        data = media.mp4(media.video_frames(width, height, frames, self.prompt, self.seed, self.base),
-                         width, height, fps)
+        data = media.mp4(
+            media.video_frames(width, height, frames, self.prompt, self.seed, self.base), width, height, fps
+        )
         out = self.ctx.file(data, "video/mp4", f"{name or 'video'}.mp4")
-        return {**out, "kind": "video", "seconds": frames / fps, "width": width, "height": height,
-                "duration": round(frames / fps, 3), "fps": fps, "num_frames": frames}
+        return {
+            **out,
+            "kind": "video",
+            "seconds": frames / fps,
+            "width": width,
+            "height": height,
+            "duration": round(frames / fps, 3),
+            "fps": fps,
+            "num_frames": frames,
+        }
 
     def audio_seconds(self) -> float:
         args = self.args
@@ -459,9 +515,13 @@ class Drawing:
         out = []
         for start, end, text in spans:
             known = {"timestamp": [start, end], "start": start, "end": end, "text": text}
-            out.append({key: known[key] if key in known else self._scalar(self._resolve(prop), key)
-                        for key, prop in (items.get("properties") or {}).items()
-                        if key in known or key in required})
+            out.append(
+                {
+                    key: known[key] if key in known else self._scalar(self._resolve(prop), key)
+                    for key, prop in (items.get("properties") or {}).items()
+                    if key in known or key in required
+                }
+            )
         return out
 
     # --- billing ---------------------------------------------------------------------------------------
@@ -491,9 +551,13 @@ def _whole(value: Any) -> bool:
 
 def _fits(kind: str | list, value: Any) -> bool:
     kinds = [kind] if isinstance(kind, str) else list(kind)
-    checks = {"string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
-              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "array": lambda v: isinstance(v, list), "object": lambda v: isinstance(v, dict),
-              "null": lambda v: v is None}
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "boolean": lambda v: isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "array": lambda v: isinstance(v, list),
+        "object": lambda v: isinstance(v, dict),
+        "null": lambda v: v is None,
+    }
     return any(checks.get(k, lambda v: False)(value) for k in kinds)

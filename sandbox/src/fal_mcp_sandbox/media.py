@@ -48,16 +48,17 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_image(width: int, height: int, prompt: str, seed: int, index: int = 0,
-               base: Image.Image | None = None) -> Image.Image:
+def draw_image(
+    width: int, height: int, prompt: str, seed: int, index: int = 0, base: Image.Image | None = None
+) -> Image.Image:
     """A gradient with a few shapes, colours from hash(prompt, seed), prompt text in a corner."""
     d = _digest(prompt, seed, index)
     corners = Image.new("RGB", (2, 2))
-    corners.putdata([tuple(d[i:i + 3]) for i in (0, 3, 6, 9)])
+    corners.putdata([tuple(d[i : i + 3]) for i in (0, 3, 6, 9)])
     img = corners.resize((width, height), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(img)
     for k in range(3):
-        b = d[12 + 6 * k: 18 + 6 * k]
+        b = d[12 + 6 * k : 18 + 6 * k]
         cx, cy = b[0] / 255 * width, b[1] / 255 * height
         r = (0.08 + b[2] / 255 * 0.2) * min(width, height)
         box = (cx - r, cy - r, cx + r, cy + r)
@@ -122,10 +123,17 @@ def wav(seconds: float, prompt: str, seed: int, rate: int = SAMPLE_RATE) -> byte
     def note(freq: float) -> bytes:
         if freq not in notes:
             fade = rate // 100  # 10 ms ramps avoid clicks between notes
-            samples = array("h", (
-                int(9000 * math.sin(2 * math.pi * freq * i / rate) * min(1, i / fade, (note_len - i) / fade))
-                for i in range(note_len)
-            ))
+            samples = array(
+                "h",
+                (
+                    int(
+                        9000
+                        * math.sin(2 * math.pi * freq * i / rate)
+                        * min(1, i / fade, (note_len - i) / fade)
+                    )
+                    for i in range(note_len)
+                ),
+            )
             if sys.byteorder == "big":
                 samples.byteswap()  # WAV is little-endian
             notes[freq] = samples.tobytes()
@@ -166,8 +174,9 @@ def video_size(aspect: float) -> tuple[int, int]:
     return max(16, int(w) // 2 * 2), max(16, int(h) // 2 * 2)
 
 
-def video_frames(width: int, height: int, count: int, prompt: str, seed: int,
-                 base: Image.Image | None = None) -> list[bytes]:
+def video_frames(
+    width: int, height: int, count: int, prompt: str, seed: int, base: Image.Image | None = None
+) -> list[bytes]:
     """JPEG frames: the still image with a ball travelling across it."""
     background = draw_image(width, height, prompt, seed, base=base)
     d = _digest(prompt, seed, "ball")
@@ -211,22 +220,46 @@ def mp4(frames: list[bytes], width: int, height: int, fps: float) -> bytes:
 
     def moov(data_offset: int) -> bytes:
         # times/durations: creation, modification, timescale, duration (version 0: 32-bit)
-        mvhd = _full_box(b"mvhd", 0, 0, struct.pack(">4I", 0, 0, 1000, duration_ms),
-                         struct.pack(">IH", 0x10000, 0x100), bytes(10), _MATRIX, bytes(24),
-                         struct.pack(">I", 2))  # rate 1.0, volume 1.0, ..., next track id
-        tkhd = _full_box(b"tkhd", 0, 3, struct.pack(">5I", 0, 0, 1, 0, duration_ms), bytes(8),
-                         struct.pack(">4H", 0, 0, 0, 0), _MATRIX,
-                         struct.pack(">2I", width << 16, height << 16))  # flags 3: enabled, in movie
+        mvhd = _full_box(
+            b"mvhd",
+            0,
+            0,
+            struct.pack(">4I", 0, 0, 1000, duration_ms),
+            struct.pack(">IH", 0x10000, 0x100),
+            bytes(10),
+            _MATRIX,
+            bytes(24),
+            struct.pack(">I", 2),
+        )  # rate 1.0, volume 1.0, ..., next track id
+        tkhd = _full_box(
+            b"tkhd",
+            0,
+            3,
+            struct.pack(">5I", 0, 0, 1, 0, duration_ms),
+            bytes(8),
+            struct.pack(">4H", 0, 0, 0, 0),
+            _MATRIX,
+            struct.pack(">2I", width << 16, height << 16),
+        )  # flags 3: enabled, in movie
         und = (21 << 10) | (14 << 5) | 4  # ISO 639-2 "und", 5 bits per letter
-        mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">4I", 0, 0, media_scale, n * 1000),
-                         struct.pack(">2H", und, 0))
+        mdhd = _full_box(
+            b"mdhd", 0, 0, struct.pack(">4I", 0, 0, media_scale, n * 1000), struct.pack(">2H", und, 0)
+        )
         hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\0")
         vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
         dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
         compressor = b"\x0cPhoto - JPEG".ljust(32, b"\0")
-        entry = _box(b"jpeg", bytes(6), struct.pack(">H", 1), bytes(16), struct.pack(">2H", width, height),
-                     struct.pack(">3I", 0x480000, 0x480000, 0), struct.pack(">H", 1), compressor,
-                     struct.pack(">Hh", 0x18, -1))
+        entry = _box(
+            b"jpeg",
+            bytes(6),
+            struct.pack(">H", 1),
+            bytes(16),
+            struct.pack(">2H", width, height),
+            struct.pack(">3I", 0x480000, 0x480000, 0),
+            struct.pack(">H", 1),
+            compressor,
+            struct.pack(">Hh", 0x18, -1),
+        )
         stbl = _box(
             b"stbl",
             _full_box(b"stsd", 0, 0, struct.pack(">I", 1), entry),
@@ -247,15 +280,15 @@ def mp4_seconds(data: bytes) -> float | None:
     """Duration from the mvhd box of an MP4, or None if it is not one."""
     pos = 0
     while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if size < 8:
             return None
         if kind == b"moov":
-            inner = data[pos + 8: pos + size]
+            inner = data[pos + 8 : pos + size]
             if inner[4:8] == b"mvhd":
                 version = inner[8]
                 fmt, at = (">IQ", 20 + 8) if version == 1 else (">II", 20)
-                timescale, duration = struct.unpack(fmt, inner[at:at + struct.calcsize(fmt)])
+                timescale, duration = struct.unpack(fmt, inner[at : at + struct.calcsize(fmt)])
                 return duration / timescale if timescale else None
             return None
         pos += size

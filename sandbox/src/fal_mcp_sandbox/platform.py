@@ -99,17 +99,21 @@ def models(state: SandboxState, request: Request) -> JSONResponse:
     if q.get("status", "active") != "active":  # every endpoint a pack registers is active
         rows = []
     if terms := (q.get("q") or "").lower().split():
+
         def haystack(m: endpoints.Endpoint) -> str:
             return " ".join((m.id, m.display_name, m.description, m.category, *m.tags)).lower()
+
         rows = [m for m in rows if all(term in haystack(m) for term in terms)]
-    page = rows[offset: offset + limit]
+    page = rows[offset : offset + limit]
     has_more = offset + limit < len(rows)
     with_openapi = "openapi-3.0" in _expand(request)
-    return JSONResponse({
-        "models": [_model(m, state.base_url, with_openapi) for m in page],
-        "next_cursor": _cursor(offset + limit) if has_more else None,
-        "has_more": has_more,
-    })
+    return JSONResponse(
+        {
+            "models": [_model(m, state.base_url, with_openapi) for m in page],
+            "next_cursor": _cursor(offset + limit) if has_more else None,
+            "has_more": has_more,
+        }
+    )
 
 
 def pricing(state: SandboxState, request: Request) -> JSONResponse:
@@ -195,8 +199,14 @@ def usage(state: SandboxState, request: Request) -> JSONResponse:
         rows = []
         for endpoint_id, quantity in quantities.items():
             model = state.endpoints.get(endpoint_id) or endpoints.Endpoint(endpoint_id)
-            rows.append({"endpoint_id": endpoint_id, "unit": model.unit, "quantity": round(quantity, 6),
-                         "unit_price": model.unit_price or 0.0})
+            rows.append(
+                {
+                    "endpoint_id": endpoint_id,
+                    "unit": model.unit,
+                    "quantity": round(quantity, 6),
+                    "unit_price": model.unit_price or 0.0,
+                }
+            )
         return rows
 
     body: dict = {

@@ -15,13 +15,41 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-ROUTES = ("submit", "status", "result", "cancel", "run", "token", "upload", "download", "multipart",
-          "platform", "openapi")
+ROUTES = (
+    "submit",
+    "status",
+    "result",
+    "cancel",
+    "run",
+    "token",
+    "upload",
+    "download",
+    "multipart",
+    "platform",
+    "openapi",
+)
 OUTCOMES = ("ok", "model_error", "never_finish", "hold")
-_REQUEST_RULE_KEYS = {"route", "endpoint", "status", "retry_after", "delay", "reset", "ingress", "times",
-                      "message"}
-_OUTCOME_RULE_KEYS = {"outcome", "endpoint", "message", "error_type", "status", "times", "queue_ahead",
-                      "job_seconds"}
+_REQUEST_RULE_KEYS = {
+    "route",
+    "endpoint",
+    "status",
+    "retry_after",
+    "delay",
+    "reset",
+    "ingress",
+    "times",
+    "message",
+}
+_OUTCOME_RULE_KEYS = {
+    "outcome",
+    "endpoint",
+    "message",
+    "error_type",
+    "status",
+    "times",
+    "queue_ahead",
+    "job_seconds",
+}
 
 
 @dataclass
@@ -57,8 +85,14 @@ class Job:
         return self.status == "COMPLETED"
 
     def log(self, message: str) -> None:
-        self.logs.append({"message": message, "level": "INFO", "source": "user",
-                          "timestamp": datetime.now(timezone.utc).isoformat()})
+        self.logs.append(
+            {
+                "message": message,
+                "level": "INFO",
+                "source": "user",
+                "timestamp": datetime.now(timezone.utc).isoformat(),
+            }
+        )
 
     def complete(self, result: dict | None = None, usage: float = 0.0, error: dict | None = None) -> None:
         if self.finished:
@@ -68,8 +102,18 @@ class Job:
         self.started_at = self.started_at or self.completed_at
 
     def summary(self) -> dict:
-        keys = ("request_id", "endpoint_id", "mode", "status", "queue_position", "created_at", "started_at",
-                "completed_at", "usage", "cancelled")
+        keys = (
+            "request_id",
+            "endpoint_id",
+            "mode",
+            "status",
+            "queue_position",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "usage",
+            "cancelled",
+        )
         error = self.error and {"message": self.error["message"], "error_type": self.error["error_type"]}
         return {**{k: getattr(self, k) for k in keys}, "error": error}
 
@@ -207,8 +251,13 @@ class SandboxState:
 
     def take_fault(self, route: str, endpoint_id: str | None) -> dict | None:
         """The first request fault matching this request, consumed once."""
-        return self._take(lambda r: "outcome" not in r and r.get("route", "*") in ("*", route)
-                          and self._endpoint_matches(r, endpoint_id))
+        return self._take(
+            lambda r: (
+                "outcome" not in r
+                and r.get("route", "*") in ("*", route)
+                and self._endpoint_matches(r, endpoint_id)
+            )
+        )
 
     def take_outcome(self, endpoint_id: str) -> dict | None:
         """The first job outcome rule matching this endpoint, consumed at submit time."""
@@ -217,8 +266,17 @@ class SandboxState:
     # --- records ------------------------------------------------------------------------
 
     def record(self, **entry: Any) -> dict:
-        entry = {"time": time.time(), "method": None, "path": None, "route": None, "endpoint_id": None,
-                 "request_id": None, "json": None, "status": None, **entry}
+        entry = {
+            "time": time.time(),
+            "method": None,
+            "path": None,
+            "route": None,
+            "endpoint_id": None,
+            "request_id": None,
+            "json": None,
+            "status": None,
+            **entry,
+        }
         with self.lock:
             self.requests.append(entry)
         return entry
@@ -226,8 +284,15 @@ class SandboxState:
     def add_job(self, job: Job) -> None:
         with self.lock:
             self.jobs[job.request_id] = job
-            self.submissions.append({"request_id": job.request_id, "endpoint_id": job.endpoint_id,
-                                     "input": job.input, "mode": job.mode, "time": job.created_at})
+            self.submissions.append(
+                {
+                    "request_id": job.request_id,
+                    "endpoint_id": job.endpoint_id,
+                    "input": job.input,
+                    "mode": job.mode,
+                    "time": job.created_at,
+                }
+            )
 
     def hold(self, request_id: str) -> threading.Event:
         """A job with the outcome "hold" runs until the test releases it (release())."""
@@ -237,8 +302,11 @@ class SandboxState:
     def release(self, request_id: str | None = None) -> int:
         """Let held jobs (one, or all) finish; returns how many were released."""
         with self.lock:
-            events = [self.held.pop(request_id)] if request_id in self.held else (
-                [] if request_id is not None else [self.held.pop(key) for key in list(self.held)])
+            events = (
+                [self.held.pop(request_id)]
+                if request_id in self.held
+                else ([] if request_id is not None else [self.held.pop(key) for key in list(self.held)])
+            )
         for event in events:
             event.set()
         return len(events)

@@ -30,8 +30,17 @@ import pytest
 
 from fal_mcp.config import Settings
 
-__all__ = ["anyio_backend", "clean_env", "fal_isolated", "fal_registry", "fal_sandbox", "fal_tools",
-           "run_cli", "sandbox_settings", "stdio_session"]
+__all__ = [
+    "anyio_backend",
+    "clean_env",
+    "fal_isolated",
+    "fal_registry",
+    "fal_sandbox",
+    "fal_tools",
+    "run_cli",
+    "sandbox_settings",
+    "stdio_session",
+]
 
 # What a server subprocess must not inherit from the developer's shell: keys, and fal-mcp
 # settings that would change which packs load or where calls go.
@@ -54,16 +63,27 @@ def sandbox_settings(sandbox: Any, **overrides: Any) -> Settings:
     return Settings.from_env(env)
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """`fal-mcp <args>` in a subprocess of this interpreter, in `clean_env(env)`; output captured as text."""
-    return subprocess.run([sys.executable, "-m", "fal_mcp.cli", *args], capture_output=True, text=True,
-                          env=clean_env(env), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fal_mcp.cli", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        timeout=timeout,
+    )
 
 
 @asynccontextmanager
-async def stdio_session(env: Mapping[str, str] | None = None, args: Sequence[str] | None = None, *,
-                        sandbox: Any = None, mode: str = "legacy"):
+async def stdio_session(
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] | None = None,
+    *,
+    sandbox: Any = None,
+    mode: str = "legacy",
+):
     """An `mcp.Client` talking to a real `fal-mcp <args>` subprocess over stdio.
 
     By default the server runs its own sandbox (`serve --sandbox`). Pass `sandbox=fal_sandbox` to
@@ -76,8 +96,9 @@ async def stdio_session(env: Mapping[str, str] | None = None, args: Sequence[str
     extra.update(env or {})
     if args is None:
         args = ("serve",) if sandbox is not None else ("serve", "--sandbox")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "fal_mcp.cli", *args],
-                                   env=clean_env(extra))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "fal_mcp.cli", *args], env=clean_env(extra)
+    )
     async with Client(params, mode=mode) as client:
         yield client
 

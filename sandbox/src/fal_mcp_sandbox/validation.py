@@ -53,35 +53,62 @@ def _translate(error) -> list[dict]:
     if keyword == "type":
         kinds = [wanted] if isinstance(wanted, str) else list(wanted)
         if "integer" in kinds and isinstance(value, float):
-            return [_err(loc, "int_from_float",
-                         "Input should be a valid integer, got a number with a fractional part", value)]
+            return [
+                _err(
+                    loc,
+                    "int_from_float",
+                    "Input should be a valid integer, got a number with a fractional part",
+                    value,
+                )
+            ]
         type_, msg = _TYPES.get(kinds[0], ("type_error", error.message))
         return [_err(loc, type_, msg, value)]
     if keyword in ("enum", "const"):
         options = list(wanted) if keyword == "enum" else [wanted]
-        return [_err(loc, "literal_error", f"Input should be {_expected(options)}", value,
-                     expected=_expected(options))]
+        return [
+            _err(
+                loc,
+                "literal_error",
+                f"Input should be {_expected(options)}",
+                value,
+                expected=_expected(options),
+            )
+        ]
     if keyword in _BOUNDS:
         type_, msg, key = _BOUNDS[keyword]
         return [_err(loc, type_, f"{msg} {wanted}", value, **{key: wanted})]
     if keyword == "required":
-        return [_err([*loc, name], "missing", "Field required", value)
-                for name in wanted if isinstance(value, dict) and name not in value]
+        return [
+            _err([*loc, name], "missing", "Field required", value)
+            for name in wanted
+            if isinstance(value, dict) and name not in value
+        ]
     if keyword == "additionalProperties":
         known = error.schema.get("properties") or {}
-        return [_err([*loc, name], "extra_forbidden", "Extra inputs are not permitted", item)
-                for name, item in value.items() if name not in known]
+        return [
+            _err([*loc, name], "extra_forbidden", "Extra inputs are not permitted", item)
+            for name, item in value.items()
+            if name not in known
+        ]
     if keyword in _LENGTHS:
         type_, what, unit, key = _LENGTHS[keyword]
         counted = f"{unit}{'s' * (wanted != 1)}"
         tail = f" after validation, not {len(value)}" if unit == "item" else ""
         return [_err(loc, type_, f"{what} {wanted} {counted}{tail}", value, **{key: wanted})]
     if keyword == "pattern":
-        return [_err(loc, "string_pattern_mismatch", f"String should match pattern '{wanted}'", value,
-                     pattern=wanted)]
+        return [
+            _err(
+                loc,
+                "string_pattern_mismatch",
+                f"String should match pattern '{wanted}'",
+                value,
+                pattern=wanted,
+            )
+        ]
     if keyword == "multipleOf":
-        return [_err(loc, "multiple_of", f"Input should be a multiple of {wanted}", value,
-                     multiple_of=wanted)]
+        return [
+            _err(loc, "multiple_of", f"Input should be a multiple of {wanted}", value, multiple_of=wanted)
+        ]
     return [_err(loc, "value_error", error.message, value)]
 
 
@@ -131,13 +158,19 @@ def validate(endpoint: Endpoint, body: dict) -> tuple[dict, list[dict]]:
     properties = schema.get("properties") or {}
     errors = []
     if properties:  # refused here, before the schema's own checks, so each unknown field is named
-        errors += [_err([name], "extra_forbidden", "Extra inputs are not permitted", value)
-                   for name, value in body.items() if name not in properties]
+        errors += [
+            _err([name], "extra_forbidden", "Extra inputs are not permitted", value)
+            for name, value in body.items()
+            if name not in properties
+        ]
     found = sorted(_validator(schema).iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     for error in found:
         if error.validator == "required" and not error.absolute_path:
-            errors += [_err([name], "missing", "Field required", body)
-                       for name in error.validator_value if name not in body]
+            errors += [
+                _err([name], "missing", "Field required", body)
+                for name in error.validator_value
+                if name not in body
+            ]
         elif not (error.validator == "additionalProperties" and not error.absolute_path):
             errors += _translate(error)
     return {**defaults(schema), **body}, errors

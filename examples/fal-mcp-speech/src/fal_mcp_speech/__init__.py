@@ -2,38 +2,14 @@
 
 - `text_to_speech`: text to spoken audio (fal-ai/kokoro/american-english);
 - `transcribe_audio`: speech to text (fal-ai/wizper, as wizper and as whisper, which detects the language);
-- `flux_pro_ultra`: one more model for another pack's tool, `generate_image`.
+- `flux_ultra`: one more model for another pack's tool, `generate_image`.
 
 Each module holds one piece whole (input, models and their translation, handler); this
-module only hands their parts to the core through the four hooks.
+module only lists them.
 """
 
-from fal_mcp import hookimpl
+from fal_mcp import pack_hooks
 
-from . import flux_ultra, text_to_speech, transcribe_audio
-
-PARTS = (text_to_speech, transcribe_audio, flux_ultra)
-
-
-@hookimpl
-def register_tools():
-    for part in PARTS:
-        yield from getattr(part, "TOOLS", ())
-
-
-@hookimpl
-def register_models():
-    for part in PARTS:
-        yield from part.MODELS
-
-
-@hookimpl
-def register_pricing():
-    for part in PARTS:
-        yield from part.PRICES
-
-
-@hookimpl
-def register_recommendations():
-    for part in PARTS:
-        yield from part.RECOMMENDATIONS
+register_tools, register_models, register_pricing, register_recommendations = pack_hooks(
+    __name__, "text_to_speech", "transcribe_audio", "flux_ultra"
+)

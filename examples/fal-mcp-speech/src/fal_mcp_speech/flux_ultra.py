@@ -25,26 +25,42 @@ ASPECT_RATIO = {
 
 
 def ultra_input(args: Any) -> EndpointCall:
-    arguments = {"prompt": args.prompt, "aspect_ratio": ASPECT_RATIO[args.image_size],
-                 "num_images": args.num_images}
+    arguments = {
+        "prompt": args.prompt,
+        "aspect_ratio": ASPECT_RATIO[args.image_size],
+        "num_images": args.num_images,
+    }
     if args.seed is not None:
         arguments["seed"] = args.seed
-    notes = [f"image_size {args.image_size} was sent as aspect_ratio {arguments['aspect_ratio']}: "
-             f"{ALIAS} chooses the resolution itself (up to 4 megapixels)"]
+    notes = [
+        f"image_size {args.image_size} was sent as aspect_ratio {arguments['aspect_ratio']}: "
+        f"{ALIAS} chooses the resolution itself (up to 4 megapixels)"
+    ]
     if getattr(args, "negative_prompt", None):
         notes.append(f"negative_prompt was not sent: {ALIAS} does not take one")
     return EndpointCall(arguments, tuple(notes))
 
 
 MODELS = [
-    Model(ALIAS, "fal-ai/flux-pro/v1.1-ultra", "generate_image", "image",
-          "FLUX1.1 [pro] ultra: up to 4 MP, photorealistic", ultra_input,
-          field_arguments={"aspect_ratio": "image_size"}),
+    Model(
+        ALIAS,
+        "fal-ai/flux-pro/v1.1-ultra",
+        "generate_image",
+        "FLUX1.1 [pro] ultra: up to 4 MP, photorealistic",
+        ultra_input,
+        # Its tool is another pack's: said here, so the category is known even without that pack.
+        category="image",
+        field_arguments={"aspect_ratio": "image_size"},
+    ),
 ]
 
 PRICES = [PriceHint("fal-ai/flux-pro/v1.1-ultra", 0.06, "image")]
 
 RECOMMENDATIONS = [
-    Recommendation(ALIAS, ("high resolution", "4k", "large", "print", "wallpaper", "poster"),
-                   "The largest, most detailed FLUX images", "image"),
+    Recommendation(
+        ALIAS,
+        ("high resolution", "4k", "large", "print", "wallpaper", "poster"),
+        "The largest, most detailed FLUX images",
+        "image",
+    ),
 ]

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from fal_mcp import (
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     Model,
     PriceHint,
@@ -15,10 +16,10 @@ from fal_mcp import (
     Tool,
     ToolContext,
     ToolError,
-    ToolHints,
     ToolInput,
     ToolResult,
     find_files,
+    generation_output,
 )
 
 # kokoro's American English voices: af_* female, am_* male.
@@ -33,22 +34,34 @@ class TextToSpeechInput(ToolInput):
 
 
 def kokoro_input(args: TextToSpeechInput) -> EndpointCall:
-    return EndpointCall({"prompt": args.text, "voice": args.voice, "speed": args.speed})  # kokoro: "prompt"
+    req = EndpointInput(args, "kokoro")
+    req.send(prompt=args.text)  # kokoro calls the text "prompt"
+    req.copy("voice", "speed")
+    return req.call()
 
 
 MODELS = [
-    Model("kokoro", "fal-ai/kokoro/american-english", "text_to_speech", "audio",
-          "Kokoro: light, natural-sounding American English speech", kokoro_input, default=True,
-          field_arguments={"prompt": "text"}),
+    Model(
+        "kokoro",
+        "fal-ai/kokoro/american-english",
+        "text_to_speech",
+        "Kokoro: light, natural-sounding American English speech",
+        kokoro_input,
+        default=True,
+        field_arguments={"prompt": "text"},
+    ),
 ]
 
 # Offline hints only; live prices come from fal's pricing API.
 PRICES = [PriceHint("fal-ai/kokoro/american-english", 0.02, "1000 characters")]
 
 RECOMMENDATIONS = [
-    Recommendation("kokoro",
-                   ("speech", "voice", "voiceover", "narration", "read aloud", "tts", "text to speech"),
-                   "Natural American English speech, fast and cheap", "audio"),
+    Recommendation(
+        "kokoro",
+        ("speech", "voice", "voiceover", "narration", "read aloud", "tts", "text to speech"),
+        "Natural American English speech, fast and cheap",
+        "audio",
+    ),
 ]
 
 
@@ -58,13 +71,14 @@ async def text_to_speech(args: TextToSpeechInput, ctx: ToolContext) -> ToolResul
     files = find_files(result.data)  # wherever the model put it (kokoro: "audio")
     if not files:
         raise ToolError(f"{model.endpoint_id} returned no audio (request {result.request_id})")
-    output = GenerationOutput(files=files, endpoint=model.endpoint_id, model=model.alias,
-                              request_id=result.request_id, prompt=args.text, notes=list(call.notes))
+    output = generation_output(model, result, call, prompt=args.text, files=files)
     audio = files[0]
     length = f", {audio.duration:.1f} s" if audio.duration else ""
-    lines = [f"Spoke {len(args.text)} characters with {model.alias} ({model.endpoint_id}), "
-             f"voice {args.voice}, request {result.request_id}:",
-             f"{audio.url} ({audio.content_type}{length})"]
+    lines = [
+        f"Spoke {len(args.text)} characters with {model.alias} ({model.endpoint_id}), "
+        f"voice {args.voice}, request {result.request_id}:",
+        f"{audio.url} ({audio.content_type}{length})",
+    ]
     lines += [f"Note: {note}" for note in call.notes]
     return ToolResult("\n".join(lines), output)
 
@@ -77,7 +91,6 @@ TOOLS = [
         input_model=TextToSpeechInput,
         handler=text_to_speech,
         output_model=GenerationOutput,
-        hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
         category="audio",
         model_field="model",
     ),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fal_mcp import (
+    ArgumentError,
     EndpointCall,
     MediaUrl,
     Model,
@@ -21,7 +22,6 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolError,
     ToolHints,
     ToolInput,
     ToolResult,
@@ -34,10 +34,12 @@ WIZPER = "fal-ai/wizper"
 
 class TranscribeAudioInput(ToolInput):
     audio_url: MediaUrl = Field(description="The audio: an https URL, a data: URI or a local path")
-    language: str | None = Field(None, pattern=r"^[a-z]{2,3}$",
-                                 description="Language spoken, as an ISO 639-1 code such as en or fr")
+    language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", description="Language spoken, as an ISO 639-1 code such as en or fr"
+    )
     task: Literal["transcribe", "translate"] = Field(
-        "transcribe", description="transcribe: text in the language spoken; translate: English text")
+        "transcribe", description="transcribe: text in the language spoken; translate: English text"
+    )
     model: str | None = Field(None, description="Model to use.")
 
 
@@ -65,9 +67,11 @@ def _chunk(raw: Mapping[str, Any]) -> Chunk:
 
 def _reader(languages_key: str):
     def read_output(data: Mapping[str, Any]) -> Transcription:
-        return Transcription(text=str(data.get("text", "")).strip(),
-                             chunks=[_chunk(c) for c in data.get("chunks") or () if isinstance(c, Mapping)],
-                             languages=list(data.get(languages_key) or ()))
+        return Transcription(
+            text=str(data.get("text", "")).strip(),
+            chunks=[_chunk(c) for c in data.get("chunks") or () if isinstance(c, Mapping)],
+            languages=list(data.get(languages_key) or ()),
+        )
 
     return read_output
 
@@ -87,36 +91,60 @@ def _translator(alias: str, endpoint_id: str, detect: bool):
         if args.language:
             known = known_languages(endpoint_id)
             if known and args.language not in known:
-                raise ToolError(f"Invalid arguments for transcribe_audio: language: {alias} does not know "
-                                f"{args.language!r}; it takes ISO 639-1 codes such as en, fr, de, es, ja, zh")
+                raise ArgumentError(
+                    "language",
+                    f"{alias} does not know {args.language!r}; it takes ISO 639-1 "
+                    "codes such as en, fr, de, es, ja, zh",
+                )
             arguments["language"] = args.language
         elif detect:
             arguments["language"] = None
         else:
-            notes = (f"language not given: {alias} assumes en; give language, "
-                     "or use whisper, which detects it",)
+            notes = (
+                f"language not given: {alias} assumes en; give language, or use whisper, which detects it",
+            )
         return EndpointCall(arguments, notes)
 
     return build_input
 
 
 MODELS = [
-    Model("wizper", WIZPER, "transcribe_audio", "audio",
-          "Wizper: Whisper v3 large, fast and cheap; assumes English unless given a language",
-          _translator("wizper", WIZPER, detect=False), _reader("languages"), default=True),
+    Model(
+        "wizper",
+        WIZPER,
+        "transcribe_audio",
+        "Wizper: Whisper v3 large, fast and cheap; assumes English unless given a language",
+        _translator("wizper", WIZPER, detect=False),
+        read_output=_reader("languages"),
+        default=True,
+    ),
     # fal-ai/whisper is gone from fal: the same Whisper v3 on fal-ai/wizper, detecting the language.
-    Model("whisper", WIZPER, "transcribe_audio", "audio",
-          "Whisper v3 large (on fal-ai/wizper): detects the language (slower)",
-          _translator("whisper", WIZPER, detect=True), _reader("languages")),
+    Model(
+        "whisper",
+        WIZPER,
+        "transcribe_audio",
+        "Whisper v3 large (on fal-ai/wizper): detects the language (slower)",
+        _translator("whisper", WIZPER, detect=True),
+        read_output=_reader("languages"),
+    ),
 ]
 
 PRICES = [PriceHint(WIZPER, 0.0005, "second")]
 
 RECOMMENDATIONS = [
-    Recommendation("wizper", ("transcribe", "transcription", "speech to text", "subtitles", "captions"),
-                   "Fast, cheap Whisper v3 transcription with timestamps", "audio"),
-    Recommendation("whisper", ("detect language", "unknown language", "which language"),
-                   "Detects the language spoken", "audio", weight=0.8),
+    Recommendation(
+        "wizper",
+        ("transcribe", "transcription", "speech to text", "subtitles", "captions"),
+        "Fast, cheap Whisper v3 transcription with timestamps",
+        "audio",
+    ),
+    Recommendation(
+        "whisper",
+        ("detect language", "unknown language", "which language"),
+        "Detects the language spoken",
+        "audio",
+        weight=0.8,
+    ),
 ]
 
 
@@ -125,9 +153,14 @@ async def transcribe_audio(args: TranscribeAudioInput, ctx: ToolContext) -> Tool
     await ctx.progress(f"Transcribing with {model.alias}")
     result, call = await ctx.run_model(model, args)
     read = model.read_output or _reader("languages")  # a model another pack adds may not bring a reader
-    output = read(result.data).model_copy(update={
-        "endpoint": model.endpoint_id, "model": model.alias, "request_id": result.request_id,
-        "notes": list(call.notes)})
+    output = read(result.data).model_copy(
+        update={
+            "endpoint": model.endpoint_id,
+            "model": model.alias,
+            "request_id": result.request_id,
+            "notes": list(call.notes),
+        }
+    )
     lines = [f"Transcript by {model.alias} ({model.endpoint_id}), request {result.request_id}:", output.text]
     lines += [f"[{c.start}-{c.end}] {c.text}" for c in output.chunks]
     lines += [f"Note: {note}" for note in call.notes]
@@ -139,11 +172,11 @@ TOOLS = [
         name="transcribe_audio",
         title="Transcribe audio",
         description="Turn speech into text with a fal.ai speech-to-text model (or translate it into "
-                    "English). Returns the text and its timed chunks.",
+        "English). Returns the text and its timed chunks.",
         input_model=TranscribeAudioInput,
         handler=transcribe_audio,
         output_model=Transcription,
-        hints=ToolHints(read_only=True, destructive=False, idempotent=True, open_world=True),
+        hints=ToolHints(read_only=True, idempotent=True),
         category="audio",
         model_field="model",
     ),

@@ -1,35 +1,11 @@
 """fal-mcp audio pack: music generation.
 
 Each tool's whole story (inputs, models and their argument translation,
-result) is in its own module; this module only registers them.
+result) is in its own module; this module only lists them.
 """
 
-from fal_mcp import hookimpl
+from fal_mcp import pack_hooks
 
-
-@hookimpl
-def register_tools():
-    from . import generate_music
-
-    yield generate_music.TOOL
-
-
-@hookimpl
-def register_models():
-    from . import generate_music
-
-    yield from generate_music.MODELS
-
-
-@hookimpl
-def register_pricing():
-    from . import generate_music
-
-    yield from generate_music.PRICES
-
-
-@hookimpl
-def register_recommendations():
-    from . import generate_music
-
-    yield from generate_music.RECOMMENDATIONS
+register_tools, register_models, register_pricing, register_recommendations = pack_hooks(
+    __name__, "generate_music"
+)

@@ -9,86 +9,99 @@ parameter a model cannot take is dropped with a note rather than sent and silent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import Field
 
 from fal_mcp import (
+    ArgumentError,
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     Model,
     PriceHint,
     Recommendation,
     Tool,
     ToolContext,
-    ToolError,
-    ToolHints,
     ToolInput,
     ToolResult,
-    find_files,
-    input_field,
+    generation_output,
 )
 
 PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
 
 
 class GenerateMusicInput(ToolInput):
-    prompt: str = Field(min_length=1, max_length=10_000,
-                        description="The music to make: genre, mood, instruments, tempo")
-    duration_seconds: int = Field(30, ge=5, le=300, description=(
-        "Length in seconds, 5-300. A model that cannot make it makes the nearest length it can, and the "
-        "result says so."))
+    prompt: str = Field(
+        min_length=1, max_length=10_000, description="The music to make: genre, mood, instruments, tempo"
+    )
+    duration_seconds: int = Field(
+        30,
+        ge=5,
+        le=300,
+        description=(
+            "Length in seconds, 5-300. A model that cannot make it makes the nearest length it can, and the "
+            "result says so."
+        ),
+    )
     model: str | None = Field(None, description="Model to use.")
-    negative_prompt: str | None = Field(None, max_length=10_000, description=(
-        "What to avoid (lyria2 only; others drop it and say so)"))
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description=(
-        "Seed for reproducible results (lyria2 and ace_step; others drop it and say so)"))
+    negative_prompt: str | None = Field(
+        None, max_length=10_000, description=("What to avoid (lyria2 only; others drop it and say so)")
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description=("Seed for reproducible results (lyria2 and ace_step; others drop it and say so)"),
+    )
 
 
-@dataclass(frozen=True)
-class MusicCall(EndpointCall):
-    """An endpoint call plus the length in seconds it was asked for."""
-
-    seconds: float | None = None
-
-
-def _translator(name: str, endpoint_id: str, *, length_field: str | None, fixed_length: int | None = None,
-                prompt_field: str = "prompt", takes_seed: bool = False, takes_negative_prompt: bool = False):
+def _translator(
+    name: str,
+    endpoint_id: str,
+    *,
+    length_field: str | None,
+    fixed_length: int | None = None,
+    prompt_field: str = "prompt",
+    takes_seed: bool = False,
+    takes_negative_prompt: bool = False,
+):
     """The lengths a model can make are its `length_field`'s range in the endpoint's schema;
     `length_field` None: it always makes `fixed_length` seconds (and takes no length)."""
 
-    def build_input(args: GenerateMusicInput) -> MusicCall:
-        limit = input_field(PACKAGE, endpoint_id, prompt_field).get("maxLength")
+    def build_input(args: GenerateMusicInput) -> EndpointCall:
+        req = EndpointInput(args, name, endpoint_id, PACKAGE)
+        # Checked here, not by send(): the message names the user's argument, also when it is sent as tags.
+        limit = req.field(prompt_field).get("maxLength")
         if limit is not None and len(args.prompt) > limit:
-            raise ToolError(f"prompt: {name} takes at most {limit} characters (got {len(args.prompt)}); "
-                            "shorten it")
-        arguments: dict = {prompt_field: args.prompt}
-        notes = []
+            raise ArgumentError(
+                "prompt", f"{name} takes at most {limit} characters (got {len(args.prompt)}); shorten it"
+            )
+        req.send(**{prompt_field: args.prompt})
         if length_field:
-            field = input_field(PACKAGE, endpoint_id, length_field)
+            field = req.field(length_field)
             # A length of 0 s (stable-audio's minimum) is no music: at least 1 s.
             lengths = (max(1, field["minimum"]), field["maximum"])
         else:
             lengths = (fixed_length, fixed_length)
         seconds = min(max(args.duration_seconds, lengths[0]), lengths[1])
         if length_field:
-            arguments[length_field] = seconds
+            req.send(**{length_field: seconds})
+        req.facts["seconds"] = float(seconds)
         if seconds != args.duration_seconds:
             low, high = lengths
             can = f"makes {low}-{high} s" if low != high else f"always makes {low} s"
-            notes.append(f"duration_seconds: {name} {can}, so {seconds} s was made instead of "
-                         f"{args.duration_seconds} s")
-        if args.seed is not None:
-            if takes_seed:
-                arguments["seed"] = args.seed
-            else:
-                notes.append(f"seed was not sent: {name} takes no seed (lyria2 and ace_step do)")
-        if args.negative_prompt:
-            if takes_negative_prompt:
-                arguments["negative_prompt"] = args.negative_prompt
-            else:
-                notes.append(f"negative_prompt was not sent: {name} takes none (lyria2 does)")
-        return MusicCall(arguments, tuple(notes), float(seconds))
+            req.note(
+                f"duration_seconds: {name} {can}, so {seconds} s was made instead of "
+                f"{args.duration_seconds} s"
+            )
+        if takes_seed:
+            req.copy("seed")
+        else:
+            req.drop("seed", "takes no seed (lyria2 and ace_step do)")
+        if takes_negative_prompt:
+            req.send(negative_prompt=args.negative_prompt or None)
+        else:
+            req.drop("negative_prompt", "takes none (lyria2 does)")
+        return req.call()
 
     return build_input
 
@@ -99,24 +112,43 @@ def _model(alias: str, endpoint_id: str, description: str, default: bool = False
     named = {translation.get("prompt_field", "prompt"): "prompt"}
     if translation.get("length_field"):
         named[translation["length_field"]] = "duration_seconds"
-    return Model(alias, endpoint_id, "generate_music", "audio", description, translator, default=default,
-                 field_arguments=named)
+    return Model(
+        alias, endpoint_id, "generate_music", description, translator, default=default, field_arguments=named
+    )
 
 
 MODELS = [
-    _model("musicgen", "CassetteAI/music-generator",
-           "CassetteAI music generator (MusicGen is gone from fal): fast instrumental music, 10-180 s",
-           default=True, length_field="duration"),
-    _model("musicgen_large", "fal-ai/stable-audio",
-           "Stable Audio Open (MusicGen is gone from fal): music and sound, 1-47 s",
-           length_field="seconds_total"),
-    _model("ace_step", "fal-ai/ace-step",
-           "ACE-Step: songs from genre/mood tags (the prompt is sent as tags), 5-240 s, takes a seed",
-           length_field="duration", prompt_field="tags", takes_seed=True),
+    _model(
+        "musicgen",
+        "CassetteAI/music-generator",
+        "CassetteAI music generator (MusicGen is gone from fal): fast instrumental music, 10-180 s",
+        default=True,
+        length_field="duration",
+    ),
+    _model(
+        "musicgen_large",
+        "fal-ai/stable-audio",
+        "Stable Audio Open (MusicGen is gone from fal): music and sound, 1-47 s",
+        length_field="seconds_total",
+    ),
+    _model(
+        "ace_step",
+        "fal-ai/ace-step",
+        "ACE-Step: songs from genre/mood tags (the prompt is sent as tags), 5-240 s, takes a seed",
+        length_field="duration",
+        prompt_field="tags",
+        takes_seed=True,
+    ),
     # Lyria 2's schema has no length: fal documents 30 s clips.
-    _model("lyria2", "fal-ai/lyria2",
-           "Google Lyria 2: high-quality music, always 30 s, takes negative_prompt and seed",
-           length_field=None, fixed_length=30, takes_seed=True, takes_negative_prompt=True),
+    _model(
+        "lyria2",
+        "fal-ai/lyria2",
+        "Google Lyria 2: high-quality music, always 30 s, takes negative_prompt and seed",
+        length_field=None,
+        fixed_length=30,
+        takes_seed=True,
+        takes_negative_prompt=True,
+    ),
 ]
 
 # Offline hints only; live prices come from fal's pricing API.
@@ -128,39 +160,47 @@ PRICES = [
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("musicgen", ("music", "background", "soundtrack", "instrumental", "fast", "long"),
-                   "CassetteAI: fast instrumental music up to 3 minutes", "audio"),
-    Recommendation("musicgen_large", ("sound effect", "sfx", "ambient", "loop", "short"),
-                   "Stable Audio Open: short music and sound effects up to 47 s", "audio"),
-    Recommendation("ace_step", ("song", "lyrics", "vocals", "genre", "tags"),
-                   "ACE-Step: songs from genre tags, up to 4 minutes", "audio"),
-    Recommendation("lyria2", ("high quality", "orchestral", "composition", "cinematic", "music"),
-                   "Lyria 2: the best sound quality, 30 s clips", "audio", weight=1.5),
+    Recommendation(
+        "musicgen",
+        ("music", "background", "soundtrack", "instrumental", "fast", "long"),
+        "CassetteAI: fast instrumental music up to 3 minutes",
+        "audio",
+    ),
+    Recommendation(
+        "musicgen_large",
+        ("sound effect", "sfx", "ambient", "loop", "short"),
+        "Stable Audio Open: short music and sound effects up to 47 s",
+        "audio",
+    ),
+    Recommendation(
+        "ace_step",
+        ("song", "lyrics", "vocals", "genre", "tags"),
+        "ACE-Step: songs from genre tags, up to 4 minutes",
+        "audio",
+    ),
+    Recommendation(
+        "lyria2",
+        ("high quality", "orchestral", "composition", "cinematic", "music"),
+        "Lyria 2: the best sound quality, 30 s clips",
+        "audio",
+        weight=1.5,
+    ),
 ]
 
 
 async def generate_music(args: GenerateMusicInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    files = find_files(result.data)
-    if not files:
-        raise ToolError(f"{model.endpoint_id} finished but returned no audio "
-                        f"(fal request {result.request_id})")
-    seconds = getattr(call, "seconds", None)
-    for file in files:
-        if file.duration is None:
-            file.duration = seconds
-    seed = result.data.get("seed")
-    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-    output = GenerationOutput(files=files, endpoint=model.endpoint_id, model=model.alias,
-                              request_id=result.request_id, seed=seed, prompt=args.prompt,
-                              notes=list(call.notes))
-    seeded = f", seed {seed}" if seed is not None else ""
+    output = generation_output(model, result, call, prompt=args.prompt, expect="audio")
+    seconds = call.facts.get("seconds")
+    seeded = f", seed {output.seed}" if output.seed is not None else ""
     length = f"{seconds:g} s of " if seconds else ""
-    lines = [f"Generated {length}music with {model.alias} ({model.endpoint_id}){seeded}, "
-             f"fal request {result.request_id}:"]
-    lines += [f"{file.url} ({file.content_type or 'audio'}, {file.file_size} bytes)" for file in files]
-    lines += [f"Note: {note}" for note in call.notes]
+    lines = [
+        f"Generated {length}music with {model.alias} ({model.endpoint_id}){seeded}, "
+        f"fal request {result.request_id}:"
+    ]
+    lines += [f"{file.url} ({file.content_type or 'audio'}, {file.file_size} bytes)" for file in output.files]
+    lines += [f"Note: {note}" for note in output.notes]
     return ToolResult("\n".join(lines), output)
 
 
@@ -170,11 +210,11 @@ TOOL = Tool(
     description=(
         "Generate music from a text prompt with a fal.ai music model. duration_seconds is 5-300; each model "
         "makes the nearest length it can and says so. Returns the audio URL, its length, the endpoint used "
-        "and the fal request id."),
+        "and the fal request id."
+    ),
     input_model=GenerateMusicInput,
     handler=generate_music,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
     category="audio",
     model_field="model",
 )

@@ -1,4 +1,4 @@
-"""What several image tools share: argument translation helpers, reading input images, doing Pillow
+"""What several image tools share: reading input images, doing Pillow
 work off the event loop and uploading the result, and the text of a result.
 
 Two guards every tool here goes through: `checked_size` bounds each image size computed before Pillow
@@ -19,14 +19,11 @@ from pydantic import AfterValidator
 
 from fal_mcp import (
     MAX_PIXELS,
-    FalResult,
     GenerationOutput,
-    Model,
     OutputFile,
     ToolContext,
     ToolError,
     ToolResult,
-    find_files,
 )
 
 PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
@@ -39,19 +36,7 @@ OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "
 MAX_SIDE = 65_500
 
 
-# -- argument translation ----------------------------------------------------------------
-
-
-def optional(args: Any, **fields: str) -> dict[str, Any]:
-    """`{endpoint_field: args.<tool_field>}` for each tool field that was given (is not None)."""
-    return {target: getattr(args, source) for target, source in fields.items()
-            if getattr(args, source) is not None}
-
-
-def dropped(args: Any, names: tuple[str, ...], alias: str) -> tuple[str, ...]:
-    """Notes for the parameters in `names` that were given but that model `alias` cannot take."""
-    return tuple(f"{name} was not sent: {alias} does not take it" for name in names
-                 if getattr(args, name) not in (None, ""))
+# -- arguments ------------------------------------------------------------------------------
 
 
 def _hex_colour(value: str) -> str:
@@ -84,8 +69,10 @@ def checked_size(size: tuple[int, int], field: str, what: str) -> tuple[int, int
     decoding, but sizes computed from them (an overlay scaled to a base's width) are not."""
     width, height = size
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise ToolError(f"{field}: {what} would be {width}x{height} pixels; an image made here may have at "
-                        f"most {MAX_PIXELS} pixels and {MAX_SIDE} a side")
+        raise ToolError(
+            f"{field}: {what} would be {width}x{height} pixels; an image made here may have at "
+            f"most {MAX_PIXELS} pixels and {MAX_SIDE} a side"
+        )
     return width, height
 
 
@@ -99,8 +86,9 @@ def guarded(fields: tuple[str, ...], work: Callable[..., Any], *args: Any) -> An
         raise
     except Exception as exc:
         reason = " ".join(str(exc).split())[:150] or "no details"
-        raise ToolError(f"{' and '.join(fields)}: the image could not be processed "
-                        f"({type(exc).__name__}: {reason})") from None
+        raise ToolError(
+            f"{' and '.join(fields)}: the image could not be processed ({type(exc).__name__}: {reason})"
+        ) from None
 
 
 async def in_worker(fields: tuple[str, ...], work: Callable[..., Any], *args: Any) -> Any:
@@ -139,24 +127,27 @@ def encode(image, output_format: str) -> bytes:
     return buffer.getvalue()
 
 
-async def _store(ctx: ToolContext, size: tuple[int, int], data: bytes, output_format: str,
-                 name: str) -> OutputFile:
+async def _store(
+    ctx: ToolContext, size: tuple[int, int], data: bytes, output_format: str, name: str
+) -> OutputFile:
     content_type = OUTPUT_FORMATS[output_format][1]
     extension = "jpg" if output_format == "jpeg" else output_format
     url = await ctx.upload(data, content_type, f"{name}.{extension}")
     return OutputFile(url=url, content_type=content_type, width=size[0], height=size[1], file_size=len(data))
 
 
-async def upload_image(ctx: ToolContext, image, output_format: str, name: str,
-                       fields: tuple[str, ...]) -> OutputFile:
+async def upload_image(
+    ctx: ToolContext, image, output_format: str, name: str, fields: tuple[str, ...]
+) -> OutputFile:
     """Encode (in a worker thread; a failure names `fields`, the inputs it was made from) and store on
     fal storage."""
     data = await in_worker(fields, encode, image, output_format)
     return await _store(ctx, image.size, data, output_format, name)
 
 
-async def transform(ctx: ToolContext, work: Callable[..., Any], images: dict[str, Any], *,
-                    output_format: str, name: str) -> OutputFile:
+async def transform(
+    ctx: ToolContext, work: Callable[..., Any], images: dict[str, Any], *, output_format: str, name: str
+) -> OutputFile:
     """Load → transform → encode → upload. In one worker thread: each of `images` (keyed by the
     argument it came from) is `normalised`, `work(*images)` returns the PIL image to store, and that
     is encoded. A failure names the input it happened on (all of them once they are combined)."""
@@ -176,18 +167,13 @@ async def transform(ctx: ToolContext, work: Callable[..., Any], images: dict[str
 def local_output(files: list[OutputFile], notes: list[str]) -> GenerationOutput:
     """The structured result of work done here, not on fal: no request id to give, so a local one
     (unique, so saved copies get distinct names)."""
-    return GenerationOutput(files=files, endpoint=LOCAL_ENDPOINT, model=None,
-                            request_id=f"local-{uuid.uuid4().hex[:12]}", notes=notes)
-
-
-def fal_output(model: Model, result: FalResult, notes: tuple[str, ...] | list[str] = (),
-               files: list[OutputFile] | None = None, prompt: str | None = None) -> GenerationOutput:
-    """The structured result of a fal call: every file fal returned (or `files`), the seed it used."""
-    seed = result.data.get("seed")
-    return GenerationOutput(files=find_files(result.data) if files is None else files,
-                            endpoint=model.endpoint_id, model=model.alias, request_id=result.request_id,
-                            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-                            prompt=prompt, notes=list(notes))
+    return GenerationOutput(
+        files=files,
+        endpoint=LOCAL_ENDPOINT,
+        model=None,
+        request_id=f"local-{uuid.uuid4().hex[:12]}",
+        notes=notes,
+    )
 
 
 def report(action: str, output: GenerationOutput, details: list[str] | tuple[str, ...] = ()) -> ToolResult:

@@ -10,7 +10,16 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from fal_mcp import GenerationOutput, MediaUrl, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
+from fal_mcp import (
+    ArgumentError,
+    GenerationOutput,
+    MediaUrl,
+    Tool,
+    ToolContext,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+)
 
 from ._common import checked_size, fetch_image, local_output, report, transform
 
@@ -18,15 +27,22 @@ Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "cent
 
 
 class ComposeImagesInput(ToolInput):
-    base_image_url: MediaUrl = Field(description="The image underneath: an https URL, a data: URI or a "
-                                                 "local path")
+    base_image_url: MediaUrl = Field(
+        description="The image underneath: an https URL, a data: URI or a local path"
+    )
     overlay_image_url: MediaUrl = Field(description="The image laid on top (its transparency is kept)")
-    position: Position = Field("bottom-right", description=(
-        "Corner (padding from the edges), center, or custom (x and y of the overlay's top-left corner)"))
-    x: int | None = Field(None, ge=0, le=100_000, validate_default=True,
-                          description="custom: pixels from the base's left edge")
-    y: int | None = Field(None, ge=0, le=100_000, validate_default=True,
-                          description="custom: pixels from the base's top edge")
+    position: Position = Field(
+        "bottom-right",
+        description=(
+            "Corner (padding from the edges), center, or custom (x and y of the overlay's top-left corner)"
+        ),
+    )
+    x: int | None = Field(
+        None, ge=0, le=100_000, validate_default=True, description="custom: pixels from the base's left edge"
+    )
+    y: int | None = Field(
+        None, ge=0, le=100_000, validate_default=True, description="custom: pixels from the base's top edge"
+    )
     scale: float = Field(0.15, ge=0.01, le=1.0, description="Overlay width as a fraction of the base width")
     padding: int = Field(20, ge=0, le=10_000, description="Pixels between the overlay and the edges")
     opacity: float = Field(1.0, ge=0, le=1, description="Overlay opacity, 0 (invisible) to 1 (opaque)")
@@ -48,8 +64,11 @@ def place(args: ComposeImagesInput, base: tuple[int, int], overlay: tuple[int, i
     (width, height), (w, h), pad = base, overlay, args.padding
     right, bottom = width - w - pad, height - h - pad
     return {
-        "top-left": (pad, pad), "top-right": (right, pad), "bottom-left": (pad, bottom),
-        "bottom-right": (right, bottom), "center": ((width - w) // 2, (height - h) // 2),
+        "top-left": (pad, pad),
+        "top-right": (right, pad),
+        "bottom-left": (pad, bottom),
+        "bottom-right": (right, bottom),
+        "center": ((width - w) // 2, (height - h) // 2),
         "custom": (args.x, args.y),
     }[args.position]
 
@@ -80,28 +99,41 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
     overlay = await fetch_image(ctx, "overlay_image_url", args.overlay_image_url)
     if args.position == "custom" and (args.x >= base.width or args.y >= base.height):
         field = "x" if args.x >= base.width else "y"
-        raise ToolError(f"Invalid arguments for compose_images: {field}: ({args.x}, {args.y}) is outside the "
-                        f"base image ({base.width}x{base.height})")
+        raise ArgumentError(
+            field, f"({args.x}, {args.y}) is outside the base image ({base.width}x{base.height})"
+        )
     checked_size(base.size, "base_image_url", "the composed image")
     width = max(1, round(base.width * args.scale))
     # The overlay keeps its aspect ratio: a tiny but very tall one scaled to a wide base's width
     # would be gigapixels. Refused here, before anything is allocated.
-    size = checked_size((width, max(1, round(overlay.height * width / overlay.width))), "overlay_image_url",
-                        f"the {overlay.width}x{overlay.height} overlay scaled to {width} pixels wide "
-                        f"(scale {args.scale:g} of the {base.width}-pixel-wide base)")
+    size = checked_size(
+        (width, max(1, round(overlay.height * width / overlay.width))),
+        "overlay_image_url",
+        f"the {overlay.width}x{overlay.height} overlay scaled to {width} pixels wide "
+        f"(scale {args.scale:g} of the {base.width}-pixel-wide base)",
+    )
     x, y = place(args, base.size, size)
     notes = []
     if x < 0 or y < 0:
-        notes.append(f"the overlay ({size[0]}x{size[1]}) and padding {args.padding} do not fit in the base "
-                     f"({base.width}x{base.height}): moved to stay inside")
+        notes.append(
+            f"the overlay ({size[0]}x{size[1]}) and padding {args.padding} do not fit in the base "
+            f"({base.width}x{base.height}): moved to stay inside"
+        )
         x, y = max(0, x), max(0, y)
     if x + size[0] > base.width or y + size[1] > base.height:
         notes.append("the overlay runs past the base's edge: that part is cut off")
     work = partial(compose, size=size, at=(x, y), opacity=args.opacity)
-    file = await transform(ctx, work, {"base_image_url": base, "overlay_image_url": overlay},
-                           output_format=args.output_format, name="composed")
-    detail = (f"Overlay {size[0]}x{size[1]} at x={x}, y={y} ({args.position}) on the "
-              f"{base.width}x{base.height} base, opacity {args.opacity:g}")
+    file = await transform(
+        ctx,
+        work,
+        {"base_image_url": base, "overlay_image_url": overlay},
+        output_format=args.output_format,
+        name="composed",
+    )
+    detail = (
+        f"Overlay {size[0]}x{size[1]} at x={x}, y={y} ({args.position}) on the "
+        f"{base.width}x{base.height} base, opacity {args.opacity:g}"
+    )
     return report("Composed", local_output([file], notes), [detail])
 
 
@@ -109,11 +141,10 @@ TOOL = Tool(
     name="compose_images",
     title="Compose images",
     description="Lay an overlay image (logo, watermark, sticker) on a base image: in a corner with padding, "
-                "centred, or at x/y; sized as a fraction of the base width; with opacity; the overlay's "
-                "transparency is kept. Done locally; returns the URL of the result.",
+    "centred, or at x/y; sized as a fraction of the base width; with opacity; the overlay's "
+    "transparency is kept. Done locally; returns the URL of the result.",
     input_model=ComposeImagesInput,
     handler=compose_images,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=True, open_world=True),
-    category="image",
+    hints=ToolHints(idempotent=True),
 )

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from fal_mcp import (
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -13,70 +14,99 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolHints,
     ToolInput,
     ToolResult,
+    generation_output,
 )
 
-from ._common import dropped, fal_output, optional, report
+from ._common import report
 
 
 class EditImageInput(ToolInput):
     image_url: MediaUrl = Field(description="The image to edit: an https URL, a data: URI or a local path")
-    instruction: str = Field(min_length=1, max_length=10_000,
-                             description="What to change, e.g. 'make the sky stormy', 'remove the car'")
+    instruction: str = Field(
+        min_length=1,
+        max_length=10_000,
+        description="What to change, e.g. 'make the sky stormy', 'remove the car'",
+    )
     model: str | None = Field(None, description="Model to use.")
-    strength: float | None = Field(None, ge=0.01, le=1,
-                                   description="How strongly to change the image (only models that take it; "
-                                               "others drop it and say so)")
+    strength: float | None = Field(
+        None,
+        ge=0.01,
+        le=1,
+        description="How strongly to change the image (only models that take it; others drop it and say so)",
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
 
 def flux_2_edit_input(args: EditImageInput) -> EndpointCall:
     # FLUX.2 edit takes a list of reference images; the first is the one edited.
-    arguments = {"image_urls": [args.image_url], "prompt": args.instruction, **optional(args, seed="seed")}
-    return EndpointCall(arguments, dropped(args, ("strength",), "flux_2_edit"))
+    req = EndpointInput(args, "flux_2_edit")
+    req.send(image_urls=[args.image_url], prompt=args.instruction)
+    req.copy("seed")
+    req.drop("strength", "does not take it")
+    return req.call()
 
 
 def kontext_input(args: EditImageInput) -> EndpointCall:
-    arguments = {"image_url": args.image_url, "prompt": args.instruction, **optional(args, seed="seed")}
-    return EndpointCall(arguments, dropped(args, ("strength",), "kontext"))
+    req = EndpointInput(args, "kontext")
+    req.send(image_url=args.image_url, prompt=args.instruction)
+    req.copy("seed")
+    req.drop("strength", "does not take it")
+    return req.call()
 
 
 MODELS = [
-    Model("flux_2_edit", "fal-ai/flux-2/edit", "edit_image", "image",
-          "FLUX.2 [dev] edit: instruction-based editing, keeps the input's size", flux_2_edit_input,
-          default=True, field_arguments={"prompt": "instruction", "image_urls": "image_url"}),
-    Model("kontext", "fal-ai/flux-pro/kontext", "edit_image", "image",
-          "FLUX.1 Kontext [pro]: precise local edits, keeps faces and text intact", kontext_input,
-          field_arguments={"prompt": "instruction"}),
+    Model(
+        "flux_2_edit",
+        "fal-ai/flux-2/edit",
+        "edit_image",
+        "FLUX.2 [dev] edit: instruction-based editing, keeps the input's size",
+        flux_2_edit_input,
+        default=True,
+        field_arguments={"prompt": "instruction", "image_urls": "image_url"},
+    ),
+    Model(
+        "kontext",
+        "fal-ai/flux-pro/kontext",
+        "edit_image",
+        "FLUX.1 Kontext [pro]: precise local edits, keeps faces and text intact",
+        kontext_input,
+        field_arguments={"prompt": "instruction"},
+    ),
 ]
 
 PRICES = [PriceHint("fal-ai/flux-2/edit", 0.025, "image")]  # kontext's is in generate_image_from_image
 
 RECOMMENDATIONS = [
-    Recommendation("flux_2_edit", ("edit", "change", "modify", "replace", "remove object"),
-                   "Edits an image from a plain-language instruction", "image"),
-    Recommendation("kontext", ("face", "consistent character", "change text", "precise edit"),
-                   "Edits precisely while keeping identity and text intact", "image"),
+    Recommendation(
+        "flux_2_edit",
+        ("edit", "change", "modify", "replace", "remove object"),
+        "Edits an image from a plain-language instruction",
+        "image",
+    ),
+    Recommendation(
+        "kontext",
+        ("face", "consistent character", "change text", "precise edit"),
+        "Edits precisely while keeping identity and text intact",
+        "image",
+    ),
 ]
 
 
 async def edit_image(args: EditImageInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    return report("Edited", fal_output(model, result, call.notes, prompt=args.instruction))
+    return report("Edited", generation_output(model, result, call, prompt=args.instruction))
 
 
 TOOL = Tool(
     name="edit_image",
     title="Edit image",
     description="Edit an image by a plain-language instruction ('make it night', 'put a hat on the dog'), "
-                "keeping what the instruction does not mention. Returns the edited image URL.",
+    "keeping what the instruction does not mention. Returns the edited image URL.",
     input_model=EditImageInput,
     handler=edit_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
-    category="image",
     model_field="model",
 )

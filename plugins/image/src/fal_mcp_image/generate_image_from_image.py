@@ -6,6 +6,7 @@ from pydantic import Field
 
 from fal_mcp import (
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -13,47 +14,64 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolHints,
     ToolInput,
     ToolResult,
+    generation_output,
 )
 
-from ._common import dropped, fal_output, optional, report
+from ._common import report
 
 
 class ImageFromImageInput(ToolInput):
     image_url: MediaUrl = Field(description="The input image: an https URL, a data: URI or a local path")
     prompt: str = Field(min_length=1, max_length=10_000, description="What the new image should show")
     model: str | None = Field(None, description="Model to use.")
-    strength: float | None = Field(None, ge=0.01, le=1,
-                                   description="How much to change the input: near 0 keeps it, 1 replaces it "
-                                               "(default: the model's, 0.95 for flux_dev_i2i)")
+    strength: float | None = Field(
+        None,
+        ge=0.01,
+        le=1,
+        description="How much to change the input: near 0 keeps it, 1 replaces it "
+        "(default: the model's, 0.95 for flux_dev_i2i)",
+    )
     num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    negative_prompt: str | None = Field(None, max_length=10_000,
-                                        description="What to avoid (models that do not take one drop it "
-                                                    "with a note)")
+    negative_prompt: str | None = Field(
+        None, max_length=10_000, description="What to avoid (models that do not take one drop it with a note)"
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
 
 def flux_dev_input(args: ImageFromImageInput) -> EndpointCall:
-    arguments = {"image_url": args.image_url, "prompt": args.prompt, "num_images": args.num_images,
-                 **optional(args, strength="strength", seed="seed")}
-    return EndpointCall(arguments, dropped(args, ("negative_prompt",), "flux_dev_i2i"))
+    req = EndpointInput(args, "flux_dev_i2i")
+    req.copy("image_url", "prompt", "num_images", "strength", "seed")
+    req.drop("negative_prompt", "does not take it")
+    return req.call()
 
 
 def kontext_input(args: ImageFromImageInput) -> EndpointCall:
-    arguments = {"image_url": args.image_url, "prompt": args.prompt, "num_images": args.num_images,
-                 **optional(args, seed="seed")}
+    req = EndpointInput(args, "kontext")
+    req.copy("image_url", "prompt", "num_images", "seed")
     # Kontext keeps what the prompt does not change: there is no strength to set.
-    return EndpointCall(arguments, dropped(args, ("strength", "negative_prompt"), "kontext"))
+    req.drop("strength", "does not take it")
+    req.drop("negative_prompt", "does not take it")
+    return req.call()
 
 
 MODELS = [
-    Model("flux_dev_i2i", "fal-ai/flux/dev/image-to-image", "generate_image_from_image", "image",
-          "FLUX.1 [dev] image-to-image: redraws the input, strength sets how much", flux_dev_input,
-          default=True),
-    Model("kontext", "fal-ai/flux-pro/kontext", "generate_image_from_image", "image",
-          "FLUX.1 Kontext [pro]: follows the prompt while keeping the input's content", kontext_input),
+    Model(
+        "flux_dev_i2i",
+        "fal-ai/flux/dev/image-to-image",
+        "generate_image_from_image",
+        "FLUX.1 [dev] image-to-image: redraws the input, strength sets how much",
+        flux_dev_input,
+        default=True,
+    ),
+    Model(
+        "kontext",
+        "fal-ai/flux-pro/kontext",
+        "generate_image_from_image",
+        "FLUX.1 Kontext [pro]: follows the prompt while keeping the input's content",
+        kontext_input,
+    ),
 ]
 
 PRICES = [
@@ -62,27 +80,29 @@ PRICES = [
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("flux_dev_i2i", ("image-to-image", "restyle", "variation", "redraw", "sketch to image"),
-                   "Redraws an input image in a new way, with a strength to control how much", "image"),
+    Recommendation(
+        "flux_dev_i2i",
+        ("image-to-image", "restyle", "variation", "redraw", "sketch to image"),
+        "Redraws an input image in a new way, with a strength to control how much",
+        "image",
+    ),
 ]
 
 
 async def generate_image_from_image(args: ImageFromImageInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    return report("Generated", fal_output(model, result, call.notes, prompt=args.prompt))
+    return report("Generated", generation_output(model, result, call, prompt=args.prompt))
 
 
 TOOL = Tool(
     name="generate_image_from_image",
     title="Generate image from image",
     description="Generate images from an input image and a prompt (image-to-image): the input sets the "
-                "layout and colours, the prompt what to make of it; strength (0-1) sets how far to move away "
-                "from the input. Returns the image URLs with their sizes, the endpoint and the seed.",
+    "layout and colours, the prompt what to make of it; strength (0-1) sets how far to move away "
+    "from the input. Returns the image URLs with their sizes, the endpoint and the seed.",
     input_model=ImageFromImageInput,
     handler=generate_image_from_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
-    category="image",
     model_field="model",
 )

@@ -11,9 +11,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fal_mcp import GenerationOutput, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
+from fal_mcp import (
+    ArgumentError,
+    GenerationOutput,
+    Tool,
+    ToolContext,
+    ToolInput,
+    ToolResult,
+    generation_output,
+)
 
-from ._common import HexColour, fal_output, report
+from ._common import HexColour, report
 from .generate_image import GenerateImageInput, ImageSize
 
 # Endpoints whose text encoder is CLIP alone (77 tokens, keyword-trained): they get a short
@@ -23,12 +31,29 @@ KEYWORD_PROMPT_ENDPOINTS = {"fal-ai/fast-sdxl"}
 
 # A few named colours, so a model that does not read hex codes still gets the palette.
 COLOUR_NAMES = {
-    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "silver": (192, 192, 192),
-    "red": (220, 20, 30), "crimson": (150, 0, 30), "orange": (255, 140, 0), "gold": (255, 200, 0),
-    "yellow": (255, 240, 60), "olive": (128, 128, 0), "lime green": (130, 230, 60), "green": (20, 140, 40),
-    "teal": (0, 128, 128), "cyan": (0, 220, 230), "sky blue": (120, 190, 240), "blue": (30, 80, 220),
-    "navy": (10, 20, 90), "purple": (120, 40, 160), "magenta": (230, 30, 200), "pink": (250, 170, 200),
-    "brown": (120, 70, 30), "beige": (230, 215, 180), "cream": (255, 250, 225),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "silver": (192, 192, 192),
+    "red": (220, 20, 30),
+    "crimson": (150, 0, 30),
+    "orange": (255, 140, 0),
+    "gold": (255, 200, 0),
+    "yellow": (255, 240, 60),
+    "olive": (128, 128, 0),
+    "lime green": (130, 230, 60),
+    "green": (20, 140, 40),
+    "teal": (0, 128, 128),
+    "cyan": (0, 220, 230),
+    "sky blue": (120, 190, 240),
+    "blue": (30, 80, 220),
+    "navy": (10, 20, 90),
+    "purple": (120, 40, 160),
+    "magenta": (230, 30, 200),
+    "pink": (250, 170, 200),
+    "brown": (120, 70, 30),
+    "beige": (230, 215, 180),
+    "cream": (255, 250, 225),
 }
 
 
@@ -43,8 +68,9 @@ class Subject(_Part):
     type: str = Field(min_length=1, max_length=100, description="What it is: a woman, a red fox, a castle")
     description: str | None = Field(None, max_length=500, description="How it looks")
     pose: str | None = Field(None, max_length=200, description="What it is doing, or how it stands")
-    position: Literal["foreground", "midground", "background"] | None = Field(None,
-                                                                              description="Where in depth")
+    position: Literal["foreground", "midground", "background"] | None = Field(
+        None, description="Where in depth"
+    )
 
 
 class Camera(_Part):
@@ -57,28 +83,40 @@ class Camera(_Part):
 
 
 class StructuredImageInput(ToolInput):
-    scene: str = Field(min_length=1, max_length=2000, pattern=r"\S",
-                       description="The scene as a whole: what happens, where")
+    scene: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", description="The scene as a whole: what happens, where"
+    )
     subjects: list[Subject] = Field(default_factory=list, max_length=8, description="Up to 8 subjects")
     style: str | None = Field(None, max_length=300, description="e.g. oil painting, 35mm film photo, anime")
-    color_palette: list[HexColour] = Field(default_factory=list, max_length=8,
-                                           description="Up to 8 hex colours, #RGB or #RRGGBB")
+    color_palette: list[HexColour] = Field(
+        default_factory=list, max_length=8, description="Up to 8 hex colours, #RGB or #RRGGBB"
+    )
     lighting: str | None = Field(None, max_length=300, description="e.g. golden hour, soft studio light")
     mood: str | None = Field(None, max_length=300, description="e.g. serene, tense, whimsical")
     background: str | None = Field(None, max_length=500, description="What is behind the subjects")
     composition: str | None = Field(None, max_length=300, description="e.g. rule of thirds, symmetrical")
     camera: Camera | None = Field(None, description="Camera angle, distance, focus, lens, f-number, ISO")
-    effects: list[Effect] = Field(default_factory=list, max_length=8,
-                                  description="Up to 8 effects, e.g. film grain, bokeh, motion blur")
-    model: str | None = Field(None, description="A generate_image model: flux_schnell (default), flux_dev, "
-                                                "flux_pro, sdxl, stable_diffusion, or any other alias or "
-                                                "endpoint id registered for generate_image")
-    negative_prompt: str | None = Field(None, max_length=2000,
-                                        description="What to avoid (only some models take it; others drop it "
-                                                    "and say so)")
-    image_size: ImageSize = Field("landscape_16_9", description=(
-        "square (1024x1024), landscape_4_3 (1024x768), landscape_16_9 (1024x576), "
-        "portrait_3_4 (768x1024), portrait_9_16 (576x1024)"))
+    effects: list[Effect] = Field(
+        default_factory=list, max_length=8, description="Up to 8 effects, e.g. film grain, bokeh, motion blur"
+    )
+    model: str | None = Field(
+        None,
+        description="A generate_image model: flux_schnell (default), flux_dev, "
+        "flux_pro, sdxl, stable_diffusion, or any other alias or "
+        "endpoint id registered for generate_image",
+    )
+    negative_prompt: str | None = Field(
+        None,
+        max_length=2000,
+        description="What to avoid (only some models take it; others drop it and say so)",
+    )
+    image_size: ImageSize = Field(
+        "landscape_16_9",
+        description=(
+            "square (1024x1024), landscape_4_3 (1024x768), landscape_16_9 (1024x576), "
+            "portrait_3_4 (768x1024), portrait_9_16 (576x1024)"
+        ),
+    )
     num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
@@ -87,9 +125,10 @@ def colour_name(hex_value: str) -> str:
     digits = hex_value[1:]
     if len(digits) == 3:
         digits = "".join(d * 2 for d in digits)
-    rgb = tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
-    return min(COLOUR_NAMES, key=lambda name: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[name], rgb,
-                                                                                 strict=True)))
+    rgb = tuple(int(digits[i : i + 2], 16) for i in (0, 2, 4))
+    return min(
+        COLOUR_NAMES, key=lambda name: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[name], rgb, strict=True))
+    )
 
 
 def _clause(text: str | None) -> str:
@@ -105,9 +144,14 @@ def _subject(subject: Subject) -> str:
 def _camera(camera: Camera | None) -> list[str]:
     if camera is None:
         return []
-    parts = [camera.distance, camera.angle, f"{camera.lens} lens" if camera.lens else None,
-             f"f/{camera.f_number:g}" if camera.f_number else None,
-             f"ISO {camera.iso}" if camera.iso else None, camera.focus]
+    parts = [
+        camera.distance,
+        camera.angle,
+        f"{camera.lens} lens" if camera.lens else None,
+        f"f/{camera.f_number:g}" if camera.f_number else None,
+        f"ISO {camera.iso}" if camera.iso else None,
+        camera.focus,
+    ]
     return [part for part in parts if part]
 
 
@@ -121,10 +165,16 @@ def sentence_prompt(args: StructuredImageInput) -> str:
     for subject in args.subjects:
         where = f"In the {subject.position}" if subject.position else "Subject"
         sentences.append(_clause(f"{where}: {_subject(subject)}"))
-    labelled = [("Background", args.background), ("Composition", args.composition),
-                ("Camera", ", ".join(_camera(args.camera))), ("Lighting", args.lighting), ("Mood", args.mood),
-                ("Colour palette", ", ".join(_palette(args))), ("Style", args.style),
-                ("Effects", ", ".join(args.effects))]
+    labelled = [
+        ("Background", args.background),
+        ("Composition", args.composition),
+        ("Camera", ", ".join(_camera(args.camera))),
+        ("Lighting", args.lighting),
+        ("Mood", args.mood),
+        ("Colour palette", ", ".join(_palette(args))),
+        ("Style", args.style),
+        ("Effects", ", ".join(args.effects)),
+    ]
     sentences += [_clause(f"{label}: {value}") for label, value in labelled if value]
     return " ".join(sentence for sentence in sentences if sentence)
 
@@ -133,8 +183,15 @@ def keyword_prompt(args: StructuredImageInput) -> str:
     """Comma-separated, most important first, no labels: CLIP reads only about 77 tokens."""
     parts = [args.style, args.scene.rstrip(".")]
     parts += [_subject(s) + (f" in the {s.position}" if s.position else "") for s in args.subjects]
-    parts += [args.background, args.lighting, args.mood and f"{args.mood} mood", *_palette(args),
-              args.composition, *_camera(args.camera), *args.effects]
+    parts += [
+        args.background,
+        args.lighting,
+        args.mood and f"{args.mood} mood",
+        *_palette(args),
+        args.composition,
+        *_camera(args.camera),
+        *args.effects,
+    ]
     return ", ".join(" ".join(part.split()) for part in parts if part)
 
 
@@ -142,32 +199,40 @@ async def generate_image_structured(args: StructuredImageInput, ctx: ToolContext
     try:
         model = ctx.registry.resolve_model("generate_image", args.model)
     except ValueError as exc:
-        raise ToolError(f"Invalid arguments for generate_image_structured: model: {exc}") from None
+        raise ArgumentError("model", str(exc)) from None
     keywords = model.endpoint_id in KEYWORD_PROMPT_ENDPOINTS
     prompt = keyword_prompt(args) if keywords else sentence_prompt(args)
     try:
-        request = GenerateImageInput(prompt=prompt, model=model.alias, negative_prompt=args.negative_prompt,
-                                     image_size=args.image_size, num_images=args.num_images, seed=args.seed)
+        request = GenerateImageInput(
+            prompt=prompt,
+            model=model.alias,
+            negative_prompt=args.negative_prompt,
+            image_size=args.image_size,
+            num_images=args.num_images,
+            seed=args.seed,
+        )
     except ValidationError:
-        raise ToolError(f"Invalid arguments for generate_image_structured: scene, subjects and the other "
-                        f"descriptions make a prompt of {len(prompt)} characters, more than the 10000 "
-                        "generate_image takes: shorten them") from None
+        # Named by the first of the descriptions the prompt is made of; the message names them all.
+        raise ArgumentError(
+            "scene",
+            f"scene, subjects and the other descriptions make a prompt of {len(prompt)} "
+            "characters, more than the 10000 generate_image takes: shorten them",
+        ) from None
     result, call = await ctx.run_model(model, request)
     style = " (keywords: a CLIP-based model reads those best)" if keywords else ""
-    return report("Generated", fal_output(model, result, call.notes, prompt=prompt),
-                  [f"Prompt sent{style}: {prompt}"])
+    return report(
+        "Generated", generation_output(model, result, call, prompt=prompt), [f"Prompt sent{style}: {prompt}"]
+    )
 
 
 TOOL = Tool(
     name="generate_image_structured",
     title="Generate image from a structured scene",
     description="Generate images from a structured scene description (scene, subjects with pose and "
-                "position, style, colour palette, lighting, mood, background, composition, camera, effects) "
-                "instead of free text. The structure is written into a prompt suited to the chosen "
-                "generate_image model; the result shows the prompt that was sent.",
+    "position, style, colour palette, lighting, mood, background, composition, camera, effects) "
+    "instead of free text. The structure is written into a prompt suited to the chosen "
+    "generate_image model; the result shows the prompt that was sent.",
     input_model=StructuredImageInput,
     handler=generate_image_structured,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
-    category="image",
 )

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from fal_mcp import (
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -17,12 +18,12 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolHints,
     ToolInput,
     ToolResult,
+    generation_output,
 )
 
-from ._common import checked_size, dropped, fal_output, fetch_image, in_worker, optional, report, upload_image
+from ._common import checked_size, fetch_image, in_worker, report, upload_image
 
 
 class InpaintImageInput(ToolInput):
@@ -30,34 +31,45 @@ class InpaintImageInput(ToolInput):
     mask_url: MediaUrl = Field(description="The mask, same size as the image: white = repaint, black = keep")
     prompt: str = Field(min_length=1, max_length=10_000, description="What to paint in the masked area")
     model: str | None = Field(None, description="Model to use.")
-    negative_prompt: str | None = Field(None, max_length=10_000,
-                                        description="What to avoid (models that do not take one drop it "
-                                                    "with a note)")
-    strength: float | None = Field(None, ge=0.01, le=1,
-                                   description="How much to change the masked area (default: the model's)")
+    negative_prompt: str | None = Field(
+        None, max_length=10_000, description="What to avoid (models that do not take one drop it with a note)"
+    )
+    strength: float | None = Field(
+        None, ge=0.01, le=1, description="How much to change the masked area (default: the model's)"
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
 
 def _inpaint_input(alias: str, with_reference: bool):
     def build_input(args: InpaintImageInput) -> EndpointCall:
-        arguments = {"image_url": args.image_url, "mask_url": args.mask_url, "prompt": args.prompt,
-                     **optional(args, strength="strength", seed="seed")}
+        req = EndpointInput(args, alias)
+        req.copy("image_url", "mask_url", "prompt", "strength", "seed")
         if with_reference:
             # Kontext inpaint requires a reference for what to paint; the image itself keeps its look.
-            arguments["reference_image_url"] = args.image_url
-        return EndpointCall(arguments, dropped(args, ("negative_prompt",), alias))
+            req.send(reference_image_url=args.image_url)
+        req.drop("negative_prompt", "does not take it")
+        return req.call()
 
     return build_input
 
 
 MODELS = [
-    Model("kontext_inpaint", "fal-ai/flux-kontext-lora/inpaint", "inpaint_image", "image",
-          "FLUX Kontext inpaint: repaints the mask in keeping with the rest of the image",
-          _inpaint_input("kontext_inpaint", with_reference=True), default=True,
-          field_arguments={"reference_image_url": "image_url"}),
-    Model("flux_inpaint", "fal-ai/flux-lora/inpainting", "inpaint_image", "image",
-          "FLUX.1 [dev] inpainting: repaints the mask from the prompt",
-          _inpaint_input("flux_inpaint", with_reference=False)),
+    Model(
+        "kontext_inpaint",
+        "fal-ai/flux-kontext-lora/inpaint",
+        "inpaint_image",
+        "FLUX Kontext inpaint: repaints the mask in keeping with the rest of the image",
+        _inpaint_input("kontext_inpaint", with_reference=True),
+        default=True,
+        field_arguments={"reference_image_url": "image_url"},
+    ),
+    Model(
+        "flux_inpaint",
+        "fal-ai/flux-lora/inpainting",
+        "inpaint_image",
+        "FLUX.1 [dev] inpainting: repaints the mask from the prompt",
+        _inpaint_input("flux_inpaint", with_reference=False),
+    ),
 ]
 
 PRICES = [
@@ -66,8 +78,12 @@ PRICES = [
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("kontext_inpaint", ("inpaint", "inpainting", "mask", "fill area", "replace part"),
-                   "Repaints a masked area so it blends with the rest of the image", "image"),
+    Recommendation(
+        "kontext_inpaint",
+        ("inpaint", "inpainting", "mask", "fill area", "replace part"),
+        "Repaints a masked area so it blends with the rest of the image",
+        "image",
+    ),
 ]
 
 
@@ -90,22 +106,22 @@ async def inpaint_image(args: InpaintImageInput, ctx: ToolContext) -> ToolResult
         args = args.model_copy(update={"mask_url": uploaded.url})
         stretched = abs(mask.width / mask.height - image.width / image.height) > 0.01
         how = " (stretched: another aspect ratio)" if stretched else ""
-        notes.append(f"the mask was {mask.width}x{mask.height}, the image {image.width}x{image.height}: "
-                     f"the mask was resized to match{how} and uploaded as {uploaded.url}")
+        notes.append(
+            f"the mask was {mask.width}x{mask.height}, the image {image.width}x{image.height}: "
+            f"the mask was resized to match{how} and uploaded as {uploaded.url}"
+        )
     result, call = await ctx.run_model(model, args)
-    return report("Inpainted", fal_output(model, result, [*notes, *call.notes], prompt=args.prompt))
+    return report("Inpainted", generation_output(model, result, call, prompt=args.prompt, notes=notes))
 
 
 TOOL = Tool(
     name="inpaint_image",
     title="Inpaint image",
     description="Repaint part of an image: a mask (white = repaint, black = keep) marks the area, the "
-                "prompt says what to put there. A mask of another size than the image is resized to match "
-                "(the result says so). Returns the image URL.",
+    "prompt says what to put there. A mask of another size than the image is resized to match "
+    "(the result says so). Returns the image URL.",
     input_model=InpaintImageInput,
     handler=inpaint_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
-    category="image",
     model_field="model",
 )

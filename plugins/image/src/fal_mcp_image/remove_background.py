@@ -12,6 +12,7 @@ from pydantic import Field
 
 from fal_mcp import (
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -22,9 +23,10 @@ from fal_mcp import (
     ToolHints,
     ToolInput,
     ToolResult,
+    generation_output,
 )
 
-from ._common import fal_output, fetch_image, report
+from ._common import fetch_image, report
 
 
 class RemoveBackgroundInput(ToolInput):
@@ -37,30 +39,54 @@ def birefnet(variant: str):
     """BiRefNet v2 offers several networks under one endpoint, chosen by its own `model` field."""
 
     def build_input(args: RemoveBackgroundInput) -> EndpointCall:
-        return EndpointCall({"image_url": args.image_url, "model": variant,
-                             "output_format": args.output_format})
+        req = EndpointInput(args, "birefnet")
+        req.send(image_url=args.image_url, model=variant, output_format=args.output_format)
+        return req.call()
 
     return build_input
 
 
 ENDPOINT = "fal-ai/birefnet/v2"
 MODELS = [
-    Model("birefnet", ENDPOINT, "remove_background", "image",
-          "BiRefNet v2, general use (light): fast, good for most images", birefnet("General Use (Light)"),
-          default=True),
-    Model("birefnet_heavy", ENDPOINT, "remove_background", "image",
-          "BiRefNet v2, general use (heavy): slower, finer edges", birefnet("General Use (Heavy)")),
-    Model("birefnet_portrait", ENDPOINT, "remove_background", "image",
-          "BiRefNet v2, portrait: tuned for people (hair, shoulders)", birefnet("Portrait")),
+    Model(
+        "birefnet",
+        ENDPOINT,
+        "remove_background",
+        "BiRefNet v2, general use (light): fast, good for most images",
+        birefnet("General Use (Light)"),
+        default=True,
+    ),
+    Model(
+        "birefnet_heavy",
+        ENDPOINT,
+        "remove_background",
+        "BiRefNet v2, general use (heavy): slower, finer edges",
+        birefnet("General Use (Heavy)"),
+    ),
+    Model(
+        "birefnet_portrait",
+        ENDPOINT,
+        "remove_background",
+        "BiRefNet v2, portrait: tuned for people (hair, shoulders)",
+        birefnet("Portrait"),
+    ),
 ]
 
 PRICES = [PriceHint(ENDPOINT, 0.001, "image")]
 
 RECOMMENDATIONS = [
-    Recommendation("birefnet", ("remove background", "background removal", "transparent", "cutout"),
-                   "Removes the background, leaving the subject on transparency", "image"),
-    Recommendation("birefnet_portrait", ("portrait cutout", "person", "headshot", "hair"),
-                   "Background removal tuned for people", "image"),
+    Recommendation(
+        "birefnet",
+        ("remove background", "background removal", "transparent", "cutout"),
+        "Removes the background, leaving the subject on transparency",
+        "image",
+    ),
+    Recommendation(
+        "birefnet_portrait",
+        ("portrait cutout", "person", "headshot", "hair"),
+        "Background removal tuned for people",
+        "image",
+    ),
 ]
 
 
@@ -71,7 +97,7 @@ def has_alpha(image) -> bool:
 async def remove_background(args: RemoveBackgroundInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    output = fal_output(model, result, call.notes)
+    output = generation_output(model, result, call)
     details = []
     for file in output.files:
         # What the file really is: fal's content_type is only a label.
@@ -80,8 +106,10 @@ async def remove_background(args: RemoveBackgroundInput, ctx: ToolContext) -> To
         file.content_type = f"image/{kind}"
         file.width, file.height = image.size
         alpha = has_alpha(image)
-        details.append(f"Output: {kind.upper()}, {'with' if alpha else 'WITHOUT'} an alpha channel"
-                       + (" (transparent background)" if alpha else ""))
+        details.append(
+            f"Output: {kind.upper()}, {'with' if alpha else 'WITHOUT'} an alpha channel"
+            + (" (transparent background)" if alpha else "")
+        )
         if kind != args.output_format:
             output.notes.append(f"asked for {args.output_format}, the model returned {kind}")
         if not alpha:
@@ -93,11 +121,10 @@ TOOL = Tool(
     name="remove_background",
     title="Remove background",
     description="Remove the background of an image, keeping the subject on a transparent background (PNG or "
-                "WebP with an alpha channel). Returns the image URL with its size and real format.",
+    "WebP with an alpha channel). Returns the image URL with its size and real format.",
     input_model=RemoveBackgroundInput,
     handler=remove_background,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=True, open_world=True),
-    category="image",
+    hints=ToolHints(idempotent=True),
     model_field="model",
 )

@@ -17,7 +17,9 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from fal_mcp import (
+    ArgumentError,
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -26,10 +28,10 @@ from fal_mcp import (
     Tool,
     ToolContext,
     ToolError,
-    ToolHints,
     ToolInput,
     ToolResult,
     find_files,
+    generation_output,
     input_field,
 )
 
@@ -37,12 +39,10 @@ from ._common import (
     PACKAGE,
     HexColour,
     checked_size,
-    fal_output,
     fetch_image,
     in_worker,
     local_output,
     normalised,
-    optional,
     report,
     transform,
     upload_image,
@@ -60,9 +60,19 @@ SIZES = {
     "pinterest_pin": (1000, 1500),
     "tiktok": (1080, 1920),
 }
-TargetFormat = Literal["instagram_post", "instagram_story", "instagram_reel", "youtube_thumbnail",
-                       "youtube_short", "twitter_post", "linkedin_post", "facebook_post", "pinterest_pin",
-                       "tiktok", "custom"]
+TargetFormat = Literal[
+    "instagram_post",
+    "instagram_story",
+    "instagram_reel",
+    "youtube_thumbnail",
+    "youtube_short",
+    "twitter_post",
+    "linkedin_post",
+    "facebook_post",
+    "pinterest_pin",
+    "tiktok",
+    "custom",
+]
 OUTPAINT = "fal-ai/image-apps-v2/outpaint"
 SIDES = ("left", "right", "top", "bottom")
 
@@ -78,23 +88,43 @@ def expand_limit(model: Model) -> int:
 
 class ResizeImageInput(ToolInput):
     image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
-    target_format: TargetFormat = Field(description=(
-        "instagram_post 1080x1080, instagram_story / instagram_reel / youtube_short / tiktok 1080x1920, "
-        "youtube_thumbnail 1280x720, twitter_post 1200x675, linkedin_post 1200x627, facebook_post 1200x630, "
-        "pinterest_pin 1000x1500, or custom (give width and height)"))
-    width: int | None = Field(None, ge=16, le=4096, validate_default=True,
-                              description="Target width in pixels (target_format custom only)")
-    height: int | None = Field(None, ge=16, le=4096, validate_default=True,
-                               description="Target height in pixels (target_format custom only)")
-    mode: Literal["extend", "crop", "pad"] = Field("extend", description=(
-        "extend: AI-generated borders reach the new aspect ratio (keeps all of the image); crop: cut to it; "
-        "pad: letterbox on background_color"))
-    background_prompt: str | None = Field(None, max_length=2000,
-                                          description="extend: what to paint in the added areas")
-    background_color: HexColour | None = Field(None,
-                                               description="pad: hex colour of the bars (default #000000)")
-    crop_focus: Literal["center", "content"] = Field("center", description=(
-        "crop: keep the centre, or the busiest area of the image (most detail)"))
+    target_format: TargetFormat = Field(
+        description=(
+            "instagram_post 1080x1080, instagram_story / instagram_reel / youtube_short / tiktok 1080x1920, "
+            "youtube_thumbnail 1280x720, twitter_post 1200x675, linkedin_post 1200x627, facebook_post 1200x630, "
+            "pinterest_pin 1000x1500, or custom (give width and height)"
+        )
+    )
+    width: int | None = Field(
+        None,
+        ge=16,
+        le=4096,
+        validate_default=True,
+        description="Target width in pixels (target_format custom only)",
+    )
+    height: int | None = Field(
+        None,
+        ge=16,
+        le=4096,
+        validate_default=True,
+        description="Target height in pixels (target_format custom only)",
+    )
+    mode: Literal["extend", "crop", "pad"] = Field(
+        "extend",
+        description=(
+            "extend: AI-generated borders reach the new aspect ratio (keeps all of the image); crop: cut to it; "
+            "pad: letterbox on background_color"
+        ),
+    )
+    background_prompt: str | None = Field(
+        None, max_length=2000, description="extend: what to paint in the added areas"
+    )
+    background_color: HexColour | None = Field(
+        None, description="pad: hex colour of the bars (default #000000)"
+    )
+    crop_focus: Literal["center", "content"] = Field(
+        "center", description=("crop: keep the centre, or the busiest area of the image (most detail)")
+    )
     model: str | None = Field(None, description="extend: the outpainting model.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="extend: seed for reproducible results")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
@@ -106,8 +136,9 @@ class ResizeImageInput(ToolInput):
         if target == "custom" and value is None:
             raise ValueError("required when target_format is custom")
         if target not in (None, "custom") and value is not None:
-            raise ValueError(f"only used when target_format is custom ({target} is {SIZES[target][0]}x"
-                             f"{SIZES[target][1]})")
+            raise ValueError(
+                f"only used when target_format is custom ({target} is {SIZES[target][0]}x{SIZES[target][1]})"
+            )
         return value
 
 
@@ -128,39 +159,61 @@ def refuse_long_prompt(prompt: str | None, prompt_field: dict, alias: str) -> No
     """ToolError if `prompt` is longer than the outpainting model's `prompt` field takes."""
     limit = prompt_field.get("maxLength")
     if prompt and limit is not None and len(prompt) > limit:
-        raise ToolError(f"Invalid arguments for resize_image: background_prompt: {alias} takes at most "
-                        f"{limit} characters (got {len(prompt)}); shorten it")
+        raise ArgumentError(
+            "background_prompt", f"{alias} takes at most {limit} characters (got {len(prompt)}); shorten it"
+        )
 
 
 def outpaint_input(request: Outpaint) -> EndpointCall:
     refuse_long_prompt(request.prompt, input_field(PACKAGE, OUTPAINT, "prompt"), "outpaint")
-    arguments = {"image_url": request.image_url, "expand_left": request.left, "expand_right": request.right,
-                 "expand_top": request.top, "expand_bottom": request.bottom,
-                 # Its zoom-out defaults to 20%, which would shrink the image inside the new borders.
-                 "zoom_out_percentage": 0, **optional(request, prompt="prompt", seed="seed")}
-    return EndpointCall(arguments)
+    req = EndpointInput(request, "outpaint")
+    req.send(
+        image_url=request.image_url,
+        expand_left=request.left,
+        expand_right=request.right,
+        expand_top=request.top,
+        expand_bottom=request.bottom,
+        # Its zoom-out defaults to 20%, which would shrink the image inside the new borders.
+        zoom_out_percentage=0,
+    )
+    req.copy("prompt", "seed")
+    return req.call()
 
 
 MODELS = [
-    Model("outpaint", OUTPAINT, "resize_image", "image",
-          "Image Outpaint: extends an image by up to 700 px on each side", outpaint_input, default=True,
-          field_arguments={"prompt": "background_prompt", "image_url": "image_url",
-                           **{f"expand_{side}": "target_format" for side in SIDES}}),
+    Model(
+        "outpaint",
+        OUTPAINT,
+        "resize_image",
+        "Image Outpaint: extends an image by up to 700 px on each side",
+        outpaint_input,
+        default=True,
+        field_arguments={
+            "prompt": "background_prompt",
+            "image_url": "image_url",
+            **{f"expand_{side}": "target_format" for side in SIDES},
+        },
+    ),
 ]
 
 PRICES = [PriceHint(OUTPAINT, 0.035, "megapixel")]
 
 RECOMMENDATIONS = [
-    Recommendation("outpaint", ("outpaint", "extend image", "expand canvas", "change aspect ratio", "uncrop"),
-                   "Extends an image with generated borders, e.g. to reach a new aspect ratio", "image"),
+    Recommendation(
+        "outpaint",
+        ("outpaint", "extend image", "expand canvas", "change aspect ratio", "uncrop"),
+        "Extends an image with generated borders, e.g. to reach a new aspect ratio",
+        "image",
+    ),
 ]
 
 
 # -- geometry (blocking Pillow work, run in a worker thread on RGB or RGBA images) -------------
 
 
-def outpaint_plan(size: tuple[int, int], target: tuple[int, int],
-                  max_expand: int) -> tuple[tuple[int, int], tuple[int, ...]]:
+def outpaint_plan(
+    size: tuple[int, int], target: tuple[int, int], max_expand: int
+) -> tuple[tuple[int, int], tuple[int, ...]]:
     """(size to give the input, (left, right, top, bottom) to add) so that the input plus the borders has
     the target's aspect ratio. The input is shrunk to the size it will have on the final canvas (never
     enlarged: that is cheaper to do after), and further if a border would exceed `max_expand`."""
@@ -235,8 +288,11 @@ def pad(image, size: tuple[int, int], colour: str):
 
 
 def _unused(args: ResizeImageInput) -> list[str]:
-    used = {"extend": ("background_prompt", "model", "seed"), "crop": ("crop_focus",),
-            "pad": ("background_color",)}
+    used = {
+        "extend": ("background_prompt", "model", "seed"),
+        "crop": ("crop_focus",),
+        "pad": ("background_color",),
+    }
     notes = []
     for mode, names in used.items():
         for name in names:
@@ -260,17 +316,22 @@ async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple
         checked_size(scaled_size, "image_url", "the image scaled for outpainting")
         scaled = await in_worker(("image_url",), scale_to, image, scaled_size)
         source_url = (await upload_image(ctx, scaled, "png", "outpaint_input", ("image_url",))).url
-        notes.append(f"the input was scaled to {scaled_size[0]}x{scaled_size[1]} before outpainting (its "
-                     f"size on the final canvas; {model.alias} adds at most {max_expand} px a side)")
+        notes.append(
+            f"the input was scaled to {scaled_size[0]}x{scaled_size[1]} before outpainting (its "
+            f"size on the final canvas; {model.alias} adds at most {max_expand} px a side)"
+        )
     request = Outpaint(source_url, left, right, top, bottom, args.background_prompt, args.seed)
     result, call = await ctx.run_model(model, request)
     generated = find_files(result.data)
     if not generated:
         raise ToolError(f"{model.endpoint_id} returned no image")
     extended = await fetch_image(ctx, "output", generated[0].url)
-    notes += [*call.notes, f"added left {left}, right {right}, top {top}, bottom {bottom} px: fal returned "
-                           f"{extended.width}x{extended.height} ({generated[0].url}), scaled here to "
-                           f"{size[0]}x{size[1]}"]
+    notes += [
+        *call.notes,
+        f"added left {left}, right {right}, top {top}, bottom {bottom} px: fal returned "
+        f"{extended.width}x{extended.height} ({generated[0].url}), scaled here to "
+        f"{size[0]}x{size[1]}",
+    ]
     if size[0] > extended.width:
         notes.append("the image was enlarged to reach the target size: upscale_image first gives more detail")
     return extended, model, result
@@ -278,8 +339,11 @@ async def _outpaint(args: ResizeImageInput, ctx: ToolContext, image, size: tuple
 
 async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
     custom = args.target_format == "custom"
-    size = checked_size(SIZES.get(args.target_format) or (args.width, args.height),
-                        "width" if custom else "target_format", "the target")
+    size = checked_size(
+        SIZES.get(args.target_format) or (args.width, args.height),
+        "width" if custom else "target_format",
+        "the target",
+    )
     if args.mode == "extend":  # refused before anything is fetched or uploaded
         model = ctx.model(args.model)
         prompt_field = (model.input_schema() or {}).get("properties", {}).get("prompt", {})
@@ -294,10 +358,13 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
         work = partial(fill, size=size)
     extended = await _outpaint(args, ctx, image, size, notes) if args.mode == "extend" else None
     source = {"output": extended[0]} if extended else {"image_url": image}  # what was resized
-    file = await transform(ctx, work, source, output_format=args.output_format,
-                           name=f"{args.target_format}_{size[0]}x{size[1]}")
+    file = await transform(
+        ctx, work, source, output_format=args.output_format, name=f"{args.target_format}_{size[0]}x{size[1]}"
+    )
     if extended:
-        output = fal_output(extended[1], extended[2], notes, files=[file], prompt=args.background_prompt)
+        output = generation_output(
+            extended[1], extended[2], notes=notes, files=[file], prompt=args.background_prompt
+        )
     else:
         output = local_output([file], notes)
     return report("Resized", output, [f"{image.width}x{image.height} -> {size[0]}x{size[1]} ({args.mode})"])
@@ -307,13 +374,11 @@ TOOL = Tool(
     name="resize_image",
     title="Resize image for a format",
     description="Resize an image to the exact size of a social-media format (Instagram, YouTube, TikTok, "
-                "X, LinkedIn, Facebook, Pinterest) or a custom size. mode extend (default) generates new "
-                "borders with fal.ai to reach the aspect ratio, crop cuts, pad letterboxes. The output is "
-                "always exactly the target size; returns its URL.",
+    "X, LinkedIn, Facebook, Pinterest) or a custom size. mode extend (default) generates new "
+    "borders with fal.ai to reach the aspect ratio, crop cuts, pad letterboxes. The output is "
+    "always exactly the target size; returns its URL.",
     input_model=ResizeImageInput,
     handler=resize_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
-    category="image",
     model_field="model",
 )

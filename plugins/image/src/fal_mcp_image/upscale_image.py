@@ -11,7 +11,9 @@ from typing import Literal
 from pydantic import Field
 
 from fal_mcp import (
+    ArgumentError,
     EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
@@ -19,14 +21,13 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolError,
     ToolHints,
     ToolInput,
     ToolResult,
-    input_field,
+    generation_output,
 )
 
-from ._common import PACKAGE, fal_output, fetch_image, report
+from ._common import PACKAGE, fetch_image, report
 
 DEFAULT_SCALE = 2
 
@@ -42,29 +43,43 @@ def scale_for(alias: str, factor_field: dict, asked: int | None) -> int:
     `upscale_factor` allows only one, as AuraSR's: 4); ToolError if the model cannot do it."""
     fixed = factor_field.get("const")
     if asked is not None and fixed is not None and asked != fixed:
-        raise ToolError(f"Invalid arguments for upscale_image: scale: {alias} only upscales {fixed}x; ask "
-                        f"for scale {fixed}, or use model clarity for {asked}x")
+        raise ArgumentError(
+            "scale",
+            f"{alias} only upscales {fixed}x; ask for scale {fixed}, or use model clarity for {asked}x",
+        )
     return asked or fixed or DEFAULT_SCALE
 
 
 def _upscale_input(alias: str, endpoint_id: str):
     def build_input(args: UpscaleImageInput) -> EndpointCall:
-        factor_field = input_field(PACKAGE, endpoint_id, "upscale_factor")
+        req = EndpointInput(args, alias, endpoint_id, PACKAGE)
         # Both read the factor from `upscale_factor` (not `scale`, which they would ignore).
-        return EndpointCall({"image_url": args.image_url,
-                             "upscale_factor": scale_for(alias, factor_field, args.scale)})
+        req.send(
+            image_url=args.image_url, upscale_factor=scale_for(alias, req.field("upscale_factor"), args.scale)
+        )
+        return req.call()
 
     return build_input
 
 
 MODELS = [
-    Model("clarity", "fal-ai/clarity-upscaler", "upscale_image", "image",
-          "Clarity upscaler: 2x or 4x, adds detail (diffusion-based, slower)",
-          _upscale_input("clarity", "fal-ai/clarity-upscaler"), default=True,
-          field_arguments={"upscale_factor": "scale"}),
-    Model("aura_sr", "fal-ai/aura-sr", "upscale_image", "image",
-          "AuraSR: fast GAN super-resolution, 4x only", _upscale_input("aura_sr", "fal-ai/aura-sr"),
-          field_arguments={"upscale_factor": "scale"}),
+    Model(
+        "clarity",
+        "fal-ai/clarity-upscaler",
+        "upscale_image",
+        "Clarity upscaler: 2x or 4x, adds detail (diffusion-based, slower)",
+        _upscale_input("clarity", "fal-ai/clarity-upscaler"),
+        default=True,
+        field_arguments={"upscale_factor": "scale"},
+    ),
+    Model(
+        "aura_sr",
+        "fal-ai/aura-sr",
+        "upscale_image",
+        "AuraSR: fast GAN super-resolution, 4x only",
+        _upscale_input("aura_sr", "fal-ai/aura-sr"),
+        field_arguments={"upscale_factor": "scale"},
+    ),
 ]
 
 PRICES = [
@@ -73,10 +88,18 @@ PRICES = [
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("clarity", ("upscale", "enlarge", "higher resolution", "enhance", "sharpen", "print"),
-                   "Upscales 2x or 4x and adds convincing detail", "image"),
-    Recommendation("aura_sr", ("fast upscale", "4x", "super-resolution"),
-                   "Fast 4x upscaling that stays faithful to the input", "image"),
+    Recommendation(
+        "clarity",
+        ("upscale", "enlarge", "higher resolution", "enhance", "sharpen", "print"),
+        "Upscales 2x or 4x and adds convincing detail",
+        "image",
+    ),
+    Recommendation(
+        "aura_sr",
+        ("fast upscale", "4x", "super-resolution"),
+        "Fast 4x upscaling that stays faithful to the input",
+        "image",
+    ),
 ]
 
 
@@ -88,7 +111,7 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
     source = await fetch_image(ctx, "image_url", args.image_url)
     expected = (source.width * args.scale, source.height * args.scale)
     result, call = await ctx.run_model(model, args)
-    output = fal_output(model, result, call.notes)
+    output = generation_output(model, result, call)
     details = []
     for file in output.files:
         if file.width is None or file.height is None:
@@ -96,8 +119,10 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
         got = (file.width, file.height)
         details.append(f"{source.width}x{source.height} x{args.scale} -> {got[0]}x{got[1]}")
         if got != expected:
-            output.notes.append(f"the output is {got[0]}x{got[1]}, not the expected "
-                                f"{expected[0]}x{expected[1]} (input x{args.scale})")
+            output.notes.append(
+                f"the output is {got[0]}x{got[1]}, not the expected "
+                f"{expected[0]}x{expected[1]} (input x{args.scale})"
+            )
     return report("Upscaled", output, details)
 
 
@@ -105,11 +130,10 @@ TOOL = Tool(
     name="upscale_image",
     title="Upscale image",
     description="Upscale an image 2x or 4x with a fal.ai super-resolution model. Returns the image URL and "
-                "checks that its size is the input size times the scale.",
+    "checks that its size is the input size times the scale.",
     input_model=UpscaleImageInput,
     handler=upscale_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=True, open_world=True),
-    category="image",
+    hints=ToolHints(idempotent=True),
     model_field="model",
 )

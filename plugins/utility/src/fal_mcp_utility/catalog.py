@@ -8,11 +8,25 @@ from fal_mcp import ToolContext, ToolError
 
 # fal's catalogue categories, grouped the way our tools speak of them.
 CATEGORY_GROUPS = {
-    "image": ("text-to-image", "image-to-image", "image-editing", "image-to-3d", "upscaling",
-              "background-removal", "inpainting", "outpainting"),
+    "image": (
+        "text-to-image",
+        "image-to-image",
+        "image-editing",
+        "image-to-3d",
+        "upscaling",
+        "background-removal",
+        "inpainting",
+        "outpainting",
+    ),
     "video": ("text-to-video", "image-to-video", "video-to-video", "video-editing"),
-    "audio": ("text-to-audio", "text-to-speech", "speech-to-text", "audio-to-audio", "text-to-music",
-              "music"),
+    "audio": (
+        "text-to-audio",
+        "text-to-speech",
+        "speech-to-text",
+        "audio-to-audio",
+        "text-to-music",
+        "music",
+    ),
 }
 PAGE_SIZE = 100
 MAX_PAGES = 50  # a bound on one listing, far above fal's catalogue today
@@ -44,7 +58,9 @@ def registered(ctx: ToolContext) -> dict[str, Entry]:
     """The models every loaded pack registered, by endpoint id."""
     entries: dict[str, Entry] = {}
     for model in ctx.registry.models.values():
-        entry = entries.setdefault(model.endpoint_id, Entry(model.endpoint_id, model.category, model.description))
+        entry = entries.setdefault(
+            model.endpoint_id, Entry(model.endpoint_id, model.category, model.description)
+        )
         entry.aliases += (f"{model.tool}:{model.alias}",)
     return entries
 
@@ -57,10 +73,17 @@ async def live_catalogue(ctx: ToolContext) -> list[Entry]:
         page = await ctx.platform("GET", "/models", params=params, ttl=ctx.settings.catalog_ttl)
         for item in page.get("models", []):
             meta = item.get("metadata") or {}  # fal nests display fields under metadata
-            entries.append(Entry(
-                endpoint_id=item["endpoint_id"], category=group_of(meta.get("category", "")),
-                description=" ".join(str(meta.get("description", "")).split()), name=meta.get("display_name", ""),
-                tags=tuple(meta.get("tags") or ()), highlighted=bool(meta.get("highlighted")), from_fal=True))
+            entries.append(
+                Entry(
+                    endpoint_id=item["endpoint_id"],
+                    category=group_of(meta.get("category", "")),
+                    description=" ".join(str(meta.get("description", "")).split()),
+                    name=meta.get("display_name", ""),
+                    tags=tuple(meta.get("tags") or ()),
+                    highlighted=bool(meta.get("highlighted")),
+                    from_fal=True,
+                )
+            )
         cursor = page.get("next_cursor")
         if not page.get("has_more") or not cursor:
             break
@@ -73,8 +96,10 @@ async def all_models(ctx: ToolContext) -> tuple[list[Entry], str | None]:
     try:
         live = await live_catalogue(ctx)
     except ToolError as exc:
-        return list(merged.values()), (f"fal's catalogue could not be reached ({exc}); showing only the models "
-                                       "the installed packs registered")
+        return list(merged.values()), (
+            f"fal's catalogue could not be reached ({exc}); showing only the models "
+            "the installed packs registered"
+        )
     for entry in live:
         mine = merged.get(entry.endpoint_id)
         if mine:
@@ -86,7 +111,9 @@ async def all_models(ctx: ToolContext) -> tuple[list[Entry], str | None]:
 
 
 def words(text: str) -> set[str]:
-    return {word for word in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(word) > 2}
+    return {
+        word for word in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(word) > 2
+    }
 
 
 def resolve_endpoints(ctx: ToolContext, name: str) -> list[tuple[str | None, str]]:
@@ -97,6 +124,8 @@ def resolve_endpoints(ctx: ToolContext, name: str) -> list[tuple[str | None, str
     found = sorted({(m.alias, m.endpoint_id) for m in ctx.registry.models.values() if m.alias == name})
     if not found:
         known = ", ".join(sorted({m.alias for m in ctx.registry.models.values()})) or "none"
-        raise ToolError(f"unknown model {name!r}: give an endpoint id (owner/app, e.g. fal-ai/flux/dev) or one "
-                        f"of the aliases: {known}")
+        raise ToolError(
+            f"unknown model {name!r}: give an endpoint id (owner/app, e.g. fal-ai/flux/dev) or one "
+            f"of the aliases: {known}"
+        )
     return found

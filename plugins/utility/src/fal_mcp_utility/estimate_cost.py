@@ -15,8 +15,10 @@ class EstimateCostInput(ToolInput):
     model: str = Field(min_length=1, max_length=200, description="Model alias or fal endpoint id")
     quantity: float = Field(gt=0, le=1_000_000, description="How many calls or units")
     basis: Literal["calls", "units"] = Field(
-        "calls", description="calls: from fal's historical price per call; units: quantity of the model's "
-                             "billing unit (images, megapixels, seconds...) at its unit price")
+        "calls",
+        description="calls: from fal's historical price per call; units: quantity of the model's "
+        "billing unit (images, megapixels, seconds...) at its unit price",
+    )
 
 
 class CostEstimate(BaseModel):
@@ -35,21 +37,33 @@ async def estimate_cost(args: EstimateCostInput, ctx: ToolContext) -> ToolResult
         raise ToolError(f"model: {args.model!r} names several endpoints ({options}); give one endpoint id")
     endpoint_id = targets[0][1]
     if args.basis == "calls":
-        body = {"estimate_type": "historical_api_price", "endpoints": {endpoint_id: {"call_quantity": args.quantity}}}
+        body = {
+            "estimate_type": "historical_api_price",
+            "endpoints": {endpoint_id: {"call_quantity": args.quantity}},
+        }
     else:
         body = {"estimate_type": "unit_price", "endpoints": {endpoint_id: {"unit_quantity": args.quantity}}}
     answer = await ctx.platform("POST", "/models/pricing/estimate", json=body)
-    estimate = CostEstimate(model=args.model, endpoint_id=endpoint_id, quantity=args.quantity, basis=args.basis,
-                            total_cost=float(answer["total_cost"]), currency=answer.get("currency", "USD"))
-    return ToolResult(f"{args.quantity:g} {args.basis} of {endpoint_id}: about {estimate.total_cost:.4f} "
-                      f"{estimate.currency} (fal's estimate)", estimate)
+    estimate = CostEstimate(
+        model=args.model,
+        endpoint_id=endpoint_id,
+        quantity=args.quantity,
+        basis=args.basis,
+        total_cost=float(answer["total_cost"]),
+        currency=answer.get("currency", "USD"),
+    )
+    return ToolResult(
+        f"{args.quantity:g} {args.basis} of {endpoint_id}: about {estimate.total_cost:.4f} "
+        f"{estimate.currency} (fal's estimate)",
+        estimate,
+    )
 
 
 TOOL = Tool(
     name="estimate_cost",
     title="Estimate cost",
     description="Estimate what a number of calls (or billing units) of a fal.ai model would cost, from fal's "
-                "pricing-estimate API.",
+    "pricing-estimate API.",
     input_model=EstimateCostInput,
     handler=estimate_cost,
     output_model=CostEstimate,

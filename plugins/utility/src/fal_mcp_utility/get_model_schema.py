@@ -17,24 +17,33 @@ class GetModelSchemaInput(ToolInput):
 def one_endpoint(ctx: ToolContext, name: str) -> str:
     endpoints = sorted({endpoint for _, endpoint in resolve_endpoints(ctx, name)})
     if len(endpoints) > 1:
-        raise ToolError(f"model: {name!r} names several endpoints ({', '.join(endpoints)}); give one endpoint id")
+        raise ToolError(
+            f"model: {name!r} names several endpoints ({', '.join(endpoints)}); give one endpoint id"
+        )
     return endpoints[0]
 
 
 def _line(field: FieldInfo) -> str:
-    facts = [field.type, "required" if field.required else None,
-             f"default {field.default!r}" if field.default is not None else None,
-             f"one of {', '.join(map(str, field.enum))}" if field.enum and "one of" not in field.type else None,
-             f">= {field.minimum:g}" if field.minimum is not None else None,
-             f"<= {field.maximum:g}" if field.maximum is not None else None]
+    facts = [
+        field.type,
+        "required" if field.required else None,
+        f"default {field.default!r}" if field.default is not None else None,
+        f"one of {', '.join(map(str, field.enum))}" if field.enum and "one of" not in field.type else None,
+        f">= {field.minimum:g}" if field.minimum is not None else None,
+        f"<= {field.maximum:g}" if field.maximum is not None else None,
+    ]
     description = f": {field.description}" if field.description else ""
     return f"- {field.name} ({', '.join(f for f in facts if f)}){description}"
 
 
 async def get_model_schema(args: GetModelSchemaInput, ctx: ToolContext) -> ToolResult:
     schema = (await endpoint_schema(ctx, one_endpoint(ctx, args.model))).describe()
-    lines = [f"{schema.endpoint_id} takes:", *map(_line, schema.inputs), "and returns:",
-             *map(_line, schema.outputs)]
+    lines = [
+        f"{schema.endpoint_id} takes:",
+        *map(_line, schema.inputs),
+        "and returns:",
+        *map(_line, schema.outputs),
+    ]
     return ToolResult("\n".join(lines), schema)
 
 
@@ -42,7 +51,7 @@ TOOL = Tool(
     name="get_model_schema",
     title="Get a model's schema",
     description="The input fields (name, type, required, default, choices, range, description) and output "
-                "fields of any fal.ai endpoint, from fal's published OpenAPI document. Use it before run_model.",
+    "fields of any fal.ai endpoint, from fal's published OpenAPI document. Use it before run_model.",
     input_model=GetModelSchemaInput,
     handler=get_model_schema,
     output_model=ModelSchema,

@@ -12,8 +12,9 @@ from .catalog import resolve_endpoints
 
 
 class GetPricingInput(ToolInput):
-    models: list[str] = Field(min_length=1, max_length=50,
-                              description="Model aliases (e.g. flux_schnell) or fal endpoint ids, 1-50")
+    models: list[str] = Field(
+        min_length=1, max_length=50, description="Model aliases (e.g. flux_schnell) or fal endpoint ids, 1-50"
+    )
 
 
 class Price(BaseModel):
@@ -31,13 +32,20 @@ class Pricing(BaseModel):
 
 
 async def get_pricing(args: GetPricingInput, ctx: ToolContext) -> ToolResult:
-    wanted = [(name, endpoint_id) for name in dict.fromkeys(args.models)
-              for _, endpoint_id in resolve_endpoints(ctx, name)]
+    wanted = [
+        (name, endpoint_id)
+        for name in dict.fromkeys(args.models)
+        for _, endpoint_id in resolve_endpoints(ctx, name)
+    ]
     endpoint_ids = list(dict.fromkeys(endpoint_id for _, endpoint_id in wanted))[:50]
     note, live = None, {}
     try:
-        answer = await ctx.platform("GET", "/models/pricing", params=[("endpoint_id", e) for e in endpoint_ids],
-                                    ttl=ctx.settings.catalog_ttl)
+        answer = await ctx.platform(
+            "GET",
+            "/models/pricing",
+            params=[("endpoint_id", e) for e in endpoint_ids],
+            ttl=ctx.settings.catalog_ttl,
+        )
         live = {item["endpoint_id"]: item for item in answer.get("prices", [])}
     except ToolError as exc:
         note = f"fal's pricing API could not be reached ({exc}); prices marked 'offline hint' come from the packs"
@@ -46,18 +54,44 @@ async def get_pricing(args: GetPricingInput, ctx: ToolContext) -> ToolResult:
     for name, endpoint_id in wanted:
         if endpoint_id in live:
             item = live[endpoint_id]
-            prices.append(Price(model=name, endpoint_id=endpoint_id, unit_price=item["unit_price"],
-                                unit=item.get("unit"), currency=item.get("currency", "USD"), source="fal"))
+            prices.append(
+                Price(
+                    model=name,
+                    endpoint_id=endpoint_id,
+                    unit_price=item["unit_price"],
+                    unit=item.get("unit"),
+                    currency=item.get("currency", "USD"),
+                    source="fal",
+                )
+            )
         elif note and endpoint_id in hints:
             hint = hints[endpoint_id]
-            prices.append(Price(model=name, endpoint_id=endpoint_id, unit_price=hint.unit_price, unit=hint.unit,
-                                currency=hint.currency, source="offline hint"))
+            prices.append(
+                Price(
+                    model=name,
+                    endpoint_id=endpoint_id,
+                    unit_price=hint.unit_price,
+                    unit=hint.unit,
+                    currency=hint.currency,
+                    source="offline hint",
+                )
+            )
         else:
-            prices.append(Price(model=name, endpoint_id=endpoint_id, unit_price=None, unit=None, currency=None,
-                                source="unknown"))
+            prices.append(
+                Price(
+                    model=name,
+                    endpoint_id=endpoint_id,
+                    unit_price=None,
+                    unit=None,
+                    currency=None,
+                    source="unknown",
+                )
+            )
     lines = []
     for price in prices:
-        label = f"{price.model} ({price.endpoint_id})" if price.model != price.endpoint_id else price.endpoint_id
+        label = (
+            f"{price.model} ({price.endpoint_id})" if price.model != price.endpoint_id else price.endpoint_id
+        )
         if price.unit_price is None:
             lines.append(f"- {label}: no price known")
         else:
@@ -72,7 +106,7 @@ TOOL = Tool(
     name="get_pricing",
     title="Get pricing",
     description="Unit prices of fal.ai models (by alias or endpoint id): live from fal's pricing API; offline, "
-                "the packs' price hints, labelled as such.",
+    "the packs' price hints, labelled as such.",
     input_model=GetPricingInput,
     handler=get_pricing,
     output_model=Pricing,

@@ -13,7 +13,9 @@ from .catalog import Entry, all_models, words
 
 class ListModelsInput(ToolInput):
     category: Literal["image", "video", "audio"] | None = Field(None, description="Only models of this kind")
-    task: str | None = Field(None, max_length=500, description="What you want to do, e.g. 'remove background'")
+    task: str | None = Field(
+        None, max_length=500, description="What you want to do, e.g. 'remove background'"
+    )
     search: str | None = Field(None, max_length=500, description="Free text matched against ids, names, tags")
     limit: int = Field(20, ge=1, le=100, description="How many models to show, 1-100")
 
@@ -40,15 +42,27 @@ def _matches(entry: Entry, query_words: set[str]) -> int:
 async def list_models(args: ListModelsInput, ctx: ToolContext) -> ToolResult:
     entries, note = await all_models(ctx)
     query = words(" ".join(filter(None, (args.task, args.search))))
-    scored = [(entry, _matches(entry, query)) for entry in entries
-              if args.category is None or entry.category == args.category]
+    scored = [
+        (entry, _matches(entry, query))
+        for entry in entries
+        if args.category is None or entry.category == args.category
+    ]
     scored = [(entry, score) for entry, score in scored if score > 0]
     # highlighted first, then the ones a pack offers under an alias, then by how well they match
-    scored.sort(key=lambda pair: (not pair[0].highlighted, not pair[0].aliases, -pair[1], pair[0].endpoint_id))
-    shown = [ListedModel(endpoint_id=e.endpoint_id, aliases=list(e.aliases), category=e.category,
-                         description=e.description.split(". ")[0][:200], highlighted=e.highlighted,
-                         source="pack+fal" if e.aliases and e.from_fal else "pack" if e.aliases else "fal")
-             for e, _ in scored[:args.limit]]
+    scored.sort(
+        key=lambda pair: (not pair[0].highlighted, not pair[0].aliases, -pair[1], pair[0].endpoint_id)
+    )
+    shown = [
+        ListedModel(
+            endpoint_id=e.endpoint_id,
+            aliases=list(e.aliases),
+            category=e.category,
+            description=e.description.split(". ")[0][:200],
+            highlighted=e.highlighted,
+            source="pack+fal" if e.aliases and e.from_fal else "pack" if e.aliases else "fal",
+        )
+        for e, _ in scored[: args.limit]
+    ]
     listing = ModelListing(models=shown, matched=len(scored), note=note)
     lines = [f"{len(shown)} of {len(scored)} matching models:"]
     for model in shown:
@@ -64,7 +78,7 @@ TOOL = Tool(
     name="list_models",
     title="List models",
     description="List fal.ai models: the aliases the installed packs offer (usable as a tool's `model`) merged "
-                "with fal's live catalogue. Filter by category and by task or search words; highlighted first.",
+    "with fal's live catalogue. Filter by category and by task or search words; highlighted first.",
     input_model=ListModelsInput,
     handler=list_models,
     output_model=ModelListing,

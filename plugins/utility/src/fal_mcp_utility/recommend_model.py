@@ -38,7 +38,9 @@ async def recommend_model(args: RecommendModelInput, ctx: ToolContext) -> ToolRe
     found: dict[str, Recommended] = {}
 
     def add(endpoint_id: str, model: str, score: float, reason: str) -> None:
-        entry = found.setdefault(endpoint_id, Recommended(model=model, endpoint_id=endpoint_id, score=0, reasons=[]))
+        entry = found.setdefault(
+            endpoint_id, Recommended(model=model, endpoint_id=endpoint_id, score=0, reasons=[])
+        )
         entry.score = round(entry.score + score, 3)
         entry.reasons.append(reason)
 
@@ -53,10 +55,16 @@ async def recommend_model(args: RecommendModelInput, ctx: ToolContext) -> ToolRe
         except ToolError:  # advice about a model no loaded pack registers
             continue
         for alias, endpoint_id in targets:
-            tools = sorted({m.tool for m in ctx.registry.models.values() if m.alias == alias}) if alias else []
+            tools = (
+                sorted({m.tool for m in ctx.registry.models.values() if m.alias == alias}) if alias else []
+            )
             name = f"{tools[0]}:{alias}" if tools else endpoint_id
-            add(endpoint_id, name, ADVICE_WEIGHT * advice.weight * len(hits),
-                f"{advice.reason} (matches: {', '.join(hits)})")
+            add(
+                endpoint_id,
+                name,
+                ADVICE_WEIGHT * advice.weight * len(hits),
+                f"{advice.reason} (matches: {', '.join(hits)})",
+            )
     entries, note = await all_models(ctx)
     for entry in entries:
         if args.category and entry.category != args.category:
@@ -66,15 +74,21 @@ async def recommend_model(args: RecommendModelInput, ctx: ToolContext) -> ToolRe
             continue
         score = CATALOGUE_WEIGHT * len(overlap) + (HIGHLIGHT_BONUS if entry.highlighted else 0)
         described = "highlighted by fal; " if entry.highlighted else ""
-        add(entry.endpoint_id, entry.aliases[0] if entry.aliases else entry.endpoint_id, score,
-            f"{described}its catalogue entry mentions {', '.join(overlap)}")
-    ranked = sorted(found.values(), key=lambda r: (-r.score, r.endpoint_id))[:args.limit]
+        add(
+            entry.endpoint_id,
+            entry.aliases[0] if entry.aliases else entry.endpoint_id,
+            score,
+            f"{described}its catalogue entry mentions {', '.join(overlap)}",
+        )
+    ranked = sorted(found.values(), key=lambda r: (-r.score, r.endpoint_id))[: args.limit]
     result = Recommendations(task=args.task, recommendations=ranked, note=note)
     if not ranked:
         return ToolResult(f"No model matched {args.task!r}. Try other words, or list_models.", result)
     lines = [f"For {args.task!r}:"]
     for number, item in enumerate(ranked, 1):
-        lines.append(f"{number}. {item.model} ({item.endpoint_id}), score {item.score:g}: {'; '.join(item.reasons)}")
+        lines.append(
+            f"{number}. {item.model} ({item.endpoint_id}), score {item.score:g}: {'; '.join(item.reasons)}"
+        )
     if note:
         lines.append(f"Note: {note}")
     return ToolResult("\n".join(lines), result)
@@ -84,7 +98,7 @@ TOOL = Tool(
     name="recommend_model",
     title="Recommend a model",
     description="Recommend fal.ai models for a task, ranked by score, each with the reasons: the installed "
-                "packs' advice plus a search of fal's catalogue.",
+    "packs' advice plus a search of fal's catalogue.",
     input_model=RecommendModelInput,
     handler=recommend_model,
     output_model=Recommendations,

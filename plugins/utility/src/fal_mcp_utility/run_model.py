@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fal_mcp import GenerationOutput, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult, find_files
+from fal_mcp import GenerationOutput, Tool, ToolContext, ToolError, ToolInput, ToolResult, find_files
 
 from .get_model_schema import one_endpoint
 from .schemas import endpoint_schema
@@ -38,14 +38,21 @@ async def run_model(args: RunModelInput, ctx: ToolContext) -> ToolResult:
     schema = await endpoint_schema(ctx, endpoint_id)
     problems = schema.problems(args.input)
     if problems:
-        raise ToolError(f"Invalid input for {endpoint_id} (422, nothing was sent to fal): " + "; ".join(problems))
+        raise ToolError(
+            f"Invalid input for {endpoint_id} (422, nothing was sent to fal): " + "; ".join(problems),
+            kind="refused",
+        )
     result = await ctx.run(endpoint_id, args.input)
     files = find_files(result.data)
     seed = result.data.get("seed")
-    output = RunModelOutput(files=files, endpoint=endpoint_id, request_id=result.request_id,
-                            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-                            prompt=args.input.get("prompt") if isinstance(args.input.get("prompt"), str) else None,
-                            output=_shorten(result.data))
+    output = RunModelOutput(
+        files=files,
+        endpoint=endpoint_id,
+        request_id=result.request_id,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        prompt=args.input.get("prompt") if isinstance(args.input.get("prompt"), str) else None,
+        output=_shorten(result.data),
+    )
     lines = [f"{endpoint_id} finished (request {result.request_id}) with {len(files)} file(s):"]
     lines += [f"- {f.url} ({f.content_type or 'unknown type'})" for f in files]
     text = result.data.get("text")
@@ -58,11 +65,10 @@ TOOL = Tool(
     name="run_model",
     title="Run any fal model",
     description="Run any fal.ai endpoint by alias or endpoint id with an `input` object. The input is checked "
-                "against the endpoint's schema first (each bad field named, nothing spent); then it runs with "
-                "progress, cancellation and timeout like every other tool.",
+    "against the endpoint's schema first (each bad field named, nothing spent); then it runs with "
+    "progress, cancellation and timeout like every other tool.",
     input_model=RunModelInput,
     handler=run_model,
     output_model=RunModelOutput,
-    hints=ToolHints(read_only=False, idempotent=False),
     category="utility",
 )

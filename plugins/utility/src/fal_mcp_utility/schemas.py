@@ -8,7 +8,14 @@ from pydantic import BaseModel
 
 from fal_mcp import ToolContext, ToolError, openapi_schemas, resolve_openapi
 
-JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
+JSON_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
 
 
 class FieldInfo(BaseModel):
@@ -37,8 +44,11 @@ class EndpointSchema:
         self.input, self.output = openapi_schemas(doc, endpoint_id)
 
     def describe(self) -> ModelSchema:
-        return ModelSchema(endpoint_id=self.endpoint_id, inputs=_fields(self.input, self.doc),
-                           outputs=_fields(self.output, self.doc))
+        return ModelSchema(
+            endpoint_id=self.endpoint_id,
+            inputs=_fields(self.input, self.doc),
+            outputs=_fields(self.output, self.doc),
+        )
 
     def problems(self, value: dict) -> list[str]:
         return check_object(self.input, value, None, self.doc)
@@ -64,22 +74,38 @@ def _fields(schema: dict, doc: dict) -> list[FieldInfo]:
     fields = []
     for name, prop in schema.get("properties", {}).items():
         resolved = resolve_openapi(prop, doc)
-        fields.append(FieldInfo(name=name, type=type_name(prop, doc), required=name in required,
-                                default=resolved.get("default"), enum=resolved.get("enum"),
-                                minimum=resolved.get("minimum"), maximum=resolved.get("maximum"),
-                                description=" ".join(str(resolved.get("description", "")).split())[:300]))
+        fields.append(
+            FieldInfo(
+                name=name,
+                type=type_name(prop, doc),
+                required=name in required,
+                default=resolved.get("default"),
+                enum=resolved.get("enum"),
+                minimum=resolved.get("minimum"),
+                maximum=resolved.get("maximum"),
+                description=" ".join(str(resolved.get("description", "")).split())[:300],
+            )
+        )
     return sorted(fields, key=lambda f: (not f.required, f.name))
 
 
 async def endpoint_schema(ctx: ToolContext, endpoint_id: str) -> EndpointSchema:
     """The endpoint's schema from fal's OpenAPI document (cached). ToolError if there is none."""
-    page = await ctx.platform("GET", "/models", params=[("endpoint_id", endpoint_id), ("expand", "openapi-3.0")],
-                              ttl=ctx.settings.catalog_ttl)
+    page = await ctx.platform(
+        "GET",
+        "/models",
+        params=[("endpoint_id", endpoint_id), ("expand", "openapi-3.0")],
+        ttl=ctx.settings.catalog_ttl,
+    )
     entry = next((m for m in page.get("models", []) if m.get("endpoint_id") == endpoint_id), None)
     if entry is None:
-        raise ToolError(f"model: fal's catalogue has no endpoint {endpoint_id!r}; list_models finds real ones")
+        raise ToolError(
+            f"model: fal's catalogue has no endpoint {endpoint_id!r}; list_models finds real ones"
+        )
     if not entry.get("openapi"):
-        raise ToolError(f"model: fal publishes no schema for {endpoint_id}, so it cannot be described or checked")
+        raise ToolError(
+            f"model: fal publishes no schema for {endpoint_id}, so it cannot be described or checked"
+        )
     return EndpointSchema(endpoint_id, entry["openapi"])
 
 
@@ -96,7 +122,9 @@ def check(schema: dict, value: Any, where: str, doc: dict) -> list[str]:
         return [f"{where}: must be one of {', '.join(map(repr, schema['enum']))} (got {value!r:.60})"]
     kind = schema.get("type")
     expected = JSON_TYPES.get(kind)
-    if expected and (not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))):
+    if expected and (
+        not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))
+    ):
         return [f"{where}: expected {kind}, got {type(value).__name__}"]
     problems = []
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -120,7 +148,9 @@ def check_object(schema: dict, value: dict, where: str | None, doc: dict) -> lis
     for name, item in value.items():
         if name not in properties:
             if properties:
-                problems.append(f"{prefix}{name}: not an input of this model (it takes: {', '.join(properties)})")
+                problems.append(
+                    f"{prefix}{name}: not an input of this model (it takes: {', '.join(properties)})"
+                )
             continue
         problems += check(properties[name], item, f"{prefix}{name}", doc)
     return problems

@@ -8,8 +8,9 @@ from fal_mcp import MediaError, Tool, ToolContext, ToolError, ToolHints, ToolInp
 
 
 class UploadFileInput(ToolInput):
-    file_path: str = Field(min_length=1, max_length=4096,
-                           description="Path of a local file inside the allowed directories")
+    file_path: str = Field(
+        min_length=1, max_length=4096, description="Path of a local file inside the allowed directories"
+    )
 
 
 class Uploaded(BaseModel):
@@ -19,7 +20,9 @@ class Uploaded(BaseModel):
 
 async def upload_file(args: UploadFileInput, ctx: ToolContext) -> ToolResult:
     if args.file_path.startswith(("http://", "https://", "data:")):
-        raise ToolError("file_path: give a local file path; URLs and data: URIs can be passed to tools directly")
+        raise ToolError(
+            "file_path: give a local file path; URLs and data: URIs can be passed to tools directly"
+        )
     try:
         url = await ctx.media_url(args.file_path)
     except MediaError as exc:
@@ -31,11 +34,11 @@ TOOL = Tool(
     name="upload_file",
     title="Upload a file",
     description="Upload a local file (inside the allowed directories: the client's roots, FAL_MCP_ALLOWED_DIRS, "
-                "or the working directory) to fal storage and return its URL. Tools also take local paths "
-                "directly.",
+    "or the working directory) to fal storage and return its URL. Tools also take local paths "
+    "directly.",
     input_model=UploadFileInput,
     handler=upload_file,
     output_model=Uploaded,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=True),
+    hints=ToolHints(idempotent=True),
     category="utility",
 )

@@ -1,39 +1,12 @@
 """fal-mcp video pack: video generation tools.
 
 Each tool's whole story (inputs, models and their argument translation,
-result) is in its own module; `endpoints` and `translate` hold what they
-share. This module only registers them, importing them when asked.
+result) is in its own module; `endpoints` holds the endpoints several tools
+share (with their prices) and `translate` the duration helpers.
 """
 
-from fal_mcp import hookimpl
+from fal_mcp import pack_hooks
 
-
-def _tools():
-    from . import generate_video, generate_video_from_image, generate_video_from_video
-
-    return generate_video, generate_video_from_image, generate_video_from_video
-
-
-@hookimpl
-def register_tools():
-    for module in _tools():
-        yield module.TOOL
-
-
-@hookimpl
-def register_models():
-    for module in _tools():
-        yield from module.MODELS
-
-
-@hookimpl
-def register_pricing():
-    from . import endpoints
-
-    yield from endpoints.PRICES
-
-
-@hookimpl
-def register_recommendations():
-    for module in _tools():
-        yield from module.RECOMMENDATIONS
+register_tools, register_models, register_pricing, register_recommendations = pack_hooks(
+    __name__, "generate_video", "generate_video_from_image", "generate_video_from_video", "endpoints"
+)

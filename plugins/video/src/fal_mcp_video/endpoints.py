@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fal_mcp import PriceHint
+from fal_mcp import EndpointCall, EndpointInput, PriceHint
 
-from .translate import Request, VideoCall, choice_duration, frames_and_fps
+from .translate import PACKAGE, choice_duration, frames_and_fps
 
 STABLE_VIDEO = "fal-ai/stable-video"
 ANIMATEDIFF_T2V = "fal-ai/fast-animatediff/text-to-video"
@@ -31,13 +31,18 @@ SVD_FRAMES = 25  # Stable Video Diffusion always makes 25 frames (not an input o
 ANIMATEDIFF_SIZE = {"1:1": "square", "16:9": "landscape_16_9", "9:16": "portrait_16_9"}
 
 # How each endpoint's fields follow from the tools' arguments, where the names differ (for messages).
-DURATION_FIELDS = {"duration": "duration", "num_frames": "duration", "fps": "duration",
-                   "frames_per_second": "duration", "video_size": "aspect_ratio"}
+DURATION_FIELDS = {
+    "duration": "duration",
+    "num_frames": "duration",
+    "fps": "duration",
+    "frames_per_second": "duration",
+    "video_size": "aspect_ratio",
+}
 
 
-def svd(args: Any) -> VideoCall:
+def svd(args: Any) -> EndpointCall:
     """Stable Video Diffusion always makes 25 frames: the frame rate sets the length."""
-    req = Request("svd", STABLE_VIDEO, args)
+    req = EndpointInput(args, "svd", STABLE_VIDEO, PACKAGE)
     req.refuse("tail_image_url", NO_LAST_FRAME)
     req.copy("image_url", "seed")
     frames_and_fps(req, usual_fps=25, frames_field=None, fixed_frames=SVD_FRAMES)
@@ -47,15 +52,15 @@ def svd(args: Any) -> VideoCall:
     return req.call()
 
 
-def animatediff(args: Any) -> VideoCall:
-    req = Request("animatediff", ANIMATEDIFF_T2V, args)
+def animatediff(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "animatediff", ANIMATEDIFF_T2V, PACKAGE)
     req.copy("prompt", "negative_prompt", "seed")
     frames_and_fps(req, usual_fps=8)
     req.send(video_size=ANIMATEDIFF_SIZE.get(req.get("aspect_ratio")))
     return req.call()
 
 
-def _kling_i2v(req: Request) -> VideoCall:
+def _kling_i2v(req: EndpointInput) -> EndpointCall:
     req.require("prompt", "needs a prompt describing the motion")
     req.copy("prompt", "image_url", "negative_prompt")
     choice_duration(req)
@@ -64,43 +69,43 @@ def _kling_i2v(req: Request) -> VideoCall:
     return req.call()
 
 
-def kling_i2v(args: Any) -> VideoCall:
+def kling_i2v(args: Any) -> EndpointCall:
     """Kling 2.1 Standard: no last frame (its endpoint has no tail_image_url; fal would ignore one)."""
-    req = Request("kling", KLING_I2V, args)
+    req = EndpointInput(args, "kling", KLING_I2V, PACKAGE)
     req.refuse("tail_image_url", NO_LAST_FRAME)
     return _kling_i2v(req)
 
 
-def kling_pro_i2v(args: Any) -> VideoCall:
-    req = Request("kling_pro", KLING_PRO_I2V, args)
+def kling_pro_i2v(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "kling_pro", KLING_PRO_I2V, PACKAGE)
     req.copy("tail_image_url")
     return _kling_i2v(req)
 
 
-def kling_t2v(args: Any) -> VideoCall:
-    req = Request("kling", KLING_T2V, args)
+def kling_t2v(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "kling", KLING_T2V, PACKAGE)
     req.copy("prompt", "aspect_ratio", "negative_prompt")
     choice_duration(req)
     req.drop("seed", NO_SEED)
     return req.call()
 
 
-def _wan(req: Request) -> VideoCall:
+def _wan(req: EndpointInput) -> EndpointCall:
     req.copy("prompt", "negative_prompt", "seed")
     frames_and_fps(req, usual_fps=16, fps_field="frames_per_second")
     return req.call()
 
 
-def wan_i2v(args: Any) -> VideoCall:
-    req = Request("wan", WAN_I2V, args)
+def wan_i2v(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "wan", WAN_I2V, PACKAGE)
     req.require("prompt", "needs a prompt describing the motion")
     req.refuse("tail_image_url", NO_LAST_FRAME)
     req.copy("image_url", "aspect_ratio")
     return _wan(req)
 
 
-def wan_t2v(args: Any) -> VideoCall:
-    req = Request("wan", WAN_T2V, args)
+def wan_t2v(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "wan", WAN_T2V, PACKAGE)
     shapes = req.choices("aspect_ratio")
     if req.get("aspect_ratio") in shapes:
         req.copy("aspect_ratio")

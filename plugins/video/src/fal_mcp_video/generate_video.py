@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from fal_mcp import (
+    ArgumentError,
     GenerationOutput,
     MediaUrl,
     Model,
     Recommendation,
     Tool,
     ToolContext,
-    ToolError,
-    ToolHints,
     ToolInput,
     ToolResult,
 )
@@ -30,25 +29,48 @@ from .translate import AspectRatio, video_result
 
 
 class GenerateVideoInput(ToolInput):
-    image_url: MediaUrl | None = Field(None, description=(
-        "The starting image to animate (image-to-video). Without it, the video is made from the prompt "
-        "(text-to-video)."))
-    prompt: str | None = Field(None, min_length=1, max_length=10_000, description=(
-        "What should happen in the video. Needed without an image; svd does not take one."))
+    image_url: MediaUrl | None = Field(
+        None,
+        description=(
+            "The starting image to animate (image-to-video). Without it, the video is made from the prompt "
+            "(text-to-video)."
+        ),
+    )
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description=("What should happen in the video. Needed without an image; svd does not take one."),
+    )
     model: str | None = Field(None, description="Model to use.")
-    duration: float = Field(4, ge=2, le=10, description=(
-        "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
-        "and the result says so."))
-    negative_prompt: str | None = Field(None, max_length=10_000,
-                                        description="What to avoid (where the model takes it)")
-    aspect_ratio: AspectRatio | None = Field(None, description=(
-        "16:9, 9:16 or 1:1, for text-to-video; image-to-video keeps the image's shape"))
+    duration: float = Field(
+        4,
+        ge=2,
+        le=10,
+        description=(
+            "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
+            "and the result says so."
+        ),
+    )
+    negative_prompt: str | None = Field(
+        None, max_length=10_000, description="What to avoid (where the model takes it)"
+    )
+    aspect_ratio: AspectRatio | None = Field(
+        None, description=("16:9, 9:16 or 1:1, for text-to-video; image-to-video keeps the image's shape")
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
-    return Model(alias, endpoint_id, "generate_video", "video", description, translator, default=default,
-                 field_arguments=endpoints.DURATION_FIELDS)
+    return Model(
+        alias,
+        endpoint_id,
+        "generate_video",
+        description,
+        translator,
+        default=default,
+        field_arguments=endpoints.DURATION_FIELDS,
+    )
 
 
 @dataclass(frozen=True)
@@ -63,20 +85,49 @@ class Family:
 
 
 FAMILIES = [
-    Family("svd", _model("svd", endpoints.STABLE_VIDEO,
-                         "Stable Video Diffusion: animates the starting image (image only, up to 2.5 s)",
-                         endpoints.svd, default=True), None),
-    Family("animatediff", None, _model("animatediff", endpoints.ANIMATEDIFF_T2V,
-                                       "AnimateDiff: short stylised clips from the prompt (text only)",
-                                       endpoints.animatediff)),
-    Family("kling", _model("kling", endpoints.KLING_I2V,
-                           "Kling 2.1 Standard animates the image; without an image kling.t2v runs",
-                           endpoints.kling_i2v),
-           _model("kling.t2v", endpoints.KLING_T2V, "Kling 2.1 Master text-to-video: 5 or 10 s",
-                  endpoints.kling_t2v)),
-    Family("wan", _model("wan", endpoints.WAN_I2V,
-                         "Wan 2.1 animates the image; without an image wan.t2v runs", endpoints.wan_i2v),
-           _model("wan.t2v", endpoints.WAN_T2V, "Wan 2.1 text-to-video", endpoints.wan_t2v)),
+    Family(
+        "svd",
+        _model(
+            "svd",
+            endpoints.STABLE_VIDEO,
+            "Stable Video Diffusion: animates the starting image (image only, up to 2.5 s)",
+            endpoints.svd,
+            default=True,
+        ),
+        None,
+    ),
+    Family(
+        "animatediff",
+        None,
+        _model(
+            "animatediff",
+            endpoints.ANIMATEDIFF_T2V,
+            "AnimateDiff: short stylised clips from the prompt (text only)",
+            endpoints.animatediff,
+        ),
+    ),
+    Family(
+        "kling",
+        _model(
+            "kling",
+            endpoints.KLING_I2V,
+            "Kling 2.1 Standard animates the image; without an image kling.t2v runs",
+            endpoints.kling_i2v,
+        ),
+        _model(
+            "kling.t2v", endpoints.KLING_T2V, "Kling 2.1 Master text-to-video: 5 or 10 s", endpoints.kling_t2v
+        ),
+    ),
+    Family(
+        "wan",
+        _model(
+            "wan",
+            endpoints.WAN_I2V,
+            "Wan 2.1 animates the image; without an image wan.t2v runs",
+            endpoints.wan_i2v,
+        ),
+        _model("wan.t2v", endpoints.WAN_T2V, "Wan 2.1 text-to-video", endpoints.wan_t2v),
+    ),
 ]
 MODELS = [model for family in FAMILIES for model in family.models]
 FAMILY_OF = {model.alias: family for family in FAMILIES for model in family.models}
@@ -84,15 +135,31 @@ FAMILY_OF = {model.alias: family for family in FAMILIES for model in family.mode
 TEXT_TO_VIDEO_DEFAULT = "animatediff"
 
 RECOMMENDATIONS = [
-    Recommendation("kling", ("cinematic", "realistic", "high quality", "animate", "photo", "video"),
-                   "Kling 2.1: the most realistic motion of the pack, 5 or 10 s, with or without an image",
-                   "video", weight=1.5),
-    Recommendation("svd", ("animate", "image to video", "subtle motion", "short", "cheap"),
-                   "Stable Video Diffusion: a cheap, short (up to 2.5 s) animation of an image", "video"),
-    Recommendation(endpoints.ANIMATEDIFF_T2V, ("fast", "cheap", "draft", "anime", "cartoon", "gif", "loop"),
-                   "AnimateDiff: fast, cheap stylised clips from text", "video"),
-    Recommendation("wan", ("open source", "image to video", "text to video", "longer"),
-                   "Wan 2.1: open model, 3.4-20 s at 5-24 fps", "video"),
+    Recommendation(
+        "kling",
+        ("cinematic", "realistic", "high quality", "animate", "photo", "video"),
+        "Kling 2.1: the most realistic motion of the pack, 5 or 10 s, with or without an image",
+        "video",
+        weight=1.5,
+    ),
+    Recommendation(
+        "svd",
+        ("animate", "image to video", "subtle motion", "short", "cheap"),
+        "Stable Video Diffusion: a cheap, short (up to 2.5 s) animation of an image",
+        "video",
+    ),
+    Recommendation(
+        endpoints.ANIMATEDIFF_T2V,
+        ("fast", "cheap", "draft", "anime", "cartoon", "gif", "loop"),
+        "AnimateDiff: fast, cheap stylised clips from text",
+        "video",
+    ),
+    Recommendation(
+        "wan",
+        ("open source", "image to video", "text to video", "longer"),
+        "Wan 2.1: open model, 3.4-20 s at 5-24 fps",
+        "video",
+    ),
 ]
 
 
@@ -110,26 +177,38 @@ def choose(ctx: ToolContext, args: GenerateVideoInput) -> tuple[Model, list[str]
     with_image = args.image_url is not None
     chosen = family.image_to_video if with_image else family.text_to_video
     if chosen is None and with_image:
-        raise ToolError(f"image_url: {asked.alias} makes video from text only; leave out image_url, or pick "
-                        f"a model that animates images: {_names('image_to_video')}")
+        raise ArgumentError(
+            "image_url",
+            f"{asked.alias} makes video from text only; leave out image_url, or "
+            f"pick a model that animates images: {_names('image_to_video')}",
+        )
     if chosen is None and args.model is not None:
-        raise ToolError(f"image_url: {asked.alias} ({asked.endpoint_id}) animates a starting image; give "
-                        f"image_url, or pick a text-to-video model: {_names('text_to_video')}")
+        raise ArgumentError(
+            "image_url",
+            f"{asked.alias} ({asked.endpoint_id}) animates a starting image; give "
+            f"image_url, or pick a text-to-video model: {_names('text_to_video')}",
+        )
     if chosen is None:  # the default needs an image and none was given
         chosen = ctx.model(TEXT_TO_VIDEO_DEFAULT)
-        return chosen, [f"no image_url was given and the default model {asked.alias} animates images, so the "
-                        f"text-to-video model {chosen.alias} ({chosen.endpoint_id}) was used"]
-    if chosen is not asked:
+        return chosen, [
+            f"no image_url was given and the default model {asked.alias} animates images, so the "
+            f"text-to-video model {chosen.alias} ({chosen.endpoint_id}) was used"
+        ]
+    chosen = ctx.model(chosen.alias)  # the registered model (the registry fills in its category)
+    if chosen.alias != asked.alias:
         given, kind = ("an image was", "image-to-video") if with_image else ("no image was", "text-to-video")
-        return chosen, [f"{given} given, so {family.name}'s {kind} endpoint {chosen.alias} "
-                        f"({chosen.endpoint_id}) was used"]
+        return chosen, [
+            f"{given} given, so {family.name}'s {kind} endpoint {chosen.alias} "
+            f"({chosen.endpoint_id}) was used"
+        ]
     return chosen, []
 
 
 async def generate_video(args: GenerateVideoInput, ctx: ToolContext) -> ToolResult:
     if args.image_url is None and not args.prompt:
-        raise ToolError("Invalid arguments for generate_video: give image_url (to animate an image), "
-                        "prompt (to make a video from text), or both")
+        raise ArgumentError(
+            "image_url", "give image_url (to animate an image), prompt (to make a video from text), or both"
+        )
     model, notes = choose(ctx, args)
     result, call = await ctx.run_model(model, args)
     action = "Animated the image into" if args.image_url else "Generated"
@@ -143,11 +222,11 @@ TOOL = Tool(
         "Generate a short video with a fal.ai model: from a starting image (image_url) or, without one, from "
         "the prompt. duration is in seconds (2-10); each model makes the nearest length it can and says so. "
         "Models: svd (image only), animatediff (text only), kling and wan (either). Returns the video URL, "
-        "its length, the endpoint used and the fal request id."),
+        "its length, the endpoint used and the fal request id."
+    ),
     input_model=GenerateVideoInput,
     handler=generate_video,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
     category="video",
     model_field="model",
 )

@@ -11,7 +11,6 @@ from fal_mcp import (
     Recommendation,
     Tool,
     ToolContext,
-    ToolHints,
     ToolInput,
     ToolResult,
 )
@@ -23,38 +22,74 @@ from .translate import AspectRatio, video_result
 class GenerateVideoFromImageInput(ToolInput):
     image_url: MediaUrl = Field(description="The image to animate: the video's first frame")
     prompt: str = Field(min_length=1, max_length=10_000, description="The motion and action to show")
-    tail_image_url: MediaUrl | None = Field(None, description=(
-        "An image for the video's last frame (kling_pro only, which runs when it is given and no model is; "
-        "other models refuse it)"))
+    tail_image_url: MediaUrl | None = Field(
+        None,
+        description=(
+            "An image for the video's last frame (kling_pro only, which runs when it is given and no model is; "
+            "other models refuse it)"
+        ),
+    )
     model: str | None = Field(None, description="Model to use.")
-    duration: float = Field(5, ge=2, le=10, description=(
-        "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
-        "and the result says so."))
-    aspect_ratio: AspectRatio | None = Field(None, description=(
-        "16:9, 9:16 or 1:1 (wan only; kling and svd keep the image's shape)"))
-    negative_prompt: str | None = Field(None, max_length=10_000,
-                                        description="What to avoid (where the model takes it)")
+    duration: float = Field(
+        5,
+        ge=2,
+        le=10,
+        description=(
+            "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
+            "and the result says so."
+        ),
+    )
+    aspect_ratio: AspectRatio | None = Field(
+        None, description=("16:9, 9:16 or 1:1 (wan only; kling and svd keep the image's shape)")
+    )
+    negative_prompt: str | None = Field(
+        None, max_length=10_000, description="What to avoid (where the model takes it)"
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
-    return Model(alias, endpoint_id, "generate_video_from_image", "video", description, translator,
-                 default=default, field_arguments=endpoints.DURATION_FIELDS)
+    return Model(
+        alias,
+        endpoint_id,
+        "generate_video_from_image",
+        description,
+        translator,
+        default=default,
+        field_arguments=endpoints.DURATION_FIELDS,
+    )
 
 
 MODELS = [
-    _model("kling", endpoints.KLING_I2V, "Kling 2.1 Standard: 5 or 10 s (no last frame: see kling_pro)",
-           endpoints.kling_i2v, default=True),
-    _model("kling_pro", endpoints.KLING_PRO_I2V,
-           "Kling 2.1 Pro: 5 or 10 s, takes a last frame (tail_image_url)", endpoints.kling_pro_i2v),
-    _model("wan", endpoints.WAN_I2V, "Wan 2.1 image-to-video: 3.4-20 s, takes aspect_ratio and seed",
-           endpoints.wan_i2v),
+    _model(
+        "kling",
+        endpoints.KLING_I2V,
+        "Kling 2.1 Standard: 5 or 10 s (no last frame: see kling_pro)",
+        endpoints.kling_i2v,
+        default=True,
+    ),
+    _model(
+        "kling_pro",
+        endpoints.KLING_PRO_I2V,
+        "Kling 2.1 Pro: 5 or 10 s, takes a last frame (tail_image_url)",
+        endpoints.kling_pro_i2v,
+    ),
+    _model(
+        "wan",
+        endpoints.WAN_I2V,
+        "Wan 2.1 image-to-video: 3.4-20 s, takes aspect_ratio and seed",
+        endpoints.wan_i2v,
+    ),
     _model("svd", endpoints.STABLE_VIDEO, "Stable Video Diffusion: up to 2.5 s, no prompt", endpoints.svd),
 ]
 
 RECOMMENDATIONS = [
-    Recommendation("kling_pro", ("first frame", "last frame", "keyframes", "transition", "morph"),
-                   "Kling 2.1 Pro animates from a first to a last frame (tail_image_url)", "video"),
+    Recommendation(
+        "kling_pro",
+        ("first frame", "last frame", "keyframes", "transition", "morph"),
+        "Kling 2.1 Pro animates from a first to a last frame (tail_image_url)",
+        "video",
+    ),
 ]
 # What runs when a last frame is given and no model is: the default (Kling Standard) takes none.
 LAST_FRAME_MODEL = "kling_pro"
@@ -65,8 +100,10 @@ async def generate_video_from_image(args: GenerateVideoFromImageInput, ctx: Tool
     takes_last_frame = "tail_image_url" in (model.input_schema() or {}).get("properties", {})
     if args.model is None and args.tail_image_url is not None and not takes_last_frame:
         default, model = model, ctx.model(LAST_FRAME_MODEL)
-        notes.append(f"a last frame (tail_image_url) was given and the default model {default.alias} takes "
-                     f"none, so {model.alias} ({model.endpoint_id}) was used")
+        notes.append(
+            f"a last frame (tail_image_url) was given and the default model {default.alias} takes "
+            f"none, so {model.alias} ({model.endpoint_id}) was used"
+        )
     result, call = await ctx.run_model(model, args)
     return video_result("Animated the image into", model, result, call, notes)
 
@@ -78,11 +115,11 @@ TOOL = Tool(
         "Animate an image into a video with a fal.ai image-to-video model, guided by a prompt; with "
         "kling_pro, tail_image_url sets the last frame. duration is in seconds (2-10); each model makes the "
         "nearest length it can and says so. Returns the video URL, its length, the endpoint and the fal "
-        "request id."),
+        "request id."
+    ),
     input_model=GenerateVideoFromImageInput,
     handler=generate_video_from_image,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
     category="video",
     model_field="model",
 )

@@ -12,21 +12,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from fal_mcp import (
+    ArgumentError,
+    EndpointCall,
+    EndpointInput,
     GenerationOutput,
     MediaUrl,
     Model,
     Recommendation,
     Tool,
     ToolContext,
-    ToolError,
-    ToolHints,
     ToolInput,
     ToolResult,
     input_field,
 )
 
 from . import endpoints
-from .translate import PACKAGE, Request, VideoCall, video_result
+from .translate import PACKAGE, video_result
 
 Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "tilt-up", "tilt-down"]
 
@@ -44,20 +45,24 @@ def _ranged(endpoint_id: str, name: str, what: str) -> Any:
 
 
 class AnimateDiffOptions(ToolInput):
-    first_n_seconds: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "first_n_seconds",
-                                          "seconds of the input to restyle")
+    first_n_seconds: int | None = _ranged(
+        endpoints.ANIMATEDIFF_V2V, "first_n_seconds", "seconds of the input to restyle"
+    )
     fps: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "fps", "frames per second")
     guidance_scale: float | None = _ranged(endpoints.ANIMATEDIFF_V2V, "guidance_scale", "prompt adherence")
-    motions: list[Motion] | None = Field(None, description="camera motions: zoom-in, zoom-out, pan-left, "
-                                                           "pan-right, tilt-up, tilt-down")
+    motions: list[Motion] | None = Field(
+        None, description="camera motions: zoom-in, zoom-out, pan-left, pan-right, tilt-up, tilt-down"
+    )
     negative_prompt: str | None = Field(None, max_length=10_000, description="what to avoid")
-    num_inference_steps: int | None = _ranged(endpoints.ANIMATEDIFF_V2V, "num_inference_steps",
-                                              "denoising steps")
+    num_inference_steps: int | None = _ranged(
+        endpoints.ANIMATEDIFF_V2V, "num_inference_steps", "denoising steps"
+    )
 
 
 class LucyEditOptions(ToolInput):
-    enhance_prompt: bool | None = Field(None,
-                                        description="let the model rewrite the prompt first (default true)")
+    enhance_prompt: bool | None = Field(
+        None, description="let the model rewrite the prompt first (default true)"
+    )
 
 
 # Each model's own settings, by alias.
@@ -65,9 +70,12 @@ OPTIONS: dict[str, type[BaseModel]] = {"animatediff": AnimateDiffOptions, "lucy_
 
 
 def _describe_options() -> str:
-    per_model = ["{}: {}".format(alias, ", ".join(f"{name} ({info.description})"
-                                                  for name, info in schema.model_fields.items()))
-                 for alias, schema in OPTIONS.items()]
+    per_model = [
+        "{}: {}".format(
+            alias, ", ".join(f"{name} ({info.description})" for name, info in schema.model_fields.items())
+        )
+        for alias, schema in OPTIONS.items()
+    ]
     return "Settings only the chosen model takes; any other is refused. " + "; ".join(per_model)
 
 
@@ -75,14 +83,20 @@ class GenerateVideoFromVideoInput(ToolInput):
     video_url: MediaUrl = Field(description="The video to restyle or edit")
     prompt: str = Field(min_length=1, max_length=10_000, description="The style or the edit to make")
     model: str | None = Field(None, description="Model to use.")
-    strength: float | None = Field(None, ge=0.1, le=1, description=(
-        "How much to change the video, 0.1 (close to the input) to 1 (where the model takes it)"))
+    strength: float | None = Field(
+        None,
+        ge=0.1,
+        le=1,
+        description=(
+            "How much to change the video, 0.1 (close to the input) to 1 (where the model takes it)"
+        ),
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
     options: dict[str, Any] | None = Field(None, description=_describe_options())
 
 
 def read_options(model: str, args: Any) -> dict[str, Any]:
-    """`args.options` checked against the model's own settings; ToolError names each problem."""
+    """`args.options` checked against the model's own settings; an ArgumentError names each problem."""
     schema = OPTIONS[model]
     try:
         return schema.model_validate(args.options or {}).model_dump(exclude_none=True)
@@ -92,21 +106,25 @@ def read_options(model: str, args: Any) -> dict[str, Any]:
         for error in exc.errors(include_url=False):
             where = ".".join(["options", *map(str, error["loc"])])
             if error["type"] == "extra_forbidden":
-                problems.append(f"{where}: {model} does not take this option; it takes: {takes}")
+                problems.append((where, f"{model} does not take this option; it takes: {takes}"))
             else:
-                problems.append(f"{where}: {error['msg']} (got {error['input']!r:.60})")
-        raise ToolError("Invalid arguments for generate_video_from_video: " + "; ".join(problems)) from None
+                problems.append((where, f"{error['msg']} (got {error['input']!r:.60})"))
+        # One error naming the first field; the others follow in its message, each with its own field.
+        (field, first), *others = problems
+        raise ArgumentError(
+            field, "; ".join([first, *(f"{where}: {problem}" for where, problem in others)])
+        ) from None
 
 
-def animatediff(args: Any) -> VideoCall:
-    req = Request("animatediff", endpoints.ANIMATEDIFF_V2V, args)
+def animatediff(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "animatediff", endpoints.ANIMATEDIFF_V2V, PACKAGE)
     req.send(**read_options("animatediff", args))
     req.copy("prompt", "video_url", "strength", "seed")
     return req.call()
 
 
-def lucy_edit(args: Any) -> VideoCall:
-    req = Request("lucy_edit", endpoints.LUCY_EDIT, args)
+def lucy_edit(args: Any) -> EndpointCall:
+    req = EndpointInput(args, "lucy_edit", endpoints.LUCY_EDIT, PACKAGE)
     req.send(**read_options("lucy_edit", args))
     req.copy("prompt", "video_url")
     req.send(sync_mode=False)  # its default answers with the whole video inline as a data: URI
@@ -116,23 +134,38 @@ def lucy_edit(args: Any) -> VideoCall:
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
-    return Model(alias, endpoint_id, "generate_video_from_video", "video", description, translator,
-                 default=default)
+    return Model(alias, endpoint_id, "generate_video_from_video", description, translator, default=default)
 
 
 MODELS = [
-    _model("animatediff", endpoints.ANIMATEDIFF_V2V,
-           "AnimateDiff video-to-video: restyles the first seconds of a video (strength, seed)",
-           animatediff, default=True),
-    _model("lucy_edit", endpoints.LUCY_EDIT,
-           "Lucy Edit [pro]: edits a video by instruction, keeping its length and motion", lucy_edit),
+    _model(
+        "animatediff",
+        endpoints.ANIMATEDIFF_V2V,
+        "AnimateDiff video-to-video: restyles the first seconds of a video (strength, seed)",
+        animatediff,
+        default=True,
+    ),
+    _model(
+        "lucy_edit",
+        endpoints.LUCY_EDIT,
+        "Lucy Edit [pro]: edits a video by instruction, keeping its length and motion",
+        lucy_edit,
+    ),
 ]
 
 RECOMMENDATIONS = [
-    Recommendation(endpoints.ANIMATEDIFF_V2V, ("restyle", "stylize", "style transfer", "anime", "cartoon"),
-                   "AnimateDiff video-to-video: restyle a clip with a prompt", "video"),
-    Recommendation("lucy_edit", ("edit video", "video editing", "replace", "change clothes", "instruction"),
-                   "Lucy Edit: change what is in a video by instruction, keeping its motion", "video"),
+    Recommendation(
+        endpoints.ANIMATEDIFF_V2V,
+        ("restyle", "stylize", "style transfer", "anime", "cartoon"),
+        "AnimateDiff video-to-video: restyle a clip with a prompt",
+        "video",
+    ),
+    Recommendation(
+        "lucy_edit",
+        ("edit video", "video editing", "replace", "change clothes", "instruction"),
+        "Lucy Edit: change what is in a video by instruction, keeping its motion",
+        "video",
+    ),
 ]
 
 
@@ -148,11 +181,11 @@ TOOL = Tool(
     description=(
         "Restyle or edit a video with a fal.ai video-to-video model, guided by a prompt: animatediff "
         "restyles (strength, seed), lucy_edit edits by instruction. Model-specific settings go in `options`. "
-        "Returns the video URL, the endpoint and the fal request id."),
+        "Returns the video URL, the endpoint and the fal request id."
+    ),
     input_model=GenerateVideoFromVideoInput,
     handler=generate_video_from_video,
     output_model=GenerationOutput,
-    hints=ToolHints(read_only=False, destructive=False, idempotent=False, open_world=True),
     category="video",
     model_field="model",
 )

@@ -2,8 +2,18 @@
 
 from pydantic import Field
 
-from fal_mcp import (EndpointCall, Model, PriceHint, Recommendation, Tool, ToolContext, ToolHints, ToolInput,
-                     ToolResult, hookimpl)
+from fal_mcp import (
+    EndpointCall,
+    Model,
+    PriceHint,
+    Recommendation,
+    Tool,
+    ToolContext,
+    ToolHints,
+    ToolInput,
+    ToolResult,
+    hookimpl,
+)
 
 
 class EchoInput(ToolInput):
@@ -18,14 +28,26 @@ async def echo(args: EchoInput, ctx: ToolContext) -> ToolResult:
 
 @hookimpl
 def register_tools():
-    yield Tool("echo_test", "Echo", "Echo text back (test pack).", EchoInput, echo,
-               hints=ToolHints(read_only=True, open_world=False), category="utility")
+    yield Tool(
+        "echo_test",
+        "Echo",
+        "Echo text back (test pack).",
+        EchoInput,
+        echo,
+        hints=ToolHints(read_only=True, open_world=False),
+        category="utility",
+    )
 
 
 @hookimpl
 def register_models():
-    yield Model("testgood_model", "fal-ai/flux/dev", "generate_image", "image", "A test alias for flux dev",
-                lambda args: EndpointCall({"prompt": args.prompt}))
+    yield Model(
+        "testgood_model",
+        "fal-ai/flux/dev",
+        "generate_image",
+        "A test alias for flux dev",
+        lambda args: EndpointCall({"prompt": args.prompt}),
+    )
 
 
 @hookimpl
