@@ -68,6 +68,34 @@ def test_hook_is_exercised_by_a_test(hook):
     assert exercised_in(hook), f"no test or test pack under tests/ exercises {hook}"
 
 
+def test_every_hook_is_called_and_its_results_reach_the_registry(monkeypatch):
+    """Not just named: loading the installed packs calls each hook, and what it yields is registered."""
+    import pluggy
+
+    from fal_mcp.config import Settings
+    from fal_mcp.plugins import load_plugins
+
+    called: list[str] = []
+    original = pluggy.HookCaller.get_hookimpls
+
+    def recording(self):  # the loader calls each pack's implementations itself, to know whose they are
+        implementations = original(self)
+        if implementations:
+            called.append(self.name)
+        return implementations
+
+    monkeypatch.setattr(pluggy.HookCaller, "get_hookimpls", recording)
+    registry = load_plugins(Settings.from_env({}))
+    assert set(HOOKS) <= set(called), f"never called: {set(HOOKS) - set(called)}"
+    registered = {
+        "register_tools": registry.tools,
+        "register_models": registry.models,
+        "register_pricing": registry.prices,
+        "register_recommendations": registry.recommendations,
+    }
+    assert set(registered) == set(HOOKS) and all(registered.values()), "a hook's results were not registered"
+
+
 def test_hook_spec_examples_run():
     """Each hook spec's docstring carries a short example; it must run as written."""
     import doctest

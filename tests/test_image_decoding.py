@@ -343,7 +343,9 @@ def test_a_pillow_error_on_an_input_names_that_input(portal, table, monkeypatch)
     text = result.content[0].text
     assert (
         result.is_error
-        and text == "overlay_image_url: the image could not be processed (SyntaxError: bad palette)"
+        and text
+        == "Invalid arguments for compose_images: overlay_image_url: the image could not be processed "
+        "(SyntaxError: bad palette)"
     ), text
 
 

@@ -19,6 +19,7 @@ from pydantic import AfterValidator
 
 from fal_mcp import (
     MAX_PIXELS,
+    ArgumentError,
     GenerationOutput,
     OutputFile,
     ToolContext,
@@ -56,7 +57,7 @@ async def fetch_image(ctx: ToolContext, field: str, url: str):
     try:
         return await ctx.fetch_image(url)
     except ToolError as exc:
-        raise ToolError(f"{field}: {exc}") from None
+        raise ArgumentError(field, str(exc)) from None
 
 
 # -- bounds and failures of local Pillow work ---------------------------------------------------
@@ -69,9 +70,10 @@ def checked_size(size: tuple[int, int], field: str, what: str) -> tuple[int, int
     decoding, but sizes computed from them (an overlay scaled to a base's width) are not."""
     width, height = size
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise ToolError(
-            f"{field}: {what} would be {width}x{height} pixels; an image made here may have at "
-            f"most {MAX_PIXELS} pixels and {MAX_SIDE} a side"
+        raise ArgumentError(
+            field,
+            f"{what} would be {width}x{height} pixels; an image made here may have at most {MAX_PIXELS} "
+            f"pixels and {MAX_SIDE} a side",
         )
     return width, height
 
@@ -86,8 +88,8 @@ def guarded(fields: tuple[str, ...], work: Callable[..., Any], *args: Any) -> An
         raise
     except Exception as exc:
         reason = " ".join(str(exc).split())[:150] or "no details"
-        raise ToolError(
-            f"{' and '.join(fields)}: the image could not be processed ({type(exc).__name__}: {reason})"
+        raise ArgumentError(
+            " and ".join(fields), f"the image could not be processed ({type(exc).__name__}: {reason})"
         ) from None
 
 
