@@ -77,8 +77,10 @@ async def test_run_model_passes_progress_and_fal_errors(tool_table, sandbox):
 
     async def report(progress, total, message):
         messages.append(message)
+        if message.startswith("In queue"):
+            sandbox.state.release()  # seen queued: on it goes
 
-    sandbox.state.set_config(queue_ahead=1, queue_step=1)  # in the queue long enough for a loaded machine
+    sandbox.state.add_fault(outcome="ok", queue_ahead=1, hold_queue=True)  # queued until seen queued
     ok = await tool_table.call(
         "run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}}, report
     )

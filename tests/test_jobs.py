@@ -22,10 +22,9 @@ async def wait_done(table, job_id, guard=60):
 
 
 async def test_a_job_reports_queue_running_and_the_tools_own_result(tool_table, sandbox):
-    # In the queue for 4 s (the sandbox cannot hold a job in its queue: a window wide enough for a loaded
-    # machine), then held running until the test has seen it run.
-    sandbox.state.set_config(queue_step=4, job_seconds=0.05)
-    sandbox.state.add_fault(outcome="hold", queue_ahead=1)
+    # Held in the queue until the test has seen it queued, then held running until it has seen it run.
+    sandbox.state.set_config(job_seconds=0.05)
+    sandbox.state.add_fault(outcome="hold", queue_ahead=1, hold_queue=True)
     submitted = await tool_table.call(
         "submit_job", {"tool": "generate_image", "arguments": {"prompt": "later", "seed": 11}}
     )
@@ -40,8 +39,8 @@ async def test_a_job_reports_queue_running_and_the_tools_own_result(tool_table, 
             if checked.content[0].text.startswith("Job done"):
                 break
             seen.append((checked.structured_content["status"], checked.structured_content["progress"]))
-            if seen[-1][0] == "running":
-                sandbox.state.release()
+            if seen[-1][0] == "running" or (seen[-1][1] or "").startswith("In queue"):
+                sandbox.state.release()  # on to the next state
             await anyio.sleep(0.02)
     assert any(s == "queued" and p.startswith("In queue, position") for s, p in seen), seen
     assert "running" in {status for status, _ in seen}

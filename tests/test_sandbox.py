@@ -302,10 +302,15 @@ async def download(url: str) -> httpx.Response:
 
 @pytest.mark.anyio
 async def test_queue_positions_then_logs_then_completion(sb, fal):
-    # each queue position lasts 0.5 s: the first status check (at once) sees position 1 on a loaded machine too
-    sb.state.set_config(queue_ahead=2, queue_step=0.5, job_seconds=0.3, log_lines=3)
+    # each queue position is held until the test has seen it
+    sb.state.set_config(job_seconds=0.3, log_lines=3)
+    sb.state.add_fault(outcome="ok", queue_ahead=2, hold_queue=True)
     handle = await fal.submit("fal-ai/flux/schnell", {"prompt": "a lighthouse", "seed": 7})
-    events = [e async for e in handle.iter_events(with_logs=True, interval=0.03)]
+    events = []
+    async for event in handle.iter_events(with_logs=True, interval=0.03):
+        events.append(event)
+        if isinstance(event, fal_client.Queued):
+            sb.state.release()
 
     positions = [e.position for e in events if isinstance(e, fal_client.Queued)]
     assert positions[0] == 1 and positions[-1] == 0 and positions == sorted(positions, reverse=True)
@@ -452,13 +457,15 @@ async def test_model_error_outcome(sb, fal):
 
 @pytest.mark.anyio
 async def test_outcome_rule_overrides_queue_and_job_time(sb, fal):
-    sb.state.add_fault(outcome="ok", queue_ahead=3, job_seconds=0.05)
-    sb.state.set_config(
-        queue_step=0.5
-    )  # the first status check (at once) sees position 2 on a loaded machine too
+    sb.state.add_fault(outcome="ok", queue_ahead=3, job_seconds=0.05, hold_queue=True)
     handle = await fal.submit("fal-ai/flux/schnell", {"prompt": "x"})
     first = await handle.status()
     assert isinstance(first, fal_client.Queued) and first.position == 2
+    for _ in range(3):  # each position is held until released
+        sb.state.release()
+        with anyio.fail_after(30):  # a hang guard, not a timing assertion
+            while not sb.state.held and not (await handle.status()).__class__.__name__ == "Completed":
+                await anyio.sleep(0.02)
     assert (await handle.get())["images"]
 
 

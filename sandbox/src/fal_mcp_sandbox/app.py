@@ -385,7 +385,12 @@ class SandboxApp:
         try:
             for position in range(queue_ahead - 1, -1, -1):
                 job.queue_position = position
-                await asyncio.sleep(config.queue_step)
+                if rule.get("hold_queue"):  # at each position until the test calls state.release()
+                    released = self.state.hold(job.request_id)
+                    while not released.is_set():
+                        await asyncio.sleep(0.02)
+                else:
+                    await asyncio.sleep(config.queue_step)
             if job.status == "IN_QUEUE":
                 job.status, job.started_at = "IN_PROGRESS", time.time()
             if errors:  # like fal: accepted by the queue, rejected by the model's input validation

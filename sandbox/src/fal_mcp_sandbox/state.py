@@ -49,6 +49,7 @@ _OUTCOME_RULE_KEYS = {
     "times",
     "queue_ahead",
     "job_seconds",
+    "hold_queue",
 }
 
 
