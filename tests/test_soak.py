@@ -193,6 +193,9 @@ async def test_soak(thread_sandbox, tmp_path):
             "FAL_MCP_ALLOWED_DIRS": str(tmp_path),
             "FAL_MCP_MAX_RETRY_AFTER": "0.2",
             "FAL_MCP_TIMEOUT": "30",
+            # The job store keeps every job (retention is by age and count per owner), as a deployment's
+            # store file does: in memory it would count as the server's RSS and hide a leak's signal.
+            "FAL_MCP_STORE": f"sqlite:///{tmp_path}/jobs.sqlite3",
         }
     )
     calls = call_mix(CALLS)

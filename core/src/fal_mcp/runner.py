@@ -204,6 +204,9 @@ class Runner:
     def _finish(self, call: Call, outcome: CallToolResult) -> None:
         if call.job_id is not None:
             self.live.pop(call.job_id, None)
+        # The context and its call refer to each other: broken here, so a finished call (its previews
+        # included) is freed at once, not when the rarely run cycle collector gets to it.
+        call.context.call = None
         call.outcome = outcome
         call.finished.set()
         call.changed()
