@@ -11,7 +11,7 @@ from fal_mcp.errors import ArgumentError, ToolError
 from fal_mcp.gateway import FalGateway
 from fal_mcp.plugins import load_plugins
 
-from .conftest import sandbox_settings
+from .conftest import sandbox_settings, tool_table_for
 
 pytestmark = pytest.mark.anyio
 
@@ -41,12 +41,12 @@ async def test_a_timeout_is_a_timeout(sandbox, gateway):
     assert caught.value.kind == "timeout"
 
 
-async def test_a_call_over_budget_is_refused(sandbox):
-    settings = sandbox_settings(sandbox, FAL_MCP_MAX_COST_PER_CALL=0.0000001)
-    async with FalGateway(settings) as gateway:
-        with pytest.raises(ToolError, match="was not run") as caught:
-            await gateway.run(FLUX, PROMPT, timeout=30)
-    assert caught.value.kind == "refused"
+async def test_a_call_over_budget_is_refused(sandbox, registry):
+    async with tool_table_for(sandbox, registry, FAL_MCP_MAX_COST_PER_CALL=0.0000001) as table:
+        call = await table.start("generate_image", {"prompt": "a cat"})
+        await call.finished.wait()
+    assert isinstance(call.error, ToolError) and "was not run" in str(call.error)
+    assert call.error.kind == "refused" and sandbox.state.submissions == []
 
 
 async def test_bad_arguments_are_argument_errors_naming_the_field_and_tool(tool_table):
@@ -68,6 +68,7 @@ def test_the_job_tools_are_the_core_pack_registered_through_the_hooks():
     assert core.status == "active" and sorted(core.tools) == [
         "cancel_job",
         "check_job",
+        "get_budget",
         "list_jobs",
         "submit_job",
     ]

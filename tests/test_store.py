@@ -41,7 +41,9 @@ def record(job_id: str, owner: str = "alice", created: float | None = None, **va
 
 
 async def test_a_record_round_trips(store):
-    added = record("j1", endpoint_id="fal-ai/x", request_id="r1", cost_estimate=0.25)
+    added = record(
+        "j1", endpoint_id="fal-ai/x", request_id="r1", estimate={"endpoint_id": "fal-ai/x", "charged": 250000}
+    )
     await store.add(added)
     assert await store.get("j1") == added
     assert await store.get("nope") is None
@@ -96,9 +98,9 @@ async def test_concurrent_updates_of_different_fields_keep_both(store):
     async with anyio.create_task_group() as group:
         for index in range(20):
             group.start_soon(lambda i=index: store.update("j1", progress=f"log {i}"))
-            group.start_soon(lambda i=index: store.update("j1", cost_estimate=float(i)))
+            group.start_soon(lambda i=index: store.update("j1", cost={"cost": float(i)}))
     found = await store.get("j1")
-    assert found.progress.startswith("log ") and found.cost_estimate is not None
+    assert found.progress.startswith("log ") and found.cost is not None
 
 
 async def test_a_file_store_survives_reopening(tmp_path):

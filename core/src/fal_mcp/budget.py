@@ -1,9 +1,10 @@
 """What a call will cost, before it is submitted: units × fal's unit price, with the units read from
 the very input sent to fal (how many images, how many megapixels, how many seconds).
 
-Used by the gateway's budget guard (FAL_MCP_MAX_COST_PER_CALL) for every call that reaches fal:
-every tool's model calls, in the foreground or as jobs. Where the size of a call cannot be told, the
-estimate fails and, with a limit set, the call is refused (fail closed).
+Used by spending.py for every call that reaches fal (every tool's model calls, in the foreground or
+as jobs): its limits, confirmations and receipts. Where the size of a call cannot be told, the
+estimate fails and, with a limit set, the call is refused (fail closed). Where fal publishes no unit
+price, fal's historical average price per call stands in, and the estimate says so.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Estimate:
     unit_price: float
     currency: str
     basis: str  # how the units were counted, e.g. "4 images of 1.05 megapixels"
+    historical: bool = False  # no unit price published: fal's historical average per call
 
     @property
     def cost(self) -> float:
@@ -170,8 +172,30 @@ async def estimate(gateway: FalGateway, endpoint_id: str, arguments: Mapping[str
         price = next(p for p in answer.get("prices", []) if p.get("endpoint_id") == endpoint_id)
         unit_price, unit = float(price["unit_price"]), str(price["unit"])
     except StopIteration:
-        raise EstimateError("fal publishes no price for it") from None
+        return await _historical(gateway, endpoint_id, arguments)
     except (ToolError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EstimateError(f"its price could not be read from fal ({exc})") from None
     units, basis = await units_for(unit, arguments, gateway.image_size)
     return Estimate(endpoint_id, units, unit, unit_price, str(price.get("currency") or "USD"), basis)
+
+
+async def _historical(gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any]) -> Estimate:
+    """fal's historical average price per call, for an endpoint without a published unit price."""
+    from .errors import ToolError
+
+    calls = count_of(arguments)
+    body = {"estimate_type": "historical_api_price", "endpoints": {endpoint_id: {"call_quantity": calls}}}
+    try:
+        answer = await gateway.platform("POST", "/models/pricing/estimate", json=body)
+        total = float(answer["total_cost"])
+    except (ToolError, KeyError, TypeError, ValueError) as exc:
+        raise EstimateError(f"fal publishes no price for it, nor a historical one ({exc})") from None
+    return Estimate(
+        endpoint_id,
+        float(calls),
+        "call",
+        total / calls,
+        str(answer.get("currency") or "USD"),
+        f"{calls} call(s) at fal's historical average price",
+        historical=True,
+    )

@@ -45,6 +45,11 @@ def number_setting(env: Mapping[str, str], name: str, default: float, minimum: f
     return value
 
 
+def _optional_number(env: Mapping[str, str], name: str) -> float | None:
+    """A number of at least 0 if the variable is set, else None (the limit is off)."""
+    return number_setting(env, name, 0, 0) if env.get(name, "").strip() else None
+
+
 def _names(env: Mapping[str, str], name: str) -> frozenset[str] | None:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -93,6 +98,13 @@ class Settings:
     inline_previews: bool = True
     # Budget guard: estimate every model call first and refuse one that would cost more (USD).
     max_cost_per_call: float | None = None
+    # Ask the user before a call estimated above this (USD); None: never ask (spending.py).
+    confirm_above: float | None = None
+    # How long a confirmation token stays valid, in seconds.
+    confirm_ttl: float = 600.0
+    # What each owner may spend per UTC day and per UTC month (USD); None: no limit (spending.py).
+    budget_daily: float | None = None
+    budget_monthly: float | None = None
     # How long fal's model catalogue and prices are cached, in seconds.
     catalog_ttl: float = 3600.0
     output_dir: str | None = None
@@ -132,9 +144,11 @@ class Settings:
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
             max_upload_bytes=int(number_setting(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
             inline_previews=_flag(env, "FAL_MCP_INLINE_PREVIEWS", True),
-            max_cost_per_call=number_setting(env, "FAL_MCP_MAX_COST_PER_CALL", -1, 0)
-            if env.get("FAL_MCP_MAX_COST_PER_CALL", "").strip()
-            else None,
+            max_cost_per_call=_optional_number(env, "FAL_MCP_MAX_COST_PER_CALL"),
+            confirm_above=_optional_number(env, "FAL_MCP_CONFIRM_ABOVE"),
+            confirm_ttl=number_setting(env, "FAL_MCP_CONFIRM_TTL", 600.0, 0),
+            budget_daily=_optional_number(env, "FAL_MCP_BUDGET_DAILY"),
+            budget_monthly=_optional_number(env, "FAL_MCP_BUDGET_MONTHLY"),
             catalog_ttl=number_setting(env, "FAL_MCP_CATALOG_TTL", 3600.0, 0),
             output_dir=_output_dir(env),
             store_url=env.get("FAL_MCP_STORE", "").strip() or None,

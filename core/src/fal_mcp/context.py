@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .gateway import FalGateway, FalResult
     from .media import Fetched
+    from .outputs import Receipt
     from .plugins import Registry
     from .runner import Call, Replay
     from .server import ToolTable
@@ -52,6 +53,10 @@ class ToolContext:
         self.call: Call | None = None  # the runner's Call this context belongs to, once started
         self.arguments: BaseModel | None = None  # the validated arguments, media inputs resolved
         self.owner = owner or STDIO  # who the call belongs to: its jobs and outputs are theirs alone
+        # The arguments as the client sent them (a confirmation token is bound to them) and its token.
+        self.client_arguments: dict[str, Any] = {}
+        self.confirm_token: str | None = None
+        self.receipts: list[Receipt] = []  # one per fal request of this call (spending.py)
 
     async def progress(self, message: str) -> None:
         """Tell the client what is happening (and the job store). Progress values only grow, as MCP requires."""
@@ -69,24 +74,46 @@ class ToolContext:
     async def run(self, endpoint_id: str, arguments: dict[str, Any]) -> FalResult:
         """Run a fal endpoint through the queue, with progress and this tool's timeout. The job is
         recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
+        import anyio
+
+        from .spending import Spend, approve, refund, settle
+
         if self.job is not None:  # finishing a job whose fal output is in hand already
             replayed = self.job.take(endpoint_id)
             if replayed is not None:
+                spend = self.job.spend or Spend(endpoint_id, self.owner.key, None)
+                self._keep(await settle(self, spend, arguments, replayed.data))
                 return replayed
         call = self.call
+        spend = await approve(self, endpoint_id, arguments)  # limits, consent, budget: before submitting
+        submitted = False
 
         async def on_submit(request_id: str) -> None:
+            nonlocal submitted
+            submitted = True
             if call is not None:
-                await call.on_submit(endpoint_id, request_id, arguments)
+                await call.on_submit(endpoint_id, request_id, spend)
 
-        return await self.gateway.run(
-            endpoint_id,
-            arguments,
-            progress=self.progress,
-            timeout=self.settings.timeout_for(self.tool.category),
-            on_submit=on_submit,
-            cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None,
-        )
+        try:
+            result = await self.gateway.run(
+                endpoint_id,
+                arguments,
+                progress=self.progress,
+                timeout=self.settings.timeout_for(self.tool.category),
+                on_submit=on_submit,
+                cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None,
+            )
+        except BaseException:
+            if not submitted and spend.charged and self.table is not None:  # fal never took it
+                with anyio.CancelScope(shield=True):
+                    await refund(self.table.store, spend)
+            raise
+        self._keep(await settle(self, spend, arguments, result.data))
+        return result
+
+    def _keep(self, receipt: Receipt | None) -> None:
+        if receipt is not None:
+            self.receipts.append(receipt)
 
     async def run_model(self, model: Model, arguments: Any) -> tuple[FalResult, EndpointCall]:
         """Translate the tool's arguments for `model`, check the result against fal's schema of the
@@ -119,6 +146,25 @@ class ToolContext:
             return value
         dirs = [] if value.startswith("data:") else await self.allowed_dirs()
         return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs)
+
+    async def ledger(self, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        """This server's own record of the caller's spending, per day and endpoint (USD), between the
+        two days (YYYY-MM-DD, UTC), inclusive."""
+        from .spending import MICRO
+
+        if self.table is None or not self.owner.listable:
+            return []
+        rows = await self.table.store.ledger(self.owner.key, first_day, last_day)
+        return [
+            {
+                "day": row.day,
+                "endpoint_id": row.endpoint_id,
+                "calls": row.calls,
+                "estimated": row.estimated / MICRO,
+                "cost": row.charged / MICRO,
+            }
+            for row in rows
+        ]
 
     async def platform(self, method: str, path: str, **kwargs: Any) -> Any:
         """fal's platform API (models, pricing, usage), through the gateway."""

@@ -210,8 +210,6 @@ class FalGateway:
         every failure.
         """
         handle, reporter = None, _Reporter(progress)
-        if self.settings.max_cost_per_call is not None:
-            await self.check_budget(endpoint_id, arguments)
         try:
             with anyio.fail_after(timeout):
                 # Shielded: a cancel arriving while fal takes the job waits until its request id is known
@@ -279,19 +277,7 @@ class FalGateway:
             raise self._error(exc, endpoint_id) from None
         return FalResult(endpoint_id, request_id, data, logs)
 
-    # -- jobs by request id (background jobs; any replica can follow them) -------------
-
-    async def submit(self, endpoint_id: str, arguments: dict[str, Any]) -> str:
-        """Submit and return the fal request id at once."""
-        if self.settings.max_cost_per_call is not None:
-            await self.check_budget(endpoint_id, arguments)
-        try:
-            handle = await self._call(
-                "submit", lambda: self.client.submit(endpoint_id, arguments), idempotent=False
-            )
-        except Exception as exc:
-            raise self._error(exc, endpoint_id) from None
-        return handle.request_id
+    # -- jobs by request id (any replica can follow them) ------------------------------------------
 
     async def status(self, endpoint_id: str, request_id: str):
         """fal_client's Queued / InProgress / Completed for a request; a failed job raises ToolError."""
@@ -315,28 +301,6 @@ class FalGateway:
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
         return FalResult(endpoint_id, request_id, data)
-
-    async def check_budget(self, endpoint_id: str, arguments: dict[str, Any]) -> float:
-        """Refuse a call whose estimated cost (units × unit price, for this input) exceeds
-        FAL_MCP_MAX_COST_PER_CALL; fails closed when no estimate can be had. Returns the estimate."""
-        from .budget import EstimateError, estimate
-
-        limit = self.settings.max_cost_per_call
-        try:
-            found = await estimate(self, endpoint_id, arguments)
-        except EstimateError as exc:
-            raise ToolError(
-                f"{endpoint_id} was not run: FAL_MCP_MAX_COST_PER_CALL is set and its cost could "
-                f"not be estimated: {exc}",
-                kind="refused",
-            ) from None
-        if limit is not None and found.cost > limit:  # callers check it is set; no limit refuses nothing
-            raise ToolError(
-                f"{endpoint_id} was not run: it would cost about {found.describe()}, more than "
-                f"FAL_MCP_MAX_COST_PER_CALL={limit:g}",
-                kind="refused",
-            )
-        return found.cost
 
     async def image_size(self, url: str) -> tuple[int, int]:
         """Width and height of the image at `url` (for estimates priced by the megapixel), read from its

@@ -15,7 +15,6 @@ import anyio
 from pydantic import BaseModel, Field
 
 from .errors import ToolError
-from .hookspecs import hookimpl
 from .outputs import ToolInput
 from .store import JobRecord
 from .types import Tool, ToolHints, ToolResult
@@ -102,8 +101,17 @@ async def submit_job(args: SubmitJobInput, ctx: ToolContext) -> ToolResult:
     tool, arguments, table = args.tool, args.arguments, table_of(ctx)
     if tool in JOB_TOOL_NAMES:
         raise ToolError(f"tool: {tool} cannot run as a job", kind="refused")
-    call = await table.start(tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True)
-    outcome = await table.runner.wait(call, handoff=0)
+    from mcp.types import CallToolResult
+
+    from .spending import NeedsInput
+
+    asker = ctx.call.asker if ctx.call is not None else None  # the user of this request answers for the job
+    call = await table.start(
+        tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True, asker=asker
+    )
+    outcome = await table.runner.wait(call, handoff=0)  # until fal took it: questions are asked meanwhile
+    if not isinstance(outcome, CallToolResult):  # a question for the client: submit_job answers with it
+        raise NeedsInput(outcome)
     if outcome.is_error:  # the tool's failure as its own call would have reported it, of the same kind
         from mcp.types import TextContent
 
@@ -244,9 +252,3 @@ TOOLS = [
     ),
 ]
 JOB_TOOL_NAMES = {tool.name for tool in TOOLS}
-
-
-@hookimpl
-def register_tools() -> list[Tool]:
-    """The core registers this module as its built-in plugin, the pack "core" (plugins._add_core)."""
-    return TOOLS

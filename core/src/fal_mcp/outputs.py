@@ -34,6 +34,21 @@ class JobHandoff(BaseModel):
     how: str = Field("check_job with this job_id", description="How to get the result")
 
 
+class Receipt(BaseModel):
+    """What a call was estimated to cost before it was submitted, and what its output cost."""
+
+    estimate: float = Field(description="USD estimated before submitting")
+    cost: float = Field(description="USD for what was made: its units × the unit price")
+    units: float
+    unit: str = Field(description="fal's billing unit, e.g. megapixel, second, image")
+    unit_price: float
+    basis: str = Field(description="What was counted, e.g. 2 × 1024x1024 (1.05 megapixels)")
+    estimated: bool = Field(
+        False,
+        description="True where fal's unit price was not available or the output did not tell its size",
+    )
+
+
 class GenerationOutput(BaseModel):
     """What every generation tool returns as structured content."""
 
@@ -44,6 +59,7 @@ class GenerationOutput(BaseModel):
     seed: int | None = None
     prompt: str | None = Field(None, description="The prompt that was sent, where there was one")
     notes: list[str] = Field(default_factory=list, description="What was adapted or dropped, and why")
+    cost: Receipt | None = Field(None, description="The estimate before and the cost after, in USD")
     job: JobHandoff | None = Field(
         None,
         description="Set when the call returned before its job finished "

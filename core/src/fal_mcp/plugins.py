@@ -172,10 +172,10 @@ CORE_PACK = "core"
 
 
 def _add_core(manager, registry: Registry, settings: Settings) -> None:
-    """The core's own tools (background jobs, jobs.py), as the pack 'core'."""
+    """The core's own tools (background jobs, budgets: builtin.py), as the pack 'core'."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import jobs
+    from . import builtin
 
     try:
         core_version = version("fal-mcp-core")
@@ -186,7 +186,7 @@ def _add_core(manager, registry: Registry, settings: Settings) -> None:
     if CORE_PACK in settings.plugins_blocked:
         pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
         return
-    registry.add(pack, _collect(manager, CORE_PACK, jobs))
+    registry.add(pack, _collect(manager, CORE_PACK, builtin))
 
 
 def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Registry:

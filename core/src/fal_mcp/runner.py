@@ -27,10 +27,11 @@ from .owners import Principal
 from .store import JobRecord
 
 if TYPE_CHECKING:
-    from mcp.types import CallToolResult
+    from mcp.types import CallToolResult, InputRequiredResult
 
     from .context import ToolContext
     from .server import ToolTable
+    from .spending import Asker, Spend
     from .store import JobStore
     from .types import Tool, ToolResult
 
@@ -54,6 +55,7 @@ class Replay:
     endpoint_id: str
     request_id: str
     data: dict
+    spend: Spend | None = None  # its estimate and charge, to settle with the output
     used: bool = False
 
     def take(self, endpoint_id: str) -> FalResult | None:
@@ -66,7 +68,7 @@ class Replay:
 class Call:
     """One tool call: its task, its job (once recorded) and who is waiting for it."""
 
-    def __init__(self, runner: Runner, tool: Tool, context: ToolContext) -> None:
+    def __init__(self, runner: Runner, tool: Tool, context: ToolContext, asker: Asker | None = None) -> None:
         self.runner, self.tool, self.context = runner, tool, context
         self.owner: Principal = context.owner
         self.job_id: str | None = None
@@ -75,7 +77,11 @@ class Call:
         self.request_id = ""
         self.latest = "Starting"
         self.started = time.monotonic()
-        self.outcome: CallToolResult | None = None  # once finished
+        self.outcome: CallToolResult | InputRequiredResult | None = None  # once finished
+        # How to ask the user (spending.py), while the request that started the call waits for it.
+        self.asker = asker
+        self.consented = False  # the user agreed to this call's spending
+        self.spend: Spend | None = None  # the estimate and charge of its fal request, once submitted
         self.error: Exception | None = None  # what it failed with, if it did (a ToolError says its kind)
         self.finished = anyio.Event()
         self._changed = anyio.Event()
@@ -109,8 +115,9 @@ class Call:
                 self._report = None
 
     def detach(self) -> None:
-        """The request returned (hand-off): nobody receives this call's progress any more."""
+        """The request returned (hand-off): nobody receives this call's progress, nor answers questions."""
         self._report = None
+        self.asker = None
 
     async def progress(self, message: str) -> None:
         self.latest = message
@@ -128,8 +135,9 @@ class Call:
             self._status, self._stored_at = status, time.monotonic()
             await self.runner.store.update(self.job_id, status=status, progress=message)
 
-    async def on_submit(self, endpoint_id: str, request_id: str, arguments: dict) -> None:
+    async def on_submit(self, endpoint_id: str, request_id: str, spend: Spend) -> None:
         self.submitted, self.endpoint_id, self.request_id = True, endpoint_id, request_id
+        self.spend = spend
         self._status, self._stored_at = "queued", time.monotonic()
         await self.runner.record(self, status="queued")
         self.changed()
@@ -152,10 +160,13 @@ class Runner:
 
     # -- starting and waiting ---------------------------------------------------------------------
 
-    async def start(self, tool: Tool, context: ToolContext, *, record_now: bool = False) -> Call:
+    async def start(
+        self, tool: Tool, context: ToolContext, *, record_now: bool = False, asker: Asker | None = None
+    ) -> Call:
         """Run the handler in a task of its own. `record_now`: the job is recorded before this returns (a
-        job or task the client asked for), not only when fal accepts a request."""
-        call = Call(self, tool, context)
+        job or task the client asked for), not only when fal accepts a request. `asker`: how to ask the
+        user of the waiting request (spending.py)."""
+        call = Call(self, tool, context, asker)
         context.call = call
         if record_now:
             await self.record(call, status="submitted")
@@ -169,9 +180,12 @@ class Runner:
         return task
 
     async def _run(self, call: Call) -> None:
+        from .spending import NeedsInput
+
         try:
             result = await call.tool.handler(call.context.arguments, call.context)
             call.latest = "Saving the result"  # previews and saved files: heartbeats say so meanwhile
+            receipt = with_receipt(result, call.context)
             outcome = await self.table.package(call.tool, result, call.owner)
             if call.job_id is not None:
                 await self.store.update(
@@ -179,6 +193,7 @@ class Runner:
                     status="done",
                     progress="Done",
                     result=stored_result(result),
+                    cost=receipt,
                     endpoint_id=call.endpoint_id,
                     request_id=call.request_id,
                 )
@@ -195,13 +210,21 @@ class Runner:
                 self.table.failure(call.tool.name, ToolError("The call was cancelled.", kind="cancelled")),
             )
             raise
+        except NeedsInput as question:  # nothing submitted: the client calls again with the answer
+            outcome = question.result
+            if call.job_id is not None:
+                await self.store.update(
+                    call.job_id,
+                    status="failed",
+                    error="Not submitted: the user's confirmation was asked first",
+                )
         except Exception as exc:
             call.error, outcome = exc, self.table.failure(call.tool.name, exc)
             if call.job_id is not None:
                 await self.store.update(call.job_id, status="failed", error=outcome.content[0].text)
         self._finish(call, outcome)
 
-    def _finish(self, call: Call, outcome: CallToolResult) -> None:
+    def _finish(self, call: Call, outcome: CallToolResult | InputRequiredResult) -> None:
         if call.job_id is not None:
             self.live.pop(call.job_id, None)
         # The context and its call refer to each other: broken here, so a finished call (its previews
@@ -213,9 +236,14 @@ class Runner:
 
     async def record(self, call: Call, *, status: str) -> None:
         """The call's job in the store: created on first sight, then kept up to date."""
+        estimate = call.spend.to_json() if call.spend is not None else None
         if call.job_id is not None and call.job_id in self.live:
             await self.store.update(
-                call.job_id, status=status, endpoint_id=call.endpoint_id, request_id=call.request_id
+                call.job_id,
+                status=status,
+                endpoint_id=call.endpoint_id,
+                request_id=call.request_id,
+                estimate=estimate,
             )
             return
         call.job_id = call.job_id or new_job_id()
@@ -233,12 +261,13 @@ class Runner:
                 request_id=call.request_id,
                 status=status,
                 progress=call.latest,
+                estimate=estimate,
             )
         )
         self.live[call.job_id] = call
         await self._prune_now_and_then()
 
-    async def wait(self, call: Call, handoff: float | None) -> CallToolResult:
+    async def wait(self, call: Call, handoff: float | None) -> CallToolResult | InputRequiredResult:
         """Wait for `call` in the request that started it: its outcome, or a hand-off once a fal job
         has run `handoff` seconds (None: never). Heartbeats go out every FAL_MCP_HEARTBEAT seconds.
         If the request is cancelled (the client cancelled or left) before the hand-off, so is the job."""
@@ -330,13 +359,17 @@ class Runner:
                 progress=call.progress,
                 timeout=self.settings.timeout_for(call.tool.category),
             )
+            from .spending import Spend
+
             context = call.context
             context.arguments = await self.table.validate(call.tool, record.arguments)
-            context.job = Replay(record.endpoint_id, record.request_id, fal.data)
+            spend = Spend.from_json(record.estimate) if record.estimate else None
+            context.job = Replay(record.endpoint_id, record.request_id, fal.data, spend)
             result = await call.tool.handler(context.arguments, context)
+            receipt = with_receipt(result, context)
             outcome = await self.table.package(call.tool, result, call.owner)
             await self.store.update(
-                record.job_id, status="done", progress="Done", result=stored_result(result)
+                record.job_id, status="done", progress="Done", result=stored_result(result), cost=receipt
             )
         except asyncio.CancelledError:
             self._finish(
@@ -409,6 +442,21 @@ class Runner:
                     await task
                 except BaseException:  # noqa: S110 (cancelled or failed: either way it is stopped)
                     pass
+
+
+def with_receipt(result: ToolResult, context: ToolContext) -> dict | None:
+    """The call's receipt (spending.py) added to its result, structured and in words; returned as the job
+    store keeps it."""
+    from .outputs import GenerationOutput
+    from .spending import combined, describe
+
+    receipt = combined(context.receipts)
+    if receipt is None:
+        return None
+    if isinstance(result.structured, GenerationOutput):
+        result.structured.cost = receipt
+    result.text = f"{result.text}\n{describe(receipt)}"
+    return receipt.model_dump(mode="json")
 
 
 def stored_result(result: ToolResult) -> dict:

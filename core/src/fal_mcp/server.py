@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from anyio import CancelScope
     from mcp.types import Tool as McpTool
 
+    from .spending import Asker
+
     # (owner or session, request id) -> the cancel scopes of the calls running under that id
     InFlight = dict[tuple[str, str], set[CancelScope]]
 
@@ -69,9 +71,21 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def input_schema(tool: Tool, registry: Registry) -> dict[str, Any]:
-    """The tool's pydantic schema, with the registered model aliases as the model field's choices."""
+CONFIRM_FIELD = {
+    "type": "string",
+    "description": "Only after the user agreed: the confirmation token a refusal of this call gave "
+    "(FAL_MCP_CONFIRM_ABOVE)",
+}
+
+
+def input_schema(tool: Tool, registry: Registry, settings: Settings | None = None) -> dict[str, Any]:
+    """The tool's pydantic schema, with the registered model aliases as the model field's choices (and
+    `confirm` where a spending confirmation can be asked for)."""
+    from .spending import may_spend
+
     schema = tool.input_model.model_json_schema()
+    if settings is not None and settings.confirm_above is not None and may_spend(tool):
+        schema.setdefault("properties", {})["confirm"] = CONFIRM_FIELD
     if tool.model_field:
         models = registry.models_for(tool.name)
         default = registry.default_model(tool.name)
@@ -158,7 +172,7 @@ class ToolTable:
                     name=tool.name,
                     title=tool.title,
                     description=tool.description,
-                    input_schema=input_schema(tool, self.registry),
+                    input_schema=input_schema(tool, self.registry, self.settings),
                     output_schema=tool.output_model.model_json_schema() if tool.output_model else None,
                     annotations=types.ToolAnnotations(
                         title=tool.title,
@@ -243,20 +257,31 @@ class ToolTable:
         report_progress=None,
         allowed_dirs=None,
         record_now: bool = False,
+        asker: Asker | None = None,
     ) -> Call:
         """Validate the arguments, resolve media inputs (in the caller's task: local files are read with
         the caller's roots), then start the handler in a task of its own (runner.py). Failures before
-        the start raise (ToolError for anything the user can act on)."""
+        the start raise (ToolError for anything the user can act on). `asker`: how to ask the user of
+        the waiting request (spending.py)."""
+        from .spending import may_spend
+
         tool = self.registry.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.registry.tools)) or "none"
             raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.", kind="refused")
+        arguments = dict(arguments or {})
+        token = None
+        if self.settings.confirm_above is not None and may_spend(tool) and "confirm" in arguments:
+            token = arguments.pop("confirm")
+            if not isinstance(token, str) or not token:
+                raise ArgumentError("confirm", "must be the token a refusal of this call gave", tool=name)
         args = await self.validate(tool, arguments)
         context = self.new_context(
             tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs
         )
+        context.client_arguments, context.confirm_token = arguments, token
         context.arguments = await self._resolve_media(tool, args, context)
-        return await self.runner.start(tool, context, record_now=record_now)
+        return await self.runner.start(tool, context, record_now=record_now, asker=asker)
 
     async def call(
         self,
@@ -266,18 +291,26 @@ class ToolTable:
         allowed_dirs=None,
         owner: Principal = STDIO,
         handoff: float | None | Literal["default"] = "default",
+        asker: Asker | None = None,
     ):
-        """Validate, run and package one tool call for `owner`. Always returns a CallToolResult: the
-        tool's result, or, when its job runs longer than `handoff` seconds (FAL_MCP_HANDOFF_AFTER by
-        default; None: never), a result carrying the job id (runner.py).
+        """Validate, run and package one tool call for `owner`. Returns a CallToolResult: the tool's
+        result, or, when its job runs longer than `handoff` seconds (FAL_MCP_HANDOFF_AFTER by default;
+        None: never), a result carrying the job id (runner.py); or, where the user must answer a
+        question first (spending.py, 2026-era clients), an InputRequiredResult.
 
-        `allowed_dirs`, when given, is an async function returning the client's roots.
+        `allowed_dirs`, when given, is an async function returning the client's roots; `asker`, how to
+        ask the user.
         """
         self.calls_in_flight += 1
         try:
             try:
                 call = await self.start(
-                    name, arguments, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs
+                    name,
+                    arguments,
+                    owner=owner,
+                    report_progress=report_progress,
+                    allowed_dirs=allowed_dirs,
+                    asker=asker,
                 )
             except Exception as exc:
                 return self.failure(name, exc)
@@ -419,7 +452,8 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
     def owner(ctx) -> Principal:
         return principal_of(ctx) if principal_of is not None else STDIO
 
-    async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def on_call_tool(ctx, params: types.CallToolRequestParams):
+        from .spending import asker_for
         from .tasks import wants_task
 
         principal = owner(ctx)
@@ -438,6 +472,7 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
                 ctx.session.report_progress,
                 lambda: client_roots(ctx.session),
                 owner=principal,
+                asker=asker_for(ctx, params) if table.settings.confirm_above is not None else None,
             )
 
         headers = getattr(ctx.request, "headers", None)

@@ -5,6 +5,10 @@ shared by replicas. One interface, two engines:
   the store in this process only (the offline sandbox's default: its jobs die with it).
 - Redis, for several replicas: `redis://host:port/db`, through the `redis` package's asyncio client.
 
+Beside jobs, the store keeps what spending.py needs to hold across replicas and restarts: one-time
+confirmation tokens and each owner's spending by day (the ledger, which budgets are checked against).
+Amounts are integers of micro-USD, so that sums are exact.
+
 Retention is bounded: finished jobs older than `FAL_MCP_JOB_RETENTION_DAYS`, and beyond
 `FAL_MCP_JOBS_PER_OWNER` per owner, are forgotten (their files stay at fal's URLs). Unfinished jobs
 are never forgotten: they were paid for.
@@ -39,7 +43,8 @@ class JobRecord:
     progress: str | None = None  # the latest queue position or log line
     result: dict[str, Any] | None = None  # the tool's result once done: {"text", "structured"}
     error: str | None = None
-    cost_estimate: float | None = None
+    estimate: dict[str, Any] | None = None  # spending.Spend of the fal request, before it was submitted
+    cost: dict[str, Any] | None = None  # the receipt (spending.Receipt) once done
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -76,7 +81,42 @@ class JobStore(Protocol):
     async def prune(self, max_age: float, per_owner: int) -> int:
         """Forget finished jobs older than `max_age` seconds or beyond `per_owner` per owner."""
 
+    async def put_token(self, token: str, binding: str, expires_at: float) -> None:
+        """Keep a confirmation token, bound to one call (`binding`), until `expires_at` (epoch seconds)."""
+
+    async def take_token(self, token: str, binding: str) -> bool:
+        """Use a token up: True only if it exists, has not expired, is bound to `binding`, and this caller
+        is the one that removed it (so a token is used once, whatever the number of replicas)."""
+
+    async def charge(
+        self, owner: str, day: str, endpoint_id: str, amount: int, limits: dict[str, int]
+    ) -> tuple[str, int] | None:
+        """Add `amount` to the owner's spending on `day` (YYYY-MM-DD, UTC) for one call of `endpoint_id`,
+        unless that would take the day's or the month's total past `limits` ("day", "month"): then
+        nothing is charged and the answer is (that period, what was spent in it). Atomic."""
+
+    async def adjust(
+        self, owner: str, day: str, endpoint_id: str, *, charged: int, estimated: int = 0, calls: int = 0
+    ) -> None:
+        """Correct a charge by `charged` (the receipt's cost less the estimate charged; a refund is
+        negative), and the estimate and call count likewise. Never refused: the money is spent already."""
+
+    async def spent(self, owner: str, day: str) -> dict[str, int]:
+        """What the owner spent on `day` and in its month: {"day": ..., "month": ...}."""
+
+    async def ledger(self, owner: str, first_day: str, last_day: str) -> builtins.list[LedgerRow]:
+        """The owner's spending per day and endpoint between the two days, inclusive."""
+
     async def aclose(self) -> None: ...
+
+
+@dataclass
+class LedgerRow:
+    day: str
+    endpoint_id: str
+    calls: int
+    estimated: int  # micro-USD estimated before submitting
+    charged: int  # micro-USD: the receipts' costs, and the estimates of jobs not finished yet
 
 
 def open_store(url: str) -> JobStore:
@@ -102,6 +142,11 @@ class SqliteStore:
             created_at REAL NOT NULL, updated_at REAL NOT NULL, body TEXT NOT NULL);
         CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
         CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+        CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, binding TEXT NOT NULL, expires_at REAL NOT NULL);
+        CREATE TABLE IF NOT EXISTS ledger (
+            owner TEXT NOT NULL, day TEXT NOT NULL, endpoint_id TEXT NOT NULL,
+            calls INTEGER NOT NULL, estimated INTEGER NOT NULL, charged INTEGER NOT NULL,
+            PRIMARY KEY (owner, day, endpoint_id));
     """
 
     def __init__(self, path: str) -> None:
@@ -219,6 +264,82 @@ class SqliteStore:
 
         return await self._run(work)
 
+    async def put_token(self, token: str, binding: str, expires_at: float) -> None:
+        def work(connection):
+            connection.execute("DELETE FROM tokens WHERE expires_at < ?", (time.time(),))
+            connection.execute("INSERT INTO tokens VALUES (?, ?, ?)", (token, binding, expires_at))
+
+        await self._run(work)
+
+    async def take_token(self, token: str, binding: str) -> bool:
+        def work(connection):
+            deleted = connection.execute(
+                "DELETE FROM tokens WHERE token = ? AND binding = ? AND expires_at > ?",
+                (token, binding, time.time()),
+            ).rowcount
+            return deleted == 1
+
+        return await self._run(work)
+
+    @staticmethod
+    def _spent(connection, owner: str, day: str) -> dict[str, int]:
+        def total(where: str, value: str) -> int:
+            row = connection.execute(
+                f"SELECT COALESCE(SUM(charged), 0) FROM ledger WHERE owner = ? AND {where}", (owner, value)
+            ).fetchone()
+            return int(row[0])
+
+        return {"day": total("day = ?", day), "month": total("substr(day, 1, 7) = ?", day[:7])}
+
+    async def charge(
+        self, owner: str, day: str, endpoint_id: str, amount: int, limits: dict[str, int]
+    ) -> tuple[str, int] | None:
+        def work(connection):
+            connection.execute("BEGIN IMMEDIATE")  # the check and the charge as one, across processes too
+            try:
+                spent = self._spent(connection, owner, day)
+                for period, limit in limits.items():
+                    if spent[period] + amount > limit:
+                        return period, spent[period]
+                self._add(connection, owner, day, endpoint_id, calls=1, estimated=amount, charged=amount)
+                return None
+            finally:
+                connection.execute("COMMIT")
+
+        return await self._run(work)
+
+    @staticmethod
+    def _add(connection, owner, day, endpoint_id, *, calls: int, estimated: int, charged: int) -> None:
+        connection.execute(
+            """INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner, day, endpoint_id) DO UPDATE
+            SET calls = calls + excluded.calls, estimated = estimated + excluded.estimated,
+                charged = charged + excluded.charged""",
+            (owner, day, endpoint_id, calls, estimated, charged),
+        )
+
+    async def adjust(
+        self, owner: str, day: str, endpoint_id: str, *, charged: int, estimated: int = 0, calls: int = 0
+    ) -> None:
+        await self._run(
+            lambda connection: self._add(
+                connection, owner, day, endpoint_id, calls=calls, estimated=estimated, charged=charged
+            )
+        )
+
+    async def spent(self, owner: str, day: str) -> dict[str, int]:
+        return await self._run(lambda connection: self._spent(connection, owner, day))
+
+    async def ledger(self, owner: str, first_day: str, last_day: str) -> builtins.list[LedgerRow]:
+        def work(connection):
+            rows = connection.execute(
+                "SELECT day, endpoint_id, calls, estimated, charged FROM ledger "
+                "WHERE owner = ? AND day BETWEEN ? AND ? ORDER BY day, endpoint_id",
+                (owner, first_day, last_day),
+            ).fetchall()
+            return [LedgerRow(*row) for row in rows]
+
+        return await self._run(work)
+
     async def aclose(self) -> None:
         import anyio
 
@@ -234,9 +355,34 @@ class SqliteStore:
 class RedisStore:
     """Redis: a hash per job (each field JSON), a sorted set of each owner's jobs by creation, and a
     set of unfinished jobs. A field is written by one command, so two replicas never lose each
-    other's changes to different fields."""
+    other's changes to different fields. Spending: a counter per owner and day, and per owner and
+    month (what budgets are checked against, in one script so the check and the charge are one step),
+    and a ledger hash per owner and day."""
 
     PREFIX = "fal-mcp:"
+    # Spending counters outlive their period a little; the ledger is kept a year and more.
+    DAY_KEPT, MONTH_KEPT, LEDGER_KEPT = 3 * 86400, 40 * 86400, 400 * 86400
+    TAKE_TOKEN = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0"""
+    CHARGE = """
+        local amount = tonumber(ARGV[1])
+        local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+        local periods = {'day', 'month'}
+        for i = 1, 2 do
+            local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
+            if limits[i] >= 0 and spent + amount > limits[i] then return {periods[i], spent} end
+        end
+        local kept = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+        for i = 1, 2 do
+            redis.call('INCRBY', KEYS[i], amount)
+            redis.call('EXPIRE', KEYS[i], kept[i])
+        end
+        redis.call('HINCRBY', KEYS[3], ARGV[4] .. '|calls', 1)
+        redis.call('HINCRBY', KEYS[3], ARGV[4] .. '|estimated', amount)
+        redis.call('HINCRBY', KEYS[3], ARGV[4] .. '|charged', amount)
+        redis.call('EXPIRE', KEYS[3], kept[3])
+        return {'', 0}"""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -323,6 +469,77 @@ class RedisStore:
                     await pipe.execute()
                 removed += 1
         return removed
+
+    async def put_token(self, token: str, binding: str, expires_at: float) -> None:
+        milliseconds = max(1, int((expires_at - time.time()) * 1000))
+        await self.client.set(self._key("token", token), binding, px=milliseconds)
+
+    async def take_token(self, token: str, binding: str) -> bool:
+        return bool(await self.client.eval(self.TAKE_TOKEN, 1, self._key("token", token), binding))
+
+    def _spending_keys(self, owner: str, day: str) -> builtins.list[str]:
+        return [
+            self._key("spent", f"{owner}:day:{day}"),
+            self._key("spent", f"{owner}:month:{day[:7]}"),
+            self._key("ledger", f"{owner}:{day}"),
+        ]
+
+    async def charge(
+        self, owner: str, day: str, endpoint_id: str, amount: int, limits: dict[str, int]
+    ) -> tuple[str, int] | None:
+        period, spent = await self.client.eval(
+            self.CHARGE,
+            3,
+            *self._spending_keys(owner, day),
+            amount,
+            limits.get("day", -1),
+            limits.get("month", -1),
+            endpoint_id,
+            self.DAY_KEPT,
+            self.MONTH_KEPT,
+            self.LEDGER_KEPT,
+        )
+        period = period.decode() if isinstance(period, bytes) else period
+        return (period, int(spent)) if period else None
+
+    async def adjust(
+        self, owner: str, day: str, endpoint_id: str, *, charged: int, estimated: int = 0, calls: int = 0
+    ) -> None:
+        day_key, month_key, ledger_key = self._spending_keys(owner, day)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(day_key, charged)
+            pipe.expire(day_key, self.DAY_KEPT)
+            pipe.incrby(month_key, charged)
+            pipe.expire(month_key, self.MONTH_KEPT)
+            for name, value in (("calls", calls), ("estimated", estimated), ("charged", charged)):
+                pipe.hincrby(ledger_key, f"{endpoint_id}|{name}", value)
+            pipe.expire(ledger_key, self.LEDGER_KEPT)
+            await pipe.execute()
+
+    async def spent(self, owner: str, day: str) -> dict[str, int]:
+        day_spent, month_spent = await self.client.mget(self._spending_keys(owner, day)[:2])
+        return {"day": int(day_spent or 0), "month": int(month_spent or 0)}
+
+    async def ledger(self, owner: str, first_day: str, last_day: str) -> builtins.list[LedgerRow]:
+        import datetime as dt
+
+        first, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
+        days = [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(self._key("ledger", f"{owner}:{day}"))
+            found = await pipe.execute()
+        rows = []
+        for day, values in zip(days, found, strict=True):
+            by_endpoint: dict[str, dict[str, int]] = {}
+            for name, value in values.items():
+                endpoint_id, _, field_name = name.decode().rpartition("|")
+                by_endpoint.setdefault(endpoint_id, {})[field_name] = int(value)
+            rows += [
+                LedgerRow(day, endpoint_id, n.get("calls", 0), n.get("estimated", 0), n.get("charged", 0))
+                for endpoint_id, n in sorted(by_endpoint.items())
+            ]
+        return rows
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
