@@ -8,10 +8,9 @@ import pytest
 
 from fal_mcp.config import Settings
 from fal_mcp.errors import ArgumentError, ToolError
-from fal_mcp.gateway import FalGateway
 from fal_mcp.plugins import load_plugins
 
-from .conftest import sandbox_settings, tool_table_for
+from .conftest import tool_table_for
 
 pytestmark = pytest.mark.anyio
 

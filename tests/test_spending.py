@@ -5,9 +5,6 @@ nothing submitted to fal on any refused path."""
 
 from __future__ import annotations
 
-import json
-
-import anyio
 import pytest
 
 from .conftest import tool_table_for
