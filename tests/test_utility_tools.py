@@ -139,10 +139,17 @@ async def test_get_usage_computes_cost_from_the_summary(tool_table, sandbox):
     assert (await tool_table.call("get_usage", {"start": "last week"})).is_error
 
 
-async def test_get_usage_needs_an_admin_key(tool_table, sandbox):
+async def test_get_usage_shows_the_ledger_and_says_fals_usage_needs_an_admin_key(tool_table, sandbox):
     sandbox.state.set_config(usage_forbidden=True)
-    result = await tool_table.call("get_usage", {})
-    assert result.is_error and "admin" in result.content[0].text and "(403)" in result.content[0].text
+    made, _ = await call(tool_table, "generate_image", {"prompt": "x", "num_images": 2})
+    usage, text = await call(tool_table, "get_usage", {})
+    assert "admin" in usage["note"] and "(403)" in usage["note"] and usage["usage"] == []
+    [line] = usage["ledger"]  # this server's own record of the caller's spending, with any key
+    assert line["endpoint_id"] == "fal-ai/flux/schnell" and line["calls"] == 1
+    assert line["cost"] == pytest.approx(made["cost"]["cost"]) and usage["ledger_cost"] == line["cost"]
+    assert f"{line['cost']:.4f} USD" in text
+    others, _ = await call(tool_table, "get_usage", {"models": ["sdxl"]})
+    assert others["ledger"] == []
 
 
 async def test_budget_guard_refuses_a_call_that_would_cost_too_much(sandbox, registry):

@@ -148,7 +148,7 @@ async def units_for(
                 "width and height)"
             )
         megapixels = size[0] * size[1] / 1_000_000
-        return count * megapixels, f"{count} × {size[0]}x{size[1]} ({megapixels:.2f} megapixels)"
+        return count * megapixels, f"{count} × {size[0]}x{size[1]} ({megapixels:.2f} megapixels each)"
     if kind in ("second", "minute"):
         seconds = seconds_of(arguments)
         if seconds is None:

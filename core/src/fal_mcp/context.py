@@ -15,10 +15,10 @@ if TYPE_CHECKING:
     from .config import Settings
     from .gateway import FalGateway, FalResult
     from .media import Fetched
-    from .outputs import Receipt
     from .plugins import Registry
     from .runner import Call, Replay
     from .server import ToolTable
+    from .spending import Spend
     from .types import EndpointCall, Model, Tool
 
 ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -56,7 +56,9 @@ class ToolContext:
         # The arguments as the client sent them (a confirmation token is bound to them) and its token.
         self.client_arguments: dict[str, Any] = {}
         self.confirm_token: str | None = None
-        self.receipts: list[Receipt] = []  # one per fal request of this call (spending.py)
+        # Each fal request of this call that fal answered: what was approved, sent and returned, for the
+        # receipt made when the call ends (spending.settle_call).
+        self.spent: list[tuple[Spend, dict[str, Any], Any]] = []
 
     async def progress(self, message: str) -> None:
         """Tell the client what is happening (and the job store). Progress values only grow, as MCP requires."""
@@ -76,13 +78,13 @@ class ToolContext:
         recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
         import anyio
 
-        from .spending import Spend, approve, refund, settle
+        from .spending import Spend, approve, refund
 
         if self.job is not None:  # finishing a job whose fal output is in hand already
             replayed = self.job.take(endpoint_id)
             if replayed is not None:
                 spend = self.job.spend or Spend(endpoint_id, self.owner.key, None)
-                self._keep(await settle(self, spend, arguments, replayed.data))
+                self.spent.append((spend, arguments, replayed.data))
                 return replayed
         call = self.call
         spend = await approve(self, endpoint_id, arguments)  # limits, consent, budget: before submitting
@@ -108,12 +110,8 @@ class ToolContext:
                 with anyio.CancelScope(shield=True):
                     await refund(self.table.store, spend)
             raise
-        self._keep(await settle(self, spend, arguments, result.data))
+        self.spent.append((spend, arguments, result.data))
         return result
-
-    def _keep(self, receipt: Receipt | None) -> None:
-        if receipt is not None:
-            self.receipts.append(receipt)
 
     async def run_model(self, model: Model, arguments: Any) -> tuple[FalResult, EndpointCall]:
         """Translate the tool's arguments for `model`, check the result against fal's schema of the

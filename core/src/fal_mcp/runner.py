@@ -185,7 +185,7 @@ class Runner:
         try:
             result = await call.tool.handler(call.context.arguments, call.context)
             call.latest = "Saving the result"  # previews and saved files: heartbeats say so meanwhile
-            receipt = with_receipt(result, call.context)
+            receipt = await with_receipt(result, call.context)
             outcome = await self.table.package(call.tool, result, call.owner)
             if call.job_id is not None:
                 await self.store.update(
@@ -220,6 +220,7 @@ class Runner:
                 )
         except Exception as exc:
             call.error, outcome = exc, self.table.failure(call.tool.name, exc)
+            await settle_spent(call.context)
             if call.job_id is not None:
                 await self.store.update(call.job_id, status="failed", error=outcome.content[0].text)
         self._finish(call, outcome)
@@ -366,7 +367,7 @@ class Runner:
             spend = Spend.from_json(record.estimate) if record.estimate else None
             context.job = Replay(record.endpoint_id, record.request_id, fal.data, spend)
             result = await call.tool.handler(context.arguments, context)
-            receipt = with_receipt(result, context)
+            receipt = await with_receipt(result, context)
             outcome = await self.table.package(call.tool, result, call.owner)
             await self.store.update(
                 record.job_id, status="done", progress="Done", result=stored_result(result), cost=receipt
@@ -444,17 +445,30 @@ class Runner:
                     pass
 
 
-def with_receipt(result: ToolResult, context: ToolContext) -> dict | None:
+async def settle_spent(context: ToolContext) -> None:
+    """A call that failed after fal answered some of its requests: they were paid for, so the ledger
+    has them (spending.settle_call) though the result has no receipt."""
+    from .spending import settle_call
+
+    if context.spent:
+        try:
+            await settle_call(context, None)
+        except Exception as exc:  # the failure itself is what the caller must hear of
+            log.warning("could not settle the cost of a failed call: %s", exc)
+
+
+async def with_receipt(result: ToolResult, context: ToolContext) -> dict | None:
     """The call's receipt (spending.py) added to its result, structured and in words; returned as the job
     store keeps it."""
     from .outputs import GenerationOutput
-    from .spending import combined, describe
+    from .spending import describe, settle_call
 
-    receipt = combined(context.receipts)
+    output = result.structured if isinstance(result.structured, GenerationOutput) else None
+    receipt = await settle_call(context, output.files if output is not None else None)
     if receipt is None:
         return None
-    if isinstance(result.structured, GenerationOutput):
-        result.structured.cost = receipt
+    if output is not None:
+        output.cost = receipt
     result.text = f"{result.text}\n{describe(receipt)}"
     return receipt.model_dump(mode="json")
 

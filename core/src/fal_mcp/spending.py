@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from .budget import UNIT_KINDS, Estimate, EstimateError
 from .errors import ToolError
-from .outputs import Receipt, ToolInput, find_files
+from .outputs import OutputFile, Receipt, ToolInput, find_files
 from .types import Tool, ToolHints, ToolResult
 
 if TYPE_CHECKING:
@@ -171,25 +171,36 @@ async def approve(context: ToolContext, endpoint_id: str, arguments: dict[str, A
             f"FAL_MCP_MAX_COST_PER_CALL={limit:g}. Nothing was submitted.",
             kind="refused",
         )
+    limits, day = budget_limits(settings), today()
+    amount = round(found.cost * MICRO)
+    store = _store(context) if limits else None
     if settings.confirm_above is not None and found.cost > settings.confirm_above:
+        if store is not None:  # never ask the user for what the budget refuses anyway
+            spent = await store.spent(context.owner.key, day.isoformat())
+            for period, cap in limits.items():
+                if spent[period] + amount > cap:
+                    raise _over_budget(endpoint_id, found, period, spent[period], limits[period], day)
         await _consent(context, Question(context.tool.name, endpoint_id, found, _what(context)))
-    limits = budget_limits(settings)
-    if limits:
-        day = today()
-        amount = round(found.cost * MICRO)
-        over = await _store(context).charge(context.owner.key, day.isoformat(), endpoint_id, amount, limits)
+    if store is not None:
+        over = await store.charge(context.owner.key, day.isoformat(), endpoint_id, amount, limits)
         if over is not None:
-            period, spent = over
-            left = max(0, limits[period] - spent) / MICRO
-            variable = "FAL_MCP_BUDGET_DAILY" if period == "day" else "FAL_MCP_BUDGET_MONTHLY"
-            raise ToolError(
-                f"{endpoint_id} was not run: it would cost about {found.cost:.4f} USD and your "
-                f"{'daily' if period == 'day' else 'monthly'} budget ({variable}={limits[period] / MICRO:g} "
-                f"USD) has {left:.4f} USD left; it resets at {resets(period, day)}. Nothing was submitted.",
-                kind="refused",
-            )
+            period, spent_then = over
+            raise _over_budget(endpoint_id, found, period, spent_then, limits[period], day)
         spend.day, spend.charged = day.isoformat(), amount
     return spend
+
+
+def _over_budget(
+    endpoint_id: str, found: Estimate, period: str, spent: int, limit: int, day: dt.date
+) -> ToolError:
+    left = max(0, limit - spent) / MICRO
+    variable = "FAL_MCP_BUDGET_DAILY" if period == "day" else "FAL_MCP_BUDGET_MONTHLY"
+    return ToolError(
+        f"{endpoint_id} was not run: it would cost about {found.cost:.4f} USD and your "
+        f"{'daily' if period == 'day' else 'monthly'} budget ({variable}={limit / MICRO:g} USD) has "
+        f"{left:.4f} USD left; it resets at {resets(period, day)}. Nothing was submitted.",
+        kind="refused",
+    )
 
 
 def _store(context: ToolContext) -> JobStore:
@@ -257,11 +268,26 @@ async def refund(store: JobStore, spend: Spend) -> None:
         )
 
 
-async def settle(
-    context: ToolContext, spend: Spend, arguments: Mapping[str, Any], data: Any
+async def settle_call(context: ToolContext, output_files: list[OutputFile] | None) -> Receipt | None:
+    """The receipt of a call's fal requests, once the call ended (its output files, if it made any),
+    with each charge corrected to it (or, with no limits set, the use added to the ledger). None if
+    nothing was spent, or fal's price cannot be had."""
+    receipts = []
+    spent, context.spent = context.spent, []
+    for spend, arguments, data in spent:
+        receipt = await _settle(context, spend, arguments, data, output_files if len(spent) == 1 else None)
+        if receipt is not None:
+            receipts.append(receipt)
+    return combined(receipts)
+
+
+async def _settle(
+    context: ToolContext,
+    spend: Spend,
+    arguments: Mapping[str, Any],
+    data: Any,
+    output_files: list[OutputFile] | None,
 ) -> Receipt | None:
-    """The receipt of a finished fal request, and its charge corrected to it (or, with no limits set,
-    its use added to the ledger). None if fal's price cannot be had (the result says so)."""
     from .budget import estimate
 
     found = spend.estimate
@@ -271,48 +297,35 @@ async def settle(
         except EstimateError as exc:
             log.info("no receipt for %s: %s", spend.endpoint_id, exc)
             return None
-    receipt = receipt_for(found, data)
+    receipt = receipt_for(found, find_files(data), output_files or [])
     if context.table is not None:
         cost = round(receipt.cost * MICRO)
+        store = context.table.store
         try:
             if spend.day:
-                await context.table.store.adjust(
-                    spend.owner, spend.day, spend.endpoint_id, charged=cost - spend.charged
-                )
+                await store.adjust(spend.owner, spend.day, spend.endpoint_id, charged=cost - spend.charged)
             else:
-                await context.table.store.adjust(
-                    spend.owner,
-                    today().isoformat(),
-                    spend.endpoint_id,
-                    charged=cost,
-                    estimated=round(found.cost * MICRO),
-                    calls=1,
+                day = today().isoformat()
+                estimated = round(found.cost * MICRO)
+                await store.adjust(
+                    spend.owner, day, spend.endpoint_id, charged=cost, estimated=estimated, calls=1
                 )
         except Exception as exc:  # the ledger can miss a line; the result must not be lost for it
             log.warning("could not record the cost of %s in the ledger: %s", spend.endpoint_id, exc)
     return receipt
 
 
-def receipt_for(found: Estimate, data: Any) -> Receipt:
-    """The units the output has (images, megapixels, seconds) × the unit price; where the output does
-    not tell, the estimate's units, marked estimated."""
+def receipt_for(found: Estimate, fal_files: list[OutputFile], output_files: list[OutputFile]) -> Receipt:
+    """The units the output has × the unit price: measured on what fal returned (what it bills), else on
+    what the tool made of it (a length the tool read from the file), else the estimate's units, marked
+    estimated."""
     kind = UNIT_KINDS.get(found.unit.strip().lower())
-    files = find_files(data)
-    units, basis = found.units, found.basis
-    measured = False
-    if not found.historical and files:
-        if kind == "count" and found.unit.lower().rstrip("s") in ("image", "video"):
-            units, basis, measured = float(len(files)), f"{len(files)} {found.unit}", True
-        elif kind == "megapixel" and all(f.width and f.height for f in files):
-            units = sum((f.width or 0) * (f.height or 0) for f in files) / 1_000_000
-            sizes = ", ".join(f"{f.width}x{f.height}" for f in files)
-            basis, measured = f"{sizes} ({units:.2f} megapixels)", True
-        elif kind in ("second", "minute") and any(f.duration for f in files):
-            seconds = sum(f.duration or 0 for f in files)
-            units = seconds if kind == "second" else seconds / 60
-            basis, measured = f"{seconds:g} s of output", True
-        elif kind == "count":
-            measured = True  # per request: one request is one request
+    measured = (
+        None
+        if found.historical
+        else _measure(kind, found.unit, fal_files) or _measure(kind, found.unit, output_files)
+    )
+    units, basis = measured or (found.units, found.basis)
     return Receipt(
         estimate=round(found.cost, 6),
         cost=round(units * found.unit_price, 6),
@@ -320,8 +333,27 @@ def receipt_for(found: Estimate, data: Any) -> Receipt:
         unit=found.unit,
         unit_price=found.unit_price,
         basis=basis,
-        estimated=found.historical or not measured,
+        estimated=measured is None,
     )
+
+
+def _measure(kind: str | None, unit: str, files: list[OutputFile]) -> tuple[float, str] | None:
+    """(units, what was counted) in these files, if they tell."""
+    if kind == "count" and unit.lower().rstrip("s") not in ("image", "video"):
+        return (1.0, f"1 {unit}") if files else None  # priced per request: one request
+    if not files:
+        return None
+    if kind == "count":
+        return float(len(files)), f"{len(files)} {unit}"
+    if kind == "megapixel" and all(f.width and f.height for f in files):
+        megapixels = sum((f.width or 0) * (f.height or 0) for f in files) / 1_000_000
+        sizes = sorted({f"{f.width}x{f.height}" for f in files})
+        shown = f"{len(files)} × {sizes[0]}" if len(sizes) == 1 else ", ".join(sizes)
+        return megapixels, f"{shown} ({megapixels:.2f} megapixels)"
+    if kind in ("second", "minute") and all(f.duration for f in files):
+        seconds = sum(f.duration or 0 for f in files)
+        return (seconds if kind == "second" else seconds / 60), f"{seconds:g} s of output"
+    return None
 
 
 def combined(receipts: list[Receipt]) -> Receipt | None:
