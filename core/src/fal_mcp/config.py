@@ -119,6 +119,9 @@ class Settings:
     # Finished jobs are forgotten after this many seconds, and beyond this many per owner.
     job_retention: float = 30 * 24 * 3600.0
     jobs_per_owner: int = 500
+    # The key sealing the state a 2026-era client carries between the rounds of one call (replicas must
+    # share it); None: derived from the fal key, or made at start when there is none.
+    state_key: str | None = field(default=None, repr=False)
     # Other secrets of this deployment (bearer token, key parts), kept out of every message and log.
     other_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -157,6 +160,7 @@ class Settings:
             check_wait_max=number_setting(env, "FAL_MCP_CHECK_WAIT_MAX", 50.0, 0),
             job_retention=number_setting(env, "FAL_MCP_JOB_RETENTION_DAYS", 30, 0.0001) * 24 * 3600,
             jobs_per_owner=int(number_setting(env, "FAL_MCP_JOBS_PER_OWNER", 500, 1)),
+            state_key=env.get("FAL_MCP_STATE_KEY", "").strip() or None,
             other_secrets=tuple(env[name].strip() for name in SECRET_VARIABLES if env.get(name, "").strip()),
         )
 
@@ -207,7 +211,7 @@ def state_dir(env: Mapping[str, str] | None = None) -> str:
     return os.path.join(base, "fal-mcp")
 
 
-SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_MCP_AUTH_TOKEN")
+SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_MCP_AUTH_TOKEN", "FAL_MCP_STATE_KEY")
 
 
 def _fal_key(env: Mapping[str, str]) -> str | None:

@@ -78,6 +78,7 @@ class ToolContext:
         recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
         import anyio
 
+        from .gateway import NotSubmitted
         from .spending import Spend, approve, refund
 
         if self.job is not None:  # finishing a job whose fal output is in hand already
@@ -105,8 +106,8 @@ class ToolContext:
                 on_submit=on_submit,
                 cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None,
             )
-        except BaseException:
-            if not submitted and spend.charged and self.table is not None:  # fal never took it
+        except NotSubmitted:  # fal never took it; any other failure may have left a paid job running
+            if not submitted and spend.charged and self.table is not None:
                 with anyio.CancelScope(shield=True):
                     await refund(self.table.store, spend)
             raise

@@ -37,6 +37,22 @@ UPLOADS_KEPT = 4096
 CACHE_KEPT = 512
 
 
+class NotSubmitted(ToolError):
+    """fal did not take the job: it refused the submit (4xx, or 502-504 after the retries), or could not
+    be reached.
+    Any other failure of a submit (a timeout, a connection lost after sending) may have left a job
+    running on fal, paid for."""
+
+
+def _refused_before_taking(exc: BaseException) -> bool:
+    import httpx
+    from fal_client.client import FalClientHTTPError
+
+    if isinstance(exc, FalClientHTTPError):  # as in the retry policy: 502-504 were not acted on
+        return 400 <= exc.status_code < 500 or exc.status_code in (502, 503, 504)
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
 @dataclass(frozen=True)
 class FalResult:
     endpoint_id: str
@@ -254,6 +270,8 @@ class FalGateway:
                     kind=error.kind,
                     status=error.status,
                 )
+            elif handle is None and _refused_before_taking(exc):
+                error = NotSubmitted(str(error), kind=error.kind, status=error.status)
             raise error from None
 
     async def follow(

@@ -538,8 +538,27 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         on_list_resources=on_list_resources,
         on_read_resource=on_read_resource,
     )
+    server.middleware.append(request_state_boundary(table.settings, owner))
     start_task = serve_tasks(server, table, owner)
     return server
+
+
+def request_state_boundary(settings: Settings, owner):
+    """The SDK's seal on the state a 2026-era client carries between the rounds of one call (the spending
+    confirmation's): a client can neither read nor forge it, and it is bound to the call's arguments and
+    owner. Its key is FAL_MCP_STATE_KEY, else one derived from the fal key (so replicas sharing the key
+    read each other's state, and a restart keeps it valid), else one made now."""
+    import hashlib
+
+    from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+
+    secret: str | bytes = settings.state_key or (
+        hashlib.sha256(b"fal-mcp request state\0" + settings.fal_key.encode()).hexdigest()
+        if settings.fal_key
+        else os.urandom(32)
+    )
+    security = RequestStateSecurity(keys=[secret], bind_principal=lambda ctx: owner(ctx).key)
+    return RequestStateBoundary(security, default_audience=SERVER_NAME)
 
 
 def protocol_error(problem: Exception):

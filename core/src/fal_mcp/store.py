@@ -471,7 +471,9 @@ class RedisStore:
         return removed
 
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
-        milliseconds = max(1, int((expires_at - time.time()) * 1000))
+        milliseconds = int((expires_at - time.time()) * 1000)
+        if milliseconds <= 0:  # expired already: a token that can never be used is not kept
+            return
         await self.client.set(self._key("token", token), binding, px=milliseconds)
 
     async def take_token(self, token: str, binding: str) -> bool:
