@@ -264,3 +264,18 @@ async def test_the_user_is_not_asked_for_what_the_budget_refuses(sandbox, regist
             second = await client.call_tool("generate_image", PRO)
             assert second.is_error and "left" in text_of(second) and "resets at" in text_of(second)
     assert len(asked) == 1 and len(sandbox.state.submissions) == 1
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+async def test_a_token_works_through_submit_job(sandbox, registry, where):
+    async with tool_table_for(sandbox, registry, FAL_MCP_CONFIRM_ABOVE=0.01) as table:
+        job = {"tool": "generate_image", "arguments": PRO}
+        token = token_from(await table.call("submit_job", job))
+        assert sandbox.state.submissions == []
+        if where == "inside":
+            job = {"tool": "generate_image", "arguments": {**PRO, "confirm": token}}
+        else:
+            job = {**job, "confirm": token}
+        started = await table.call("submit_job", job)
+        assert not started.is_error, text_of(started)
+    assert len(sandbox.state.submissions) == 1

@@ -106,6 +106,8 @@ async def submit_job(args: SubmitJobInput, ctx: ToolContext) -> ToolResult:
     from .spending import NeedsInput
 
     asker = ctx.call.asker if ctx.call is not None else None  # the user of this request answers for the job
+    if ctx.confirm_token and "confirm" not in arguments:  # given to submit_job: it is the job's
+        arguments = {**arguments, "confirm": ctx.confirm_token}
     call = await table.start(
         tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True, asker=asker
     )
