@@ -122,3 +122,19 @@ def test_a_bad_store_url_names_the_setting():
 
     with pytest.raises(ConfigError, match="FAL_MCP_STORE"):
         open_store("postgres://x")
+
+
+async def test_replicas_opening_one_new_file_at_once_all_start(tmp_path):
+    """Switching a new file to WAL needs it alone; SQLite refuses at once (no waiting) while another
+    process's connection is opening it too. Every store must open anyway."""
+    from fal_mcp.store import SqliteStore
+
+    for round_ in range(10):
+        stores = [SqliteStore(str(tmp_path / f"jobs-{round_}.sqlite3")) for _ in range(8)]
+        try:
+            async with anyio.create_task_group() as group:
+                for store in stores:
+                    group.start_soon(store.spent, "alice", "2026-01-01")
+        finally:
+            for store in stores:
+                await store.aclose()

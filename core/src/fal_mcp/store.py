@@ -165,7 +165,7 @@ class SqliteStore:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             if self.path != ":memory:":
-                connection.execute("PRAGMA journal_mode=WAL")
+                self._use_wal(connection)
                 # WAL with NORMAL: a commit survives the process being killed (not a power cut) without an
                 # fsync per write; progress updates come several times a job.
                 connection.execute("PRAGMA synchronous=NORMAL")
@@ -173,6 +173,22 @@ class SqliteStore:
             connection.executescript(self.SCHEMA)
             self._connection = connection
         return self._connection
+
+    @staticmethod
+    def _use_wal(connection: sqlite3.Connection) -> None:
+        """WAL, so processes share the file. Switching to it needs the file to itself, and SQLite answers
+        "locked" at once, without waiting, while another process (a replica starting too) holds it."""
+        import sqlite3
+
+        for attempt in range(400):  # about 20 s
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 399:
+                    raise
+                time.sleep(0.05)
 
     async def _run(self, work, *args):
         import anyio

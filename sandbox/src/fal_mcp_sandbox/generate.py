@@ -4,7 +4,7 @@ Runs in a worker thread (PIL work must not block the event loop). Nothing here k
 reads the output schema and the input:
 
 - an object with a `url` property is a file, drawn and stored on the sandbox CDN: an image (field
-  name, title or description says image/mask/...), a video (an MJPEG MP4) or audio (a WAV). Images
+  name, title or description says image/mask/...), a video (an H.264 MP4) or audio (a WAV). Images
   have the requested size (`image_size` preset or object, `width`/`height`, `aspect_ratio`), else the
   input image's size times its upscale factor plus any `expand_*` pixels; a mask is a grey mask and
   an image "with background removed" a transparent cut-out. A list of images holds `num_images`.

@@ -1,4 +1,5 @@
-"""Placeholder media: PIL images, WAV audio and Motion-JPEG MP4 video, all real files.
+"""Placeholder media: PIL images, WAV audio and H.264 MP4 video (through PyAV), all real files that
+browsers play.
 
 Everything is deterministic from (prompt, seed) so tests can compare outputs. Only
 imported by the running sandbox (PIL is heavy).
@@ -176,9 +177,9 @@ def video_size(aspect: float) -> tuple[int, int]:
 
 def video_frames(
     width: int, height: int, count: int, prompt: str, seed: int, base: Image.Image | None = None
-) -> list[bytes]:
-    """JPEG frames: the still image with a ball travelling across it."""
-    background = draw_image(width, height, prompt, seed, base=base)
+) -> list[Image.Image]:
+    """The still image with a ball travelling across it, frame by frame."""
+    background = draw_image(width, height, prompt, seed, base=base).convert("RGB")
     d = _digest(prompt, seed, "ball")
     colour = (d[0], d[1], d[2])
     r = max(4, min(width, height) // 8)
@@ -189,91 +190,32 @@ def video_frames(
         x = r + t * (width - 2 * r)
         y = height / 2 + math.sin(t * 2 * math.pi) * (height / 2 - r)
         ImageDraw.Draw(frame).ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255))
-        buf = io.BytesIO()
-        frame.save(buf, "JPEG", quality=80)
-        frames.append(buf.getvalue())
+        frames.append(frame)
     return frames
 
 
-def _box(kind: bytes, *payload: bytes) -> bytes:
-    body = b"".join(payload)
-    return struct.pack(">I", 8 + len(body)) + kind + body
+def mp4(frames: list[Image.Image], width: int, height: int, fps: float) -> bytes:
+    """An MP4 holding one H.264 track (yuv420p, as fal's videos and every browser play), the index
+    first so a player can start before the end."""
+    import os
+    import tempfile
+    from fractions import Fraction
 
+    import av
 
-def _full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
-    return _box(kind, struct.pack(">I", (version << 24) | flags), *payload)
-
-
-_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-
-
-def mp4(frames: list[bytes], width: int, height: int, fps: float) -> bytes:
-    """An ISO BMFF (MP4) file holding one Motion-JPEG track (sample entry 'jpeg').
-
-    Layout: ftyp, moov, mdat (moov first, so players can start before the end).
-    Media timescale = fps * 1000 with a sample delta of 1000, movie timescale 1000.
-    """
-    n = len(frames)
-    media_scale = round(fps * 1000)
-    duration_ms = round(n * 1000 / fps)
-    ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isom", b"iso2", b"mp41")
-
-    def moov(data_offset: int) -> bytes:
-        # times/durations: creation, modification, timescale, duration (version 0: 32-bit)
-        mvhd = _full_box(
-            b"mvhd",
-            0,
-            0,
-            struct.pack(">4I", 0, 0, 1000, duration_ms),
-            struct.pack(">IH", 0x10000, 0x100),
-            bytes(10),
-            _MATRIX,
-            bytes(24),
-            struct.pack(">I", 2),
-        )  # rate 1.0, volume 1.0, ..., next track id
-        tkhd = _full_box(
-            b"tkhd",
-            0,
-            3,
-            struct.pack(">5I", 0, 0, 1, 0, duration_ms),
-            bytes(8),
-            struct.pack(">4H", 0, 0, 0, 0),
-            _MATRIX,
-            struct.pack(">2I", width << 16, height << 16),
-        )  # flags 3: enabled, in movie
-        und = (21 << 10) | (14 << 5) | 4  # ISO 639-2 "und", 5 bits per letter
-        mdhd = _full_box(
-            b"mdhd", 0, 0, struct.pack(">4I", 0, 0, media_scale, n * 1000), struct.pack(">2H", und, 0)
-        )
-        hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\0")
-        vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
-        dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
-        compressor = b"\x0cPhoto - JPEG".ljust(32, b"\0")
-        entry = _box(
-            b"jpeg",
-            bytes(6),
-            struct.pack(">H", 1),
-            bytes(16),
-            struct.pack(">2H", width, height),
-            struct.pack(">3I", 0x480000, 0x480000, 0),
-            struct.pack(">H", 1),
-            compressor,
-            struct.pack(">Hh", 0x18, -1),
-        )
-        stbl = _box(
-            b"stbl",
-            _full_box(b"stsd", 0, 0, struct.pack(">I", 1), entry),
-            _full_box(b"stts", 0, 0, struct.pack(">3I", 1, n, 1000)),
-            _full_box(b"stsc", 0, 0, struct.pack(">4I", 1, 1, n, 1)),  # one chunk holding every sample
-            _full_box(b"stsz", 0, 0, struct.pack(">2I", 0, n), struct.pack(f">{n}I", *map(len, frames))),
-            _full_box(b"stco", 0, 0, struct.pack(">2I", 1, data_offset)),
-        )
-        minf = _box(b"minf", vmhd, dinf, stbl)
-        return _box(b"moov", mvhd, _box(b"trak", tkhd, _box(b"mdia", mdhd, hdlr, minf)))
-
-    # moov's size does not depend on the offset it records, so measure it once.
-    offset = len(ftyp) + len(moov(0)) + 8
-    return ftyp + moov(offset) + _box(b"mdat", *frames)
+    # A file, not memory: putting the index first (faststart) rewrites the file once it is written.
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "video.mp4")
+        with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+            for image in frames:
+                frame = av.VideoFrame.from_image(image.convert("RGB").resize((width, height)))
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))  # flush the encoder
+        with open(path, "rb") as file:
+            return file.read()
 
 
 def mp4_seconds(data: bytes) -> float | None:
