@@ -261,3 +261,8 @@ def portal_sandbox(portal):
     portal.call(sb.start)
     yield sb
     portal.call(sb.stop)
+
+
+def listed_outputs(listing) -> list:
+    """The outputs in a resources/list answer (beside them is the viewer's ui:// resource)."""
+    return [r for r in listing.resources if str(r.uri).startswith("fal-mcp://outputs/")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from .conftest import server_env, stdio_client
+from .conftest import listed_outputs, server_env, stdio_client
 
 pytestmark = pytest.mark.anyio
 
@@ -116,9 +116,9 @@ async def test_outputs_are_listed_and_read_as_resources():
     import base64
 
     async with stdio_client(["serve", "--sandbox"], server_env()) as client:
-        assert (await client.list_resources()).resources == []
+        assert listed_outputs(await client.list_resources()) == []
         made = await client.call_tool("generate_image", {"prompt": "resource", "num_images": 2})
-        resources = (await client.list_resources()).resources
+        resources = listed_outputs(await client.list_resources())
         assert len(resources) == 2 and all(r.mime_type == "image/jpeg" for r in resources)
         assert str(resources[0].uri).startswith("fal-mcp://outputs/" + made.structured_content["request_id"])
         read = await client.read_resource(resources[0].uri)

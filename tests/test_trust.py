@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from .conftest import count_routes, http_server, server_env, tool_table_for
+from .conftest import count_routes, http_server, listed_outputs, server_env, tool_table_for
 from .test_media import png_bytes
 
 pytestmark = pytest.mark.anyio
@@ -315,7 +315,7 @@ async def make_job_and_output(client) -> tuple[str, str]:
 async def assert_stranger_sees_nothing(stranger, uri: str, job_id: str, sandbox) -> None:
     from mcp.shared.exceptions import MCPError
 
-    assert (await stranger.list_resources()).resources == []
+    assert listed_outputs(await stranger.list_resources()) == []
     with pytest.raises(MCPError):
         await stranger.read_resource(uri)
     listed = await stranger.call_tool("list_jobs", {})
@@ -335,7 +335,7 @@ async def test_two_clients_of_one_server_are_strangers(thread_sandbox, transport
     with http_server(["--transport", transport], env) as (_, base):
         async with connect(base) as owner, connect(base) as stranger:
             uri, job_id = await make_job_and_output(owner)
-            assert [str(r.uri) for r in (await owner.list_resources()).resources] == [uri]
+            assert [str(r.uri) for r in listed_outputs(await owner.list_resources())] == [uri]
             # both the generation and the submitted job are the owner's jobs
             assert len((await owner.call_tool("list_jobs", {})).structured_content["jobs"]) == 2
             await assert_stranger_sees_nothing(stranger, uri, job_id, thread_sandbox)
@@ -355,7 +355,7 @@ async def test_stateless_clients_without_a_token_are_anonymous(thread_sandbox):
         async with http_client(base) as first, http_client(base) as second:
             uri, job_id = await make_job_and_output(first)
             for client in (first, second):
-                assert (await client.list_resources()).resources == []
+                assert listed_outputs(await client.list_resources()) == []
                 assert (await client.call_tool("list_jobs", {})).structured_content["jobs"] == []
             assert not (await first.call_tool("check_job", {"job_id": job_id})).is_error
 
@@ -367,7 +367,7 @@ async def test_a_tokens_holder_is_one_owner_across_stateless_requests(thread_san
         async with http_client(base, TOKEN) as first:
             uri, job_id = await make_job_and_output(first)
         async with http_client(base, TOKEN) as again:
-            assert [str(r.uri) for r in (await again.list_resources()).resources] == [uri]
+            assert [str(r.uri) for r in listed_outputs(await again.list_resources())] == [uri]
             listed = (await again.call_tool("list_jobs", {})).structured_content["jobs"]
             assert len(listed) == 2 and listed[0]["job_id"] == job_id  # newest first
         async with httpx.AsyncClient() as http:

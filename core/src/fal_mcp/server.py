@@ -165,6 +165,7 @@ class ToolTable:
         from mcp import types
 
         from .tasks import task_support
+        from .viewer import tool_meta
 
         if self._listing is None:
             self._listing = [
@@ -186,6 +187,7 @@ class ToolTable:
                         if task_support(tool) != "forbidden"
                         else None
                     ),  # absent means forbidden
+                    _meta=tool_meta(tool),
                 )
                 for tool in self.registry.tools.values()
             ]
@@ -444,6 +446,7 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
     from mcp import types
     from mcp.server import Server
 
+    from . import viewer
     from .tasks import serve_tasks
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
@@ -496,12 +499,15 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         return _error("The call was cancelled.")  # never delivered
 
     async def on_list_resources(ctx, params) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=table.outputs.listing(owner(ctx)))
+        return types.ListResourcesResult(resources=[viewer.resource(), *table.outputs.listing(owner(ctx))])
 
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         from mcp.shared.exceptions import MCPError
 
         from .media import MediaError, fetch
+
+        if str(params.uri) == viewer.VIEWER_URI:
+            return viewer.read()
 
         file = table.outputs.file(str(params.uri), owner(ctx))
         if file is None:
@@ -539,6 +545,7 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         on_read_resource=on_read_resource,
     )
     server.middleware.append(request_state_boundary(table.settings, owner))
+    viewer.advertise(server)
     start_task = serve_tasks(server, table, owner)
     return server
 

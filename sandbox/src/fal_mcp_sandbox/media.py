@@ -115,20 +115,23 @@ def decode_image(data: bytes) -> Image.Image:
 
 
 def wav(seconds: float, prompt: str, seed: int, rate: int = SAMPLE_RATE) -> bytes:
-    """A melody of quarter-second sine notes from a pentatonic scale chosen by hash(prompt, seed)."""
+    """A melody of quarter-second sine notes from a pentatonic scale, each struck and fading like a
+    plucked string at its own loudness (so the waveform shows the notes), all chosen by
+    hash(prompt, seed)."""
     total = max(1, round(seconds * rate))
     note_len = rate // 4
     scale = [220 * 2 ** (k / 12) for k in (0, 2, 4, 7, 9, 12, 14, 16)]
-    notes: dict[float, bytes] = {}  # each pitch rendered once, then concatenated
+    notes: dict[tuple[float, int], bytes] = {}  # each (pitch, loudness) rendered once, then concatenated
 
-    def note(freq: float) -> bytes:
-        if freq not in notes:
+    def note(freq: float, loudness: int) -> bytes:
+        if (freq, loudness) not in notes:
             fade = rate // 100  # 10 ms ramps avoid clicks between notes
             samples = array(
                 "h",
                 (
                     int(
-                        9000
+                        loudness
+                        * math.exp(-3 * i / note_len)
                         * math.sin(2 * math.pi * freq * i / rate)
                         * min(1, i / fade, (note_len - i) / fade)
                     )
@@ -137,13 +140,13 @@ def wav(seconds: float, prompt: str, seed: int, rate: int = SAMPLE_RATE) -> byte
             )
             if sys.byteorder == "big":
                 samples.byteswap()  # WAV is little-endian
-            notes[freq] = samples.tobytes()
-        return notes[freq]
+            notes[freq, loudness] = samples.tobytes()
+        return notes[freq, loudness]
 
     d = _digest(prompt, seed)
     chunks, have, i = [], 0, 0
     while have < total:
-        chunks.append(note(scale[d[i % len(d)] % len(scale)]))
+        chunks.append(note(scale[d[i % len(d)] % len(scale)], 5000 + 2000 * (d[(i + 7) % len(d)] % 6)))
         have += note_len
         i += 1
     buf = io.BytesIO()
