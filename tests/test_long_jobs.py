@@ -105,6 +105,33 @@ async def test_an_explicit_cancel_before_the_hand_off_cancels_the_fal_request(sa
         assert [j["status"] for j in jobs] == ["cancelled"]
 
 
+async def test_a_cancel_while_the_job_is_being_recorded_waits_for_the_record(sandbox, registry):
+    """The cancel arrives after fal took the job and while the server records it: the record is made
+    (the submit and its recording are shielded), then the job is cancelled on fal and marked so. A
+    cancelled task used to break through the shield and lose the paid job's record."""
+    sandbox.state.add_fault(outcome="hold")
+    async with tool_table_for(sandbox, registry, FAL_MCP_HANDOFF_AFTER="off") as table:
+        recording, release = anyio.Event(), anyio.Event()
+        add = table.store.add
+
+        async def slow_add(record):
+            recording.set()
+            await release.wait()
+            await add(record)
+
+        table.store.add = slow_add
+        async with anyio.create_task_group() as group:
+            group.start_soon(table.call, "generate_video", VIDEO)
+            await recording.wait()
+            group.cancel_scope.cancel()
+            release.set()
+        with anyio.fail_after(30):  # a hang guard: the cancel reaches fal after the record
+            while not sandbox.state.cancels:
+                await anyio.sleep(0.02)
+        jobs = (await table.call("list_jobs", {})).structured_content["jobs"]
+        assert [(j["status"], j["request_id"]) for j in jobs] == [("cancelled", sandbox.state.cancels[0])]
+
+
 async def test_a_client_with_a_shorter_timeout_gets_the_job_and_its_result_over_stdio(
     thread_sandbox, tmp_path
 ):

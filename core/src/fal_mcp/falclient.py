@@ -78,7 +78,9 @@ def make_client(key: str | None):
             made = self.__dict__.get("_pooled")
             if made is None:
                 made = self.__dict__["_pooled"] = asyncio.ensure_future(self._make_http_client())
-            return made
+            # Shielded: a task cancelled while it awaits the shared client must not cancel the client's
+            # making for every later request.
+            return asyncio.shield(made)
 
         async def _make_http_client(
             self, connections: int | None = POOL_CONNECTIONS, keep_alive: int = POOL_CONNECTIONS
@@ -103,7 +105,7 @@ def make_client(key: str | None):
                 made = self.__dict__["_streams"] = asyncio.ensure_future(
                     self._make_http_client(connections=None, keep_alive=STREAM_KEEP_ALIVE)
                 )
-            return made
+            return asyncio.shield(made)  # as _client
 
     return PooledAsyncClient(key=key)
 
@@ -112,7 +114,7 @@ async def close(client) -> None:
     """Close the httpx clients `make_client`'s client made, if it made them."""
     for name in ("_pooled", "_streams"):
         made = client.__dict__.get(name)
-        if made is None:
+        if made is None or made.cancelled():
             continue
         try:
             http = await made

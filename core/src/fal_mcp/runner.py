@@ -88,6 +88,10 @@ class Call:
         self.cancelled_by_client = False  # the client asked for the job to be stopped
         self.cancel_fal = False  # ... and the fal request is cancelled where the task stops
         self.task: asyncio.Task | None = None
+        # Stopping a call cancels this scope, never the task itself: asyncio's own Task.cancel() goes
+        # through shielded scopes, and would break off a submit fal has taken before it is recorded.
+        self.scope: anyio.CancelScope | None = None
+        self.stopping = False
         self._report = context.report_progress  # the waiting request's progress callback, if any
         self._steps = 0
         self._status, self._stored_at = "submitted", 0.0
@@ -113,6 +117,12 @@ class Call:
             except Exception as exc:  # the request's stream is gone: the job goes on
                 log.debug("progress not delivered: %s", exc)
                 self._report = None
+
+    def stop(self) -> None:
+        """Cancel the call's work (not while it submits to fal and records the job: that is shielded)."""
+        self.stopping = True
+        if self.scope is not None:
+            self.scope.cancel()
 
     def detach(self) -> None:
         """The request returned (hand-off): nobody receives this call's progress, nor answers questions."""
@@ -151,6 +161,7 @@ class Runner:
         self.settings = table.settings
         self.live: dict[str, Call] = {}  # job id -> the call following it in this process
         self._tasks: set[asyncio.Task] = set()
+        self._running: set[Call] = set()  # calls whose work runs now (aclose stops them)
         self._closing = False
         self._last_prune = 0.0
 
@@ -170,7 +181,7 @@ class Runner:
         context.call = call
         if record_now:
             await self.record(call, status="submitted")
-        call.task = self._spawn(self._run(call))
+        call.task = self._spawn(self._stoppable(call, self._run(call)))
         return call
 
     def _spawn(self, coroutine) -> asyncio.Task:
@@ -178,6 +189,19 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _stoppable(self, call: Call, work) -> None:
+        """Run a call's work in a cancel scope that Call.stop cancels (its own handler re-raises the
+        cancellation, which ends here)."""
+        self._running.add(call)
+        try:
+            with anyio.CancelScope() as scope:
+                call.scope = scope
+                if call.stopping:
+                    scope.cancel()
+                await work
+        finally:
+            self._running.discard(call)
 
     async def _run(self, call: Call) -> None:
         from .spending import NeedsInput
@@ -290,7 +314,7 @@ class Runner:
         except anyio.get_cancelled_exc_class():
             if not call.finished.is_set() and call.task is not None:
                 call.cancelled_by_client = call.cancel_fal = True
-                call.task.cancel()
+                call.stop()
             raise
 
     def handoff_result(self, call: Call) -> CallToolResult:
@@ -345,7 +369,7 @@ class Runner:
             record.progress or "",
         )
         self.live[record.job_id] = call
-        call.task = self._spawn(self._resume(call, record))
+        call.task = self._spawn(self._stoppable(call, self._resume(call, record)))
         return call
 
     async def _resume(self, call: Call, record: JobRecord) -> None:
@@ -410,7 +434,7 @@ class Runner:
         call = self.live.get(record.job_id)
         if call is not None and call.task is not None and not call.finished.is_set():
             call.cancelled_by_client = True  # the fal request is cancelled below, once
-            call.task.cancel()
+            call.stop()
             await call.finished.wait()
             record = await self.store.get(record.job_id) or record  # its request id, if fal had just taken it
         cancelled = (
@@ -435,8 +459,12 @@ class Runner:
         """Stop following: the jobs stay unfinished in the store (never cancelled on fal)."""
         self._closing = True
         tasks = list(self._tasks)
+        calls = {call.task for call in self._running}
+        for call in list(self._running):
+            call.stop()
         for task in tasks:
-            task.cancel()
+            if task not in calls:  # not a call's: nothing of it is shielded
+                task.cancel()
         for task in tasks:
             with anyio.CancelScope(shield=True):
                 try:
