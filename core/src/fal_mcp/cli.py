@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import logging
@@ -49,6 +50,96 @@ def _sandbox_installed() -> bool:
     return importlib.util.find_spec("fal_mcp_sandbox") is not None
 
 
+class ListenError(Exception):
+    """The HTTP transport cannot listen where it was asked to (a port in use, say)."""
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ListenError:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        advice = (
+            f"port {port} is already in use (another server listens there); "
+            "choose another with --port N, or --port 0 for any free one"
+        )
+    elif exc.errno == errno.EACCES:
+        advice = "permission denied (ports below 1024 need privileges); choose another with --port N"
+    else:
+        advice = f"{exc.strerror or exc}; check --host (FAL_MCP_HOST)"
+    return ListenError(f"cannot listen on {where}: {advice}")
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Bind the address once, as serve_http will, and let it go: a taken port is reported before
+    anything starts (serve_http binds it again; a race there is reported the same way)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or `exc` itself."""
+    inner = getattr(exc, "exceptions", None)
+    if not isinstance(inner, tuple) or not all(isinstance(item, BaseException) for item in inner):
+        return [exc]
+    return [leaf for item in inner for leaf in _leaves(item)]
+
+
+def _commands() -> tuple[str, str]:
+    """This program as typed in this terminal, and as an absolute path for a client's configuration."""
+    import shutil
+
+    typed = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]).startswith("fal-mcp") else ""
+    if not typed:  # python -m fal_mcp.cli: this environment's script
+        script = os.path.join(os.path.dirname(sys.executable), "fal-mcp")
+        typed = script if os.path.exists(script) else "fal-mcp"
+    on_path = shutil.which("fal-mcp")
+    absolute = os.path.abspath(typed) if os.sep in typed else (on_path or typed)
+    if on_path and os.path.abspath(on_path) == absolute:
+        typed = "fal-mcp"
+    return typed, absolute
+
+
+def client_hint(sandbox: bool, transport: str) -> str:
+    """What a person who started `fal-mcp serve` in a terminal reads: how to connect a client."""
+    typed, absolute = _commands()
+    serve_args = ["serve", "--sandbox"] if sandbox else ["serve"]
+    entry: dict = {"command": absolute, "args": serve_args}
+    if not sandbox:
+        entry["env"] = {"FAL_KEY": "your-fal-key"}
+    snippet = json.dumps({"mcpServers": {"fal": entry}})
+    sandbox_flag = " --sandbox" if sandbox else ""
+    lines = [
+        "fal-mcp: ready. An MCP server speaks the protocol on stdin/stdout with the client that starts it: "
+        "there is nothing to type here (Ctrl-C stops it). To connect a client:",
+        "  Claude Desktop: add this to claude_desktop_config.json, then restart Claude Desktop:",
+        f"    {snippet}",
+    ]
+    if transport == "stdio":
+        lines.append(
+            f"  A client that connects to a URL: {typed} serve{sandbox_flag} --transport http (it prints its URL)"
+        )
+    lines.append(
+        "  --sandbox is the offline fal stand-in: placeholder media, no key needed; "
+        "to use fal itself, set FAL_KEY and leave it out."
+        if sandbox
+        else f"  No fal key yet? {typed} serve --sandbox uses the offline fal stand-in (placeholder media)."
+    )
+    return "\n".join(lines)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):  # closed
+        return False
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import anyio
 
@@ -66,6 +157,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ, host=args.host, port=args.port, stateless=True if args.stateless else None
         )
         http_settings.check_exposure()  # before anything starts
+        _check_listen(http_settings.host, http_settings.port)
     registry = _registry(settings)
     active = [pack.name for pack in registry.packs if pack.status == "active"]
     log.info("serving %d tools from packs: %s", len(registry.tools), ", ".join(active) or "none")
@@ -86,6 +178,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 "needed)",
                 file=sys.stderr,
             )
+        relay = None
         try:
             # One gateway and one tool table, whatever the transports.
             async with (
@@ -98,38 +191,113 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 # objects stalled the event loop for ~100 ms (benchmarks/concurrency.py).
                 gc.freeze()
                 gc.set_threshold(*GC_THRESHOLDS)
-                if transport == "stdio":
-                    await serve_stdio(table)
+                # A person, not a client, started it on a terminal: told how to connect one.
+                terminal = transport in ("stdio", "dual") and _stdin_is_terminal()
+                if transport == "stdio" and not terminal:
+                    await serve_stdio(table)  # a client's signals: Python's defaults
                     return
-                if http_settings is None:  # read above for every transport but stdio
-                    raise RuntimeError(f"no HTTP settings for the {transport} transport")
-                from .http import serve_http
-
                 async with anyio.create_task_group() as group:
-                    group.start_soon(_stop_on_signal, group.cancel_scope)
-                    if transport == "dual":
-                        group.start_soon(serve_http, table, http_settings, ("http",))
-                        await serve_stdio(table)  # the stdio client leaving ends the server
+                    if terminal:
+                        relay = _TerminalRelay()
+                    await group.start(_stop_on_signal, group.cancel_scope, relay)
+                    if terminal:  # stdout carries the protocol: stderr
+                        print(client_hint(args.sandbox, transport), file=sys.stderr)
+                    if transport == "stdio":
+                        await serve_stdio(table)
                     else:
-                        await serve_http(table, http_settings, (transport,))
+                        if http_settings is None:  # read above for every transport but stdio
+                            raise RuntimeError(f"no HTTP settings for the {transport} transport")
+                        from .http import serve_http
+
+                        if transport == "dual":
+                            group.start_soon(serve_http, table, http_settings, ("http",))
+                            await serve_stdio(table)  # the stdio client leaving ends the server
+                        else:
+                            await serve_http(table, http_settings, (transport,))
                     group.cancel_scope.cancel()
         finally:
+            if relay is not None:
+                relay.restore()
             if sandbox is not None:
                 await sandbox.stop()
 
-    anyio.run(main, backend="asyncio")
+    try:
+        anyio.run(main, backend="asyncio")
+    except BaseException as exc:
+        taken = [
+            leaf for leaf in _leaves(exc) if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE
+        ]
+        if http_settings is not None and taken:  # taken between _check_listen and serve_http's bind
+            raise _listen_error(http_settings.host, http_settings.port, taken[0]) from None
+        raise
     return 0
 
 
-async def _stop_on_signal(scope) -> None:
+async def _stop_on_signal(scope, relay: _TerminalRelay | None = None, *, task_status=None) -> None:
+    """SIGTERM or SIGINT (Ctrl-C) cancels `scope`: the server stops cleanly. Started with
+    `group.start`, it reports once it receives them."""
     import signal
 
     import anyio
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        if task_status is not None:
+            task_status.started()
         async for _ in signals:
+            if relay is not None:
+                relay.close()  # the stdio transport's read ends: it can finish its cancellation
             scope.cancel()
             return
+
+
+class _TerminalRelay:
+    """Standard input, when it is a terminal, read by a daemon thread and handed on through a pipe put
+    in its place (fd 0). The MCP stdio transport reads fd 0 in a worker thread that nothing interrupts:
+    blocked on a terminal, it held the server after Ctrl-C until a line was typed. Closing the pipe
+    (Ctrl-C, or Ctrl-D on the terminal) is a client leaving: the server stops cleanly."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._terminal = os.dup(0)
+        read_end, write_end = os.pipe()
+        self._write_end: int | None = write_end
+        os.dup2(read_end, 0)
+        os.close(read_end)
+        threading.Thread(target=self._pump, name="fal-mcp terminal input", daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                data = os.read(self._terminal, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            with self._lock:
+                if self._write_end is None:
+                    return
+                try:
+                    while data:
+                        data = data[os.write(self._write_end, data) :]
+                except OSError:
+                    break
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._write_end is not None:
+                os.close(self._write_end)
+                self._write_end = None
+
+    def restore(self) -> None:
+        """fd 0 is the terminal again (the pump thread, blocked on it, ends with the process)."""
+        self.close()
+        try:
+            os.dup2(self._terminal, 0)
+        except OSError:
+            pass
 
 
 def sandbox_settings(settings: Settings, sandbox_env: dict[str, str]) -> Settings:
@@ -246,8 +414,51 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return sandbox_main(["--host", args.host, "--port", str(args.port)])
 
 
+def version_text() -> str:
+    """The core's version, each installed pack's and the sandbox's, read from the installed
+    distributions (no pack is imported)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, entry_points, version
+
+    from .hookspecs import PROJECT
+
+    def installed(distribution: str) -> str | None:
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            return None
+
+    lines = [
+        f"fal-mcp-core {installed('fal-mcp-core') or '?'} (Python {platform.python_version()}, {sys.prefix})"
+    ]
+    packs = sorted(
+        {
+            (entry.name, entry.dist.name if entry.dist else "?", entry.dist.version if entry.dist else "?")
+            for entry in entry_points(group=PROJECT)
+        }
+    )
+    width = max((len(name) for name, _, _ in packs), default=0)
+    lines.append("packs:" if packs else "packs: none installed (e.g. pip install fal-mcp-image)")
+    lines += [f"  {name:<{width}}  {distribution} {number}" for name, distribution, number in packs]
+    sandbox = installed("fal-mcp-sandbox")
+    lines.append(f"sandbox: fal-mcp-sandbox {sandbox}" if sandbox else "sandbox: not installed")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fal-mcp", description="MCP server for fal.ai generative models")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the versions of the core and the installed packs"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the MCP server (stdio)")
     serve.add_argument(
@@ -293,24 +504,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging()
     try:
+        args = build_parser().parse_args(argv)
+        _setup_logging()
         settings = Settings.from_env()
         scrub_logs(settings.secrets())
         return args.run(args, settings)
-    except ConfigError as exc:
-        print(f"fal-mcp: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
+    except BaseException as exc:
+        return _stopped(exc)
+
+
+def _stopped(exc: BaseException) -> int:
+    """The exit status for what stopped a command, after its one-line message on stderr. What is not
+    an expected stop (a bug, or argparse's own exit) is raised again."""
+    leaves = _leaves(exc)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 130  # Ctrl-C: a clean stop, silent
+    if len(leaves) == 1:
         from .plugins import PluginError
 
-        if isinstance(exc, PluginError):
-            print(f"fal-mcp: {exc}", file=sys.stderr)
+        leaf = leaves[0]
+        if isinstance(leaf, ConfigError):
+            print(f"fal-mcp: configuration error: {leaf}", file=sys.stderr)
+            return 2
+        if isinstance(leaf, (ListenError, PluginError)):
+            print(f"fal-mcp: {leaf}", file=sys.stderr)
             return 1
-        raise
+    raise exc
 
 
 if __name__ == "__main__":
