@@ -15,6 +15,20 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def initialize_message(client: str = "bench") -> dict:
+    """The 2025-11-25 `initialize` request a stdio client sends first."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": client, "version": "0"},
+        },
+    }
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FAL_MCP_"))}
     env.update(extra or {})

@@ -18,23 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from common import initialize_message
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-INITIALIZE = (
-    json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "bench", "version": "0"},
-            },
-        }
-    )
-    + "\n"
-)
+INITIALIZE = json.dumps(initialize_message()) + "\n"
 HEAVY = ("fal_client", "PIL", "uvicorn", "starlette", "httpx")
 
 

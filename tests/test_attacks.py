@@ -172,7 +172,14 @@ PATH_ATTACKS = {
     "file: URL into the allowed directory": ("file://{root}/allowed/ok.png", "only http(s) URLs"),
     "NUL byte": ("ok.png\x00.txt", "NUL byte"),
 }
-FILE_FIELDS = [(tool.name, field) for tool in schemas().values() for field in sorted(tool.media)]
+# (tool, field, other arguments): every file-taking field with the tool's base arguments, and again in
+# each mode where its tool reads it itself instead of uploading it (a LocalMediaUrl field whose input
+# model sends it to fal in other modes: resize_image's extend uploads, crop and pad read here).
+FILE_FIELDS = [(tool.name, field, {}) for tool in schemas().values() for field in sorted(tool.media)] + [
+    ("resize_image", "image_url", {"mode": "crop"}),
+    ("resize_image", "image_url", {"mode": "pad"}),
+]
+FILE_FIELD_IDS = [f"{t}.{f}{'.' + e['mode'] if e else ''}" for t, f, e in FILE_FIELDS]
 
 
 @pytest.fixture
@@ -194,14 +201,40 @@ def call(portal, table, tool: str, field: str, value, **extra):
 
 
 @pytest.mark.parametrize("attack", list(PATH_ATTACKS))
-@pytest.mark.parametrize(("tool", "field"), FILE_FIELDS, ids=[f"{t}.{f}" for t, f in FILE_FIELDS])
+@pytest.mark.parametrize(("tool", "field", "extra"), FILE_FIELDS, ids=FILE_FIELD_IDS)
 def test_local_paths_cannot_leave_the_allowed_directories(
-    portal, table, portal_sandbox, tree, tool, field, attack
+    portal, table, portal_sandbox, tree, tool, field, extra, attack
 ):
     value, reason = PATH_ATTACKS[attack]
-    text = call(portal, table, tool, field, value.format(root=tree))
+    text = call(portal, table, tool, field, value.format(root=tree), **extra)
     assert reason in text, text
     assert portal_sandbox.state.requests == [], "something was uploaded"
+
+
+def test_the_path_attacks_reach_every_field_both_ways(registry):
+    """Each field the core uploads and each field a tool reads itself (LocalMediaUrl, in a mode where it
+    reads it) is attacked above: the two ways a local path is read (media.to_fal_url before the handler,
+    ToolContext.read_media in it) go through the same checks."""
+    from fal_mcp.media import media_fields, read_here
+
+    uploaded, read_locally = set(), set()
+    for tool, field, extra in FILE_FIELDS:
+        if tool == "upload_file":
+            uploaded.add((tool, field))
+            continue
+        arguments = {**base_arguments(schemas()[tool]), **extra}
+        args = registry.tools[tool].input_model.model_validate(arguments)
+        (read_locally if field in read_here(args) else uploaded).add((tool, field))
+    every = {
+        (name, field) for name, tool in registry.tools.items() for field in media_fields(tool.input_model)
+    }
+    assert every <= {(tool, field) for tool, field, _ in FILE_FIELDS}
+    assert read_locally == {
+        ("compose_images", "base_image_url"),
+        ("compose_images", "overlay_image_url"),
+        ("resize_image", "image_url"),
+    }
+    assert ("resize_image", "image_url") in uploaded  # extend, its base arguments' mode
 
 
 def test_an_allowed_file_is_read(portal, table, portal_sandbox):

@@ -35,7 +35,7 @@ PACK_TOOLS = {
         "run_model",
     },
 }
-CORE_TOOLS = {"submit_job", "check_job", "cancel_job", "list_jobs"}
+CORE_TOOLS = {"submit_job", "check_job", "cancel_job", "list_jobs", "get_budget"}
 
 pytestmark = pytest.mark.slow
 

@@ -157,3 +157,18 @@ def test_bad_setting_is_named():
     done = run_cli("tools", FAL_MCP_TIMEOUT="soon")
     assert done.returncode == 2
     assert "FAL_MCP_TIMEOUT" in done.stderr and "soon" in done.stderr
+
+
+def test_fal_mcp_tools_serves_only_the_tools_it_names():
+    import pytest
+
+    from fal_mcp.config import ConfigError, Settings
+    from fal_mcp.plugins import load_plugins
+
+    compact = "run_model,get_model_schema,list_models,submit_job,check_job,upload_file"
+    registry = load_plugins(Settings.from_env({"FAL_MCP_TOOLS": compact}))
+    assert sorted(registry.tools) == sorted(compact.split(","))
+    assert {name for pack in registry.packs for name in pack.tools} == set(compact.split(","))
+    assert registry.models_for("generate_image")  # the models stay: run_model and list_models know them
+    with pytest.raises(ConfigError, match="'generat_image'.*The tools are: .*generate_image"):
+        load_plugins(Settings.from_env({"FAL_MCP_TOOLS": "generat_image"}))

@@ -452,7 +452,13 @@ async def test_the_options_each_model_takes_are_in_the_schema(tool_table):
     schema = next(t for t in tool_table.listing() if t.name == "generate_video_from_video").input_schema
     described = schema["properties"]["options"]["description"]
     assert "lucy_edit: enhance_prompt" in described and "animatediff: first_n_seconds" in described
-    assert schema["properties"]["model"]["enum"] == ["animatediff", "lucy_edit"]
+    # the aliases, then their endpoint ids: exactly what the field accepts
+    assert schema["properties"]["model"]["enum"] == [
+        "animatediff",
+        "lucy_edit",
+        "fal-ai/fast-animatediff/video-to-video",
+        "decart/lucy-edit/pro",
+    ]
 
 
 # -- duration translation ----------------------------------------------------------------------------
@@ -735,9 +741,9 @@ async def test_every_tool_over_stdio(thread_sandbox, stdio_env, tmp_path):
     async with stdio_client(["serve"], stdio_env) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         model = tools["generate_video"].input_schema["properties"]["model"]
-        assert model["enum"] == ["svd", "animatediff", "kling", "kling.t2v", "wan", "wan.t2v"]
+        assert model["enum"][:6] == ["svd", "animatediff", "kling", "kling.t2v", "wan", "wan.t2v"]
         assert model["default"] == "svd"
-        assert tools["generate_music"].input_schema["properties"]["model"]["enum"] == [
+        assert tools["generate_music"].input_schema["properties"]["model"]["enum"][:4] == [
             "musicgen",
             "musicgen_large",
             "ace_step",

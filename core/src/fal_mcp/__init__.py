@@ -12,7 +12,7 @@ from .errors import ArgumentError, ToolError
 from .gateway import FalResult
 from .hookspecs import hookimpl
 from .input_check import input_field
-from .media import MAX_PIXELS, MediaError, MediaUrl, open_image
+from .media import MAX_PIXELS, LocalMediaUrl, MediaError, MediaUrl, open_image
 from .outputs import GenerationOutput, OutputFile, ToolInput, find_files
 from .types import EndpointCall, Model, PriceHint, Recommendation, Tool, ToolHints, ToolResult
 
@@ -37,6 +37,7 @@ __all__ = [
     "generation_output",
     "hookimpl",
     "input_field",
+    "LocalMediaUrl",
     "MediaError",
     "MediaUrl",
     "open_image",

@@ -89,6 +89,8 @@ class Settings:
     strict_plugins: bool = False
     plugins_allowed: frozenset[str] | None = None
     plugins_blocked: frozenset[str] = frozenset()
+    # Only these tools are served (by name); None: every tool of the loaded packs.
+    tools_allowed: frozenset[str] | None = None
     fal_key: str | None = field(default=None, repr=False)
     # Local files tools may read: the client's MCP roots if it declares them, else these.
     allowed_dirs: tuple[str, ...] = ()
@@ -142,6 +144,7 @@ class Settings:
             strict_plugins=_flag(env, "FAL_MCP_STRICT_PLUGINS"),
             plugins_allowed=_names(env, "FAL_MCP_PLUGINS"),
             plugins_blocked=_names(env, "FAL_MCP_DISABLE_PLUGINS") or frozenset(),
+            tools_allowed=_names(env, "FAL_MCP_TOOLS"),
             fal_key=_fal_key(env),
             allowed_dirs=_paths(env, "FAL_MCP_ALLOWED_DIRS"),
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),

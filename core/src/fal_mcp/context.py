@@ -146,6 +146,49 @@ class ToolContext:
         dirs = [] if value.startswith("data:") else await self.allowed_dirs()
         return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs)
 
+    async def read_media(self, value: str, *, field: str | None = None) -> Fetched:
+        """The file of a `LocalMediaUrl` field, for work done here: read, never uploaded. A local path is
+        read exactly as for an upload (the allowed directories narrowed to the client's roots, opened
+        without following links, FAL_MCP_MAX_UPLOAD_MB), a data: URI decoded, an https URL downloaded
+        as `fetch` does. A refusal is a ToolError naming what the user gave (their path, the data: URI,
+        the URL), an ArgumentError naming `field` too when it is given."""
+        from .errors import ArgumentError
+        from .media import MediaError, is_remote, read_input
+
+        try:
+            if is_remote(value):
+                return await self.fetch(value)
+            dirs = [] if value.startswith("data:") else await self.allowed_dirs()
+            return await read_input(value, settings=self.settings, allowed_dirs=dirs)
+        except MediaError as exc:
+            message = str(exc)
+        except ToolError as exc:  # fetch's, naming the URL
+            if field is None:
+                raise
+            message = str(exc)
+        raise ArgumentError(field, message) if field else ToolError(message, kind="refused")
+
+    async def read_image(
+        self, value: str, *, field: str | None = None, max_pixels: int | None = None
+    ) -> Image:
+        """The image of a `LocalMediaUrl` field (`read_media`), decoded (PIL) off the event loop, refusing
+        decompression bombs and formats outside media.IMAGE_FORMATS. Errors as `read_media`'s."""
+        import anyio
+
+        from .errors import ArgumentError, shown
+        from .media import MAX_PIXELS, MediaError, is_remote, open_image
+
+        if is_remote(value):
+            where = f"at {value[:200]}"
+        else:
+            where = "in the data: URI" if value.startswith("data:") else shown(value, 200)
+        fetched = await self.read_media(value, field=field)
+        try:
+            return await anyio.to_thread.run_sync(open_image, fetched.data, max_pixels or MAX_PIXELS)
+        except MediaError as exc:
+            message = f"could not read the image {where}: {exc}"
+        raise ArgumentError(field, message) if field else ToolError(message, kind="refused")
+
     async def ledger(self, first_day: str, last_day: str) -> list[dict[str, Any]]:
         """This server's own record of the caller's spending, per day and endpoint (USD), between the
         two days (YYYY-MM-DD, UTC), inclusive."""

@@ -224,9 +224,8 @@ TOOLS = [
     Tool(
         "check_job",
         "Check a background job",
-        "Where a job is (submit_job's, or a call that returned before its job finished): queued, running "
-        "(latest log), done (the same result the tool would have returned), failed (why) or cancelled. "
-        "wait_seconds waits for it to finish.",
+        "A job's state (submit_job's, or a handed-off call's), and its result once done; wait_seconds "
+        "waits for it.",
         CheckJobInput,
         check_job,
         hints=ToolHints(read_only=True, idempotent=True),

@@ -2,7 +2,13 @@
 
 - `MediaUrl` types a tool field that takes a file: an http(s) URL, a data: URI,
   or a local path inside the allowed directories. The core turns the last two
-  into fal storage URLs before the handler runs (see `resolve_media_inputs`).
+  into fal storage URLs before the handler runs (ToolTable._resolve_media, `to_fal_url`).
+- `LocalMediaUrl` types such a field of a tool that works on the file itself (with Pillow, say)
+  and sends it to no fal endpoint: the core only checks its syntax and leaves it as given; the
+  handler reads it with `ToolContext.read_media` / `read_image` (`read_input`: the same reading,
+  the same checks as an upload), and nothing is uploaded. Where the arguments decide (a mode that
+  calls fal), the input model's `sends_to_fal(field)` says so and the core resolves it as a
+  MediaUrl (`read_here`).
 - `download()` is the one downloader (previews, local work, saved outputs): a size
   limit, a timeout, only http(s), and no private or loopback addresses other than
   the configured fal hosts, checked at every redirect (so a URL cannot be used to
@@ -45,16 +51,26 @@ class _MediaInput:
     """Marks a field whose value the core resolves to a URL fal can fetch."""
 
 
+class _LocalMediaInput(_MediaInput):
+    """Marks a file field the tool reads itself and sends to no fal endpoint: the core checks its syntax
+    and leaves it as given (never uploaded); the handler reads it with ToolContext.read_media. Unless
+    the input model's `sends_to_fal(field)` says this call sends it after all (see `read_here`)."""
+
+
 MEDIA_INPUT = _MediaInput()
-MediaUrl = Annotated[
-    str,
-    MEDIA_INPUT,
-    Field(
+LOCAL_MEDIA_INPUT = _LocalMediaInput()
+
+
+def _media_field() -> Any:
+    return Field(
         min_length=1,
         max_length=20_000_000,
-        description="An https URL, a data: URI, or a local file path inside the allowed directories",
-    ),
-]
+        description="https URL, data: URI or local path",
+    )
+
+
+MediaUrl = Annotated[str, MEDIA_INPUT, _media_field()]
+LocalMediaUrl = Annotated[str, LOCAL_MEDIA_INPUT, _media_field()]
 
 
 class MediaError(ValueError):
@@ -65,13 +81,19 @@ class MediaError(ValueError):
 class Fetched:
     data: bytes
     content_type: str | None
+    name: str | None = None  # a local file's name
 
 
-def decode_data_uri(uri: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Fetched:
+def _data_uri_parts(uri: str) -> tuple[list[str], str]:
+    """(the header's parts after data:, the payload), or MediaError if `uri` is no data: URI."""
     header, comma, payload = uri.partition(",")
     if not comma or not header.startswith("data:"):
         raise MediaError("not a valid data: URI (expected data:<type>;base64,<data>)")
-    meta = header[5:].split(";")
+    return header[5:].split(";"), payload
+
+
+def decode_data_uri(uri: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Fetched:
+    meta, payload = _data_uri_parts(uri)
     content_type = meta[0] or "text/plain"
     try:
         data = base64.b64decode(payload, validate=True) if "base64" in meta[1:] else unquote_to_bytes(payload)
@@ -276,19 +298,23 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> PILImage:
     return image
 
 
-# -- local files and data: URIs become fal storage URLs ---------------------------------
+# -- local files and data: URIs become fal storage URLs, or are read here ------------------------
+
+
+def _markers(metadata) -> list[_MediaInput]:
+    return [item for item in metadata if isinstance(item, _MediaInput)]
 
 
 def media_fields(model_class) -> dict[str, bool]:
-    """Names of a model's MediaUrl fields, each with whether it holds a list of them."""
+    """Names of a model's MediaUrl and LocalMediaUrl fields, each with whether it holds a list of them."""
     from typing import get_args, get_origin
 
     def is_media(annotation) -> bool:
-        return MEDIA_INPUT in getattr(annotation, "__metadata__", ())
+        return bool(_markers(getattr(annotation, "__metadata__", ())))
 
     found = {}
     for name, info in model_class.model_fields.items():
-        if MEDIA_INPUT in info.metadata:
+        if _markers(info.metadata):
             found[name] = False
             continue
         stack = [info.annotation]
@@ -305,8 +331,53 @@ def media_fields(model_class) -> dict[str, bool]:
     return found
 
 
+def local_media_fields(model_class) -> set[str]:
+    """Names of a model's LocalMediaUrl fields (in lists or optional too): read by the tool, never uploaded."""
+    from typing import get_args
+
+    found = set()
+    for name, info in model_class.model_fields.items():
+        stack, metadata = [info.annotation], list(info.metadata)
+        while stack:
+            annotation = stack.pop()
+            metadata += getattr(annotation, "__metadata__", ())
+            stack.extend(get_args(annotation))
+        if any(isinstance(marker, _LocalMediaInput) for marker in _markers(metadata)):
+            found.add(name)
+    return found
+
+
+def read_here(args) -> set[str]:
+    """The LocalMediaUrl fields of `args` (a tool's validated arguments) that its tool reads itself in
+    this call, which the core leaves as given: all of them but those the input model's optional
+    `sends_to_fal(field) -> bool` says go to a fal endpoint this time (resize_image's extend mode),
+    which the core resolves as it does a MediaUrl's, before the call is recorded as a job."""
+    sends = getattr(args, "sends_to_fal", None)
+    return {name for name in local_media_fields(type(args)) if not (sends is not None and sends(name))}
+
+
 def is_remote(value: str) -> bool:
     return value.startswith(("http://", "https://"))
+
+
+def _check_path_syntax(text: str) -> None:
+    """A value that is neither an http(s) URL nor a data: URI must at least be a path."""
+    if "\x00" in text:
+        raise MediaError("the path contains a NUL byte")
+    if "://" in text or text.startswith(("file:", "ftp:", "gopher:")):
+        raise MediaError("only http(s) URLs, data: URIs and local paths are accepted")
+
+
+def check_media_syntax(value: str) -> None:
+    """What the core checks of a LocalMediaUrl value before the handler runs, without reading anything:
+    a well-formed http(s) URL, a data: URI with its header, or something that can be a local path.
+    MediaError says what is wrong."""
+    if is_remote(value):
+        check_url_syntax(value)
+    elif value.startswith("data:"):
+        _data_uri_parts(value)
+    else:
+        _check_path_syntax(value)
 
 
 # Never read, whatever the allowed directories: the kernel's views of processes and devices
@@ -395,10 +466,7 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
 
     from .errors import shown
 
-    if "\x00" in text:
-        raise MediaError("the path contains a NUL byte")
-    if "://" in text or text.startswith(("file:", "ftp:", "gopher:")):
-        raise MediaError("only http(s) URLs, data: URIs and local paths are accepted")
+    _check_path_syntax(text)
     roots = [os.path.realpath(d) for d in allowed_dirs]
     given = shown(text, 200)
     if not roots:
@@ -494,21 +562,27 @@ def _open_no_follow(path: str) -> int:
         os.close(current)
 
 
-async def to_fal_url(value: str, *, gateway: FalGateway, allowed_dirs: list[str]) -> str:
-    """A data: URI or an allowed local file, uploaded to fal storage once per content."""
+async def read_input(value: str, *, settings: Settings, allowed_dirs: list[str]) -> Fetched:
+    """A data: URI decoded, or an allowed local file read (read_local_file, in a worker thread), with the
+    same limit (FAL_MCP_MAX_UPLOAD_MB) whether it is then uploaded or worked on here. MediaError says why
+    not, naming the path (a data: URI's errors say "data: URI")."""
     import mimetypes
 
     import anyio
 
-    settings = gateway.settings
     if value.startswith("data:"):
         fetched = decode_data_uri(value, settings.max_upload_bytes)
         extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"
-        return await gateway.upload_once(
-            fetched.data, fetched.content_type or "application/octet-stream", f"upload{extension}"
-        )
+        return Fetched(fetched.data, fetched.content_type, f"upload{extension}")
     local = await anyio.to_thread.run_sync(
         read_local_file, value, allowed_dirs, settings.allow_hidden, settings.max_upload_bytes
     )
-    content_type = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
-    return await gateway.upload_once(local.data, content_type, local.name)
+    return Fetched(local.data, mimetypes.guess_type(local.name)[0], local.name)
+
+
+async def to_fal_url(value: str, *, gateway: FalGateway, allowed_dirs: list[str]) -> str:
+    """A data: URI or an allowed local file, uploaded to fal storage once per content."""
+    fetched = await read_input(value, settings=gateway.settings, allowed_dirs=allowed_dirs)
+    return await gateway.upload_once(
+        fetched.data, fetched.content_type or "application/octet-stream", fetched.name
+    )

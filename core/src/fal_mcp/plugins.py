@@ -5,6 +5,10 @@ implements a hook that does not exist, yields something that is not the
 hook's dataclass, or registers a tool or model alias another pack already
 registered is reported and left out; the others still serve. Set
 FAL_MCP_STRICT_PLUGINS=1 to make any of that fatal.
+
+A name in FAL_MCP_PLUGINS that is no installed pack (a typo: `imge`) is a configuration error: the
+server would otherwise start with fewer tools than asked for. One in FAL_MCP_DISABLE_PLUGINS is
+warned about (disabling a pack that is not installed is harmless, but a typo there keeps it on).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import scrub, shown
 from .hookspecs import HOOK_TYPES, PROJECT
 from .types import Model, PriceHint, Recommendation, Tool
@@ -137,6 +141,41 @@ def _wanted(entry: EntryPoint, names: Iterable[str]) -> bool:
     return entry.name in names or distribution in names
 
 
+def _check_names(entries: list[EntryPoint], settings: Settings) -> None:
+    """Every name in FAL_MCP_PLUGINS and FAL_MCP_DISABLE_PLUGINS must match a pack as `_wanted` matches
+    them (pack or distribution name), or be the core's own pack: refused, resp. warned about, otherwise."""
+    import difflib
+
+    packs = sorted({CORE_PACK, *(entry.name for entry in entries)})
+    known = {CORE_PACK, "fal-mcp-core"}
+    for entry in entries:
+        known.add(entry.name)
+        if entry.dist:
+            known.add(entry.dist.name)
+
+    def unknown(setting: str, names: Iterable[str]) -> str | None:
+        missing = sorted(name for name in names if name not in known)
+        if not missing:
+            return None
+        hints = []
+        for name in missing:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        which = "names an unknown pack" if len(missing) == 1 else "names unknown packs"
+        return (
+            f"{setting} {which}: {', '.join(hints)}. The installed packs are: {', '.join(packs)} "
+            "(a pack's distribution name works too)"
+        )
+
+    if settings.plugins_allowed is not None:
+        message = unknown("FAL_MCP_PLUGINS", settings.plugins_allowed)
+        if message:
+            raise ConfigError(message)
+    message = unknown("FAL_MCP_DISABLE_PLUGINS", settings.plugins_blocked)
+    if message:
+        log.warning("%s; the unknown names are ignored", message)
+
+
 def _collect(manager, name: str, module) -> Contributions:
     """Register the pack's module under `name`, check its hooks, and call each one."""
     import pluggy
@@ -189,8 +228,26 @@ def _add_core(manager, registry: Registry, settings: Settings) -> None:
     registry.add(pack, _collect(manager, CORE_PACK, builtin))
 
 
+def _keep_tools(registry: Registry, wanted: frozenset[str]) -> None:
+    """Serve only the tools FAL_MCP_TOOLS names (a smaller tools/list: every conversation pays for it).
+    ConfigError for a name no loaded pack has: a typo must not silently serve fewer tools."""
+    from .config import ConfigError
+
+    unknown = sorted(wanted - set(registry.tools))
+    if unknown:
+        raise ConfigError(
+            f"FAL_MCP_TOOLS names tools no loaded pack has: {', '.join(map(repr, unknown))}. The tools are: "
+            + ", ".join(sorted(registry.tools))
+        )
+    for name in [name for name in registry.tools if name not in wanted]:
+        del registry.tools[name]
+        pack = registry.tool_packs.pop(name)
+        pack.tools.remove(name)
+
+
 def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Registry:
-    """Load every pack of the entry-point group, isolating broken ones."""
+    """Load every pack of the entry-point group, isolating broken ones. ConfigError if FAL_MCP_PLUGINS
+    names a pack that is not installed."""
     import pluggy
 
     from . import hookspecs
@@ -198,9 +255,10 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
     settings = settings or Settings.from_env()
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
+    entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
+    _check_names(entries, settings)
     registry = Registry()
     _add_core(manager, registry, settings)
-    entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
     for entry in entries:
         dist = entry.dist
         pack = Pack(
@@ -224,6 +282,8 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             log.error("fal-mcp: pack %r (%s) failed to load: %s", entry.name, pack.label, pack.error)
             if settings.strict_plugins:
                 raise PluginError(f"pack {entry.name!r} ({pack.label}) failed to load: {pack.error}") from exc
+    if settings.tools_allowed is not None:
+        _keep_tools(registry, settings.tools_allowed)
     # A model added to another pack's tool gets its category once every tool is known.
     registry.models = {
         key: model.with_tool_category(registry.tools.get(model.tool))

@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "fal-mcp"
+# What every tool has in common, said once here instead of in every tool's listing.
+INSTRUCTIONS = (
+    "Generate and edit images, video and audio with fal.ai models. Media inputs (image_url, video_url, "
+    "...) take an https URL, a data: URI or a local file path inside the allowed directories. A setting "
+    "the chosen model does not take, or a length it cannot make, is adapted or dropped, and the result's "
+    "notes say so. Generation results give each file's URL and size, the endpoint, seed and cost; a "
+    "call still running after a while returns a job_id for check_job instead."
+)
 # The longest message kept for one invalid field (a validator may quote a huge value in its message).
 FIELD_MESSAGE_LIMIT = 300
 
@@ -78,12 +86,86 @@ CONFIRM_FIELD = {
 }
 
 
+def client_schema(schema: dict[str, Any], *, descriptions: bool = True) -> dict[str, Any]:
+    """A pydantic JSON schema as every MCP client reads it right, in few bytes: definitions inlined,
+    so every property has its own top-level `type` (generic clients convert arguments by it); an
+    optional field (`anyOf [T, null]`, default null) is T, simply not required, since leaving it out
+    means null; pydantic's generated titles dropped (the property names say it), and with
+    `descriptions=False` the descriptions too (an output schema types the result; the model reads the
+    result itself)."""
+    definitions = schema.get("$defs", {})
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, list):
+            return [clean(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            found = definitions[node["$ref"].rsplit("/", 1)[-1]]
+            return clean({**found, **{k: v for k, v in node.items() if k != "$ref"}})
+        variants = node.get("anyOf")
+        if isinstance(variants, list) and {"type": "null"} in variants:
+            rest = [v for v in variants if v != {"type": "null"}]
+            if len(rest) == 1:
+                merged = {**{k: v for k, v in node.items() if k != "anyOf"}, **rest[0]}
+                if "default" in node and node["default"] is None:  # optional: leaving it out is null
+                    del merged["default"]
+                elif isinstance(merged.get("type"), str):  # required, and may be null
+                    merged["type"] = [merged["type"], "null"]
+                else:
+                    return {k: clean(v) for k, v in node.items() if k not in ("title",)}
+                return clean(merged)
+        return {
+            key: clean(value)
+            if key not in ("properties", "$defs")
+            else {n: clean(v) for n, v in value.items()}
+            for key, value in node.items()
+            if key != "$defs"
+            and not (key == "title" and isinstance(value, str))
+            and not (key == "description" and not descriptions and isinstance(value, str))
+        }
+
+    return clean(schema)
+
+
+def tool_annotations(hints):
+    """The tool's hints, each only where it differs from MCP's default (read-only: false, destructive:
+    true, idempotent: false, open world: true); every conversation pays for the bytes."""
+    from mcp import types
+
+    return types.ToolAnnotations(
+        read_only_hint=True if hints.read_only else None,
+        destructive_hint=False if not hints.destructive and not hints.read_only else None,
+        idempotent_hint=True if hints.idempotent else None,
+        open_world_hint=False if not hints.open_world else None,
+    )
+
+
+def output_schema(model) -> dict[str, Any]:
+    """What a result always has, typed: the required fields, all the way down. The optional ones (a
+    seed, notes, the receipt...) are left out, since a schema that does not forbid other fields still
+    validates them, and spelling them out for every tool was half of what tools/list weighed."""
+
+    def required_only(node: Any) -> Any:
+        if isinstance(node, dict):
+            if isinstance(node.get("properties"), dict):
+                wanted = set(node.get("required", []))
+                node = {**node, "properties": {k: v for k, v in node["properties"].items() if k in wanted}}
+            return {key: required_only(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [required_only(item) for item in node]
+        return node
+
+    return required_only(client_schema(model.model_json_schema(), descriptions=False))
+
+
 def input_schema(tool: Tool, registry: Registry, settings: Settings | None = None) -> dict[str, Any]:
-    """The tool's pydantic schema, with the registered model aliases as the model field's choices (and
-    `confirm` where a spending confirmation can be asked for)."""
+    """The tool's schema as clients read it (client_schema), with the registered models as the model
+    field's exact choices (aliases and endpoint ids), and `confirm` where a spending confirmation can be
+    asked for."""
     from .spending import may_spend
 
-    schema = tool.input_model.model_json_schema()
+    schema = client_schema(tool.input_model.model_json_schema())
     if settings is not None and settings.confirm_above is not None and may_spend(tool):
         schema.setdefault("properties", {})["confirm"] = CONFIRM_FIELD
     if tool.model_field:
@@ -93,15 +175,11 @@ def input_schema(tool: Tool, registry: Registry, settings: Settings | None = Non
         if prop is not None and models:
             prop.pop("anyOf", None)
             prop["type"] = "string"
-            prop["enum"] = [m.alias for m in models]
-            prop["default"] = default.alias if default else None
-            lines = [f"{m.alias}: {m.description} ({m.endpoint_id})" for m in models]
-            prop["description"] = (
-                prop.get("description", "Model to use.")
-                + " Choices: "
-                + "; ".join(lines)
-                + ". An endpoint id of one of these is accepted too."
-            )
+            prop["enum"] = list(dict.fromkeys([m.alias for m in models] + [m.endpoint_id for m in models]))
+            if default:
+                prop["default"] = default.alias
+            lines = [f"{m.alias}: {m.description}" for m in models]
+            prop["description"] = "; ".join(lines) + ". Or the endpoint id."
     return schema
 
 
@@ -174,14 +252,8 @@ class ToolTable:
                     title=tool.title,
                     description=tool.description,
                     input_schema=input_schema(tool, self.registry, self.settings),
-                    output_schema=tool.output_model.model_json_schema() if tool.output_model else None,
-                    annotations=types.ToolAnnotations(
-                        title=tool.title,
-                        read_only_hint=tool.hints.read_only,
-                        destructive_hint=tool.hints.destructive,
-                        idempotent_hint=tool.hints.idempotent,
-                        open_world_hint=tool.hints.open_world,
-                    ),
+                    output_schema=output_schema(tool.output_model) if tool.output_model else None,
+                    annotations=tool_annotations(tool.hints),
                     execution=(
                         types.ToolExecution(task_support=task_support(tool))
                         if task_support(tool) != "forbidden"
@@ -194,10 +266,13 @@ class ToolTable:
         return self._listing
 
     async def _resolve_media(self, tool: Tool, args: BaseModel, context: ToolContext) -> BaseModel:
-        """Local paths and data: URIs in MediaUrl fields become fal storage URLs."""
-        from .media import MediaError, media_fields
+        """Local paths and data: URIs in MediaUrl fields become fal storage URLs. LocalMediaUrl fields the
+        tool reads itself in this call (ToolContext.read_media; media.read_here) are only checked for
+        syntax and left as given: nothing of them is read or uploaded here."""
+        from .media import MediaError, check_media_syntax, media_fields, read_here
 
         fields = media_fields(tool.input_model)
+        local = read_here(args)
         updates = {}
         for name, is_list in fields.items():
             value = getattr(args, name)
@@ -206,7 +281,10 @@ class ToolTable:
             resolved = []
             for index, item in enumerate(value if is_list else [value]):
                 try:
-                    resolved.append(await context.media_url(item))
+                    if name in local:
+                        check_media_syntax(item)
+                    else:
+                        resolved.append(await context.media_url(item))
                 except MediaError as exc:
                     where = f"{name}[{index}]" if is_list else name
                     raise ArgumentError(where, str(exc), tool=tool.name) from None
@@ -217,7 +295,8 @@ class ToolTable:
                         kind=exc.kind,
                         status=exc.status,
                     ) from None
-            updates[name] = resolved if is_list else resolved[0]
+            if name not in local:
+                updates[name] = resolved if is_list else resolved[0]
         return args.model_copy(update=updates) if updates else args
 
     async def validate(self, tool: Tool, arguments: dict[str, Any] | None) -> BaseModel:
@@ -538,7 +617,7 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         SERVER_NAME,
         version=_version(),
         title="fal.ai for MCP",
-        instructions="Generate and edit images, video and audio with fal.ai models.",
+        instructions=INSTRUCTIONS,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
         on_list_resources=on_list_resources,

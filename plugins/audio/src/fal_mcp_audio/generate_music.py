@@ -37,20 +37,15 @@ class GenerateMusicInput(ToolInput):
         30,
         ge=5,
         le=300,
-        description=(
-            "Length in seconds, 5-300. A model that cannot make it makes the nearest length it can, and the "
-            "result says so."
-        ),
+        description=("Seconds, 5-300 (the nearest the model makes)"),
     )
     model: str | None = Field(None, description="Model to use.")
-    negative_prompt: str | None = Field(
-        None, max_length=10_000, description=("What to avoid (lyria2 only; others drop it and say so)")
-    )
+    negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid (lyria2)")
     seed: int | None = Field(
         None,
         ge=0,
         le=2**32 - 1,
-        description=("Seed for reproducible results (lyria2 and ace_step; others drop it and say so)"),
+        description="Seed (lyria2, ace_step)",
     )
 
 
@@ -162,7 +157,7 @@ PRICES = [
 RECOMMENDATIONS = [
     Recommendation(
         "musicgen",
-        ("music", "background", "soundtrack", "instrumental", "fast", "long"),
+        ("music", "background music", "background track", "soundtrack", "instrumental", "fast", "long"),
         "CassetteAI: fast instrumental music up to 3 minutes",
         "audio",
     ),
@@ -174,7 +169,7 @@ RECOMMENDATIONS = [
     ),
     Recommendation(
         "ace_step",
-        ("song", "lyrics", "vocals", "genre", "tags"),
+        ("song", "lyrics", "vocals", "singing", "singer", "genre", "tags"),
         "ACE-Step: songs from genre tags, up to 4 minutes",
         "audio",
     ),
@@ -207,11 +202,7 @@ async def generate_music(args: GenerateMusicInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="generate_music",
     title="Generate music",
-    description=(
-        "Generate music from a text prompt with a fal.ai music model. duration_seconds is 5-300; each model "
-        "makes the nearest length it can and says so. Returns the audio URL, its length, the endpoint used "
-        "and the fal request id."
-    ),
+    description=("Generate music from a text prompt with a fal.ai music model."),
     input_model=GenerateMusicInput,
     handler=generate_music,
     output_model=GenerationOutput,

@@ -60,6 +60,15 @@ async def fetch_image(ctx: ToolContext, field: str, url: str):
         raise ArgumentError(field, str(exc)) from None
 
 
+async def read_images(ctx: ToolContext, images: dict[str, str]) -> dict[str, Any]:
+    """The images of LocalMediaUrl fields (PIL), by field: read here, never uploaded (ctx.read_image);
+    a failure names its field and what the user gave. Local paths and data: URIs first, so that a bad
+    one is refused before anything is downloaded."""
+    local_first = sorted(images, key=lambda field: images[field].startswith(("http://", "https://")))
+    read = {field: await ctx.read_image(images[field], field=field) for field in local_first}
+    return {field: read[field] for field in images}
+
+
 # -- bounds and failures of local Pillow work ---------------------------------------------------
 
 

@@ -1,6 +1,8 @@
 """compose_images: lay one image over another (a logo, a watermark, a sticker), done here with Pillow.
 
-The overlay's transparency is kept and multiplied by `opacity`; the base keeps its own.
+The overlay's transparency is kept and multiplied by `opacity`; the base keeps its own. Both inputs are
+read here (LocalMediaUrl: a local path or data: URI is never uploaded); only the result is stored on
+fal storage, to return its URL.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from fal_mcp import (
     ArgumentError,
     GenerationOutput,
-    MediaUrl,
+    LocalMediaUrl,
     Tool,
     ToolContext,
     ToolHints,
@@ -21,16 +23,14 @@ from fal_mcp import (
     ToolResult,
 )
 
-from ._common import checked_size, fetch_image, local_output, report, transform
+from ._common import checked_size, local_output, read_images, report, transform
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center", "custom"]
 
 
 class ComposeImagesInput(ToolInput):
-    base_image_url: MediaUrl = Field(
-        description="The image underneath: an https URL, a data: URI or a local path"
-    )
-    overlay_image_url: MediaUrl = Field(description="The image laid on top (its transparency is kept)")
+    base_image_url: LocalMediaUrl = Field(description="The image underneath")
+    overlay_image_url: LocalMediaUrl = Field(description="The image laid on top (its transparency is kept)")
     position: Position = Field(
         "bottom-right",
         description=(
@@ -95,8 +95,10 @@ def compose(base, overlay, *, size: tuple[int, int], at: tuple[int, int], opacit
 
 
 async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResult:
-    base = await fetch_image(ctx, "base_image_url", args.base_image_url)
-    overlay = await fetch_image(ctx, "overlay_image_url", args.overlay_image_url)
+    images = await read_images(
+        ctx, {"base_image_url": args.base_image_url, "overlay_image_url": args.overlay_image_url}
+    )
+    base, overlay = images["base_image_url"], images["overlay_image_url"]
     if args.position == "custom" and (args.x >= base.width or args.y >= base.height):
         field = "x" if args.x >= base.width else "y"
         raise ArgumentError(
@@ -140,9 +142,8 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="compose_images",
     title="Compose images",
-    description="Lay an overlay image (logo, watermark, sticker) on a base image: in a corner with padding, "
-    "centred, or at x/y; sized as a fraction of the base width; with opacity; the overlay's "
-    "transparency is kept. Done locally; returns the URL of the result.",
+    description="Lay an overlay image (logo, watermark, sticker) on a base image, in a corner, centred or at "
+    "x/y, scaled and with opacity, keeping its transparency. Done locally.",
     input_model=ComposeImagesInput,
     handler=compose_images,
     output_model=GenerationOutput,

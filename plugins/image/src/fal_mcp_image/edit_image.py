@@ -23,7 +23,7 @@ from ._common import report
 
 
 class EditImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image to edit: an https URL, a data: URI or a local path")
+    image_url: MediaUrl = Field(description="The image to edit")
     instruction: str = Field(
         min_length=1,
         max_length=10_000,
@@ -34,9 +34,9 @@ class EditImageInput(ToolInput):
         None,
         ge=0.01,
         le=1,
-        description="How strongly to change the image (only models that take it; others drop it and say so)",
+        description="How strongly to change the image",
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def flux_2_edit_input(args: EditImageInput) -> EndpointCall:
@@ -80,14 +80,44 @@ PRICES = [PriceHint("fal-ai/flux-2/edit", 0.025, "image")]  # kontext's is in ge
 
 RECOMMENDATIONS = [
     Recommendation(
-        "flux_2_edit",
-        ("edit", "change", "modify", "replace", "remove object"),
+        "edit_image",
+        (
+            "edit",
+            "change",
+            "modify",
+            "replace",
+            "remove",
+            "remove object",
+            "remove person",
+            "remove people",
+            "remove text",
+            "replace background",
+            "change background",
+            "swap background",
+            "new background",
+        ),
         "Edits an image from a plain-language instruction",
         "image",
     ),
     Recommendation(
+        "edit_image",
+        ("add", "put", "fix"),
+        "Edits an image from a plain-language instruction ('add a hat', 'put a sign on the door')",
+        "image",
+        weight=0.5,
+    ),
+    Recommendation(
         "kontext",
-        ("face", "consistent character", "change text", "precise edit"),
+        (
+            "face",
+            "identity",
+            "consistent character",
+            "change text",
+            "fix text",
+            "text",
+            "keep",
+            "precise edit",
+        ),
         "Edits precisely while keeping identity and text intact",
         "image",
     ),
@@ -104,7 +134,7 @@ TOOL = Tool(
     name="edit_image",
     title="Edit image",
     description="Edit an image by a plain-language instruction ('make it night', 'put a hat on the dog'), "
-    "keeping what the instruction does not mention. Returns the edited image URL.",
+    "keeping what the instruction does not mention.",
     input_model=EditImageInput,
     handler=edit_image,
     output_model=GenerationOutput,

@@ -46,7 +46,7 @@ class GenerateImageInput(ToolInput):
     negative_prompt: str | None = Field(
         None,
         max_length=10_000,
-        description="What to avoid (only some models take it; others drop it and say so)",
+        description="What to avoid",
     )
     image_size: ImageSize = Field(
         "landscape_16_9",
@@ -56,7 +56,7 @@ class GenerateImageInput(ToolInput):
         ),
     )
     num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def _translator(takes_negative_prompt: bool):
@@ -137,7 +137,7 @@ RECOMMENDATIONS = [
     ),
     Recommendation(
         "stable_diffusion",
-        ("text", "typography", "logo", "poster", "negative prompt"),
+        ("text", "typography", "lettering", "slogan", "logo", "poster", "negative prompt"),
         "Renders text in images well and takes a negative prompt",
         "image",
     ),
@@ -153,8 +153,7 @@ async def generate_image(args: GenerateImageInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="generate_image",
     title="Generate image",
-    description="Generate images from a text prompt with a fal.ai text-to-image model. Returns the image "
-    "URLs with their sizes, the endpoint used and the seed.",
+    description="Generate images from a text prompt with a fal.ai text-to-image model.",
     input_model=GenerateImageInput,
     handler=generate_image,
     output_model=GenerationOutput,

@@ -23,7 +23,7 @@ from ._common import report
 
 
 class ImageFromImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The input image: an https URL, a data: URI or a local path")
+    image_url: MediaUrl = Field(description="The input image")
     prompt: str = Field(min_length=1, max_length=10_000, description="What the new image should show")
     model: str | None = Field(None, description="Model to use.")
     strength: float | None = Field(
@@ -34,10 +34,8 @@ class ImageFromImageInput(ToolInput):
         "(default: the model's, 0.95 for flux_dev_i2i)",
     )
     num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    negative_prompt: str | None = Field(
-        None, max_length=10_000, description="What to avoid (models that do not take one drop it with a note)"
-    )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def flux_dev_input(args: ImageFromImageInput) -> EndpointCall:
@@ -82,7 +80,17 @@ PRICES = [
 RECOMMENDATIONS = [
     Recommendation(
         "flux_dev_i2i",
-        ("image-to-image", "restyle", "variation", "redraw", "sketch to image"),
+        (
+            "image-to-image",
+            "restyle",
+            "variation",
+            "redraw",
+            "sketch to image",
+            "turn into",
+            "convert into",
+            "reimagine",
+            "in the style of",
+        ),
         "Redraws an input image in a new way, with a strength to control how much",
         "image",
     ),
@@ -100,7 +108,7 @@ TOOL = Tool(
     title="Generate image from image",
     description="Generate images from an input image and a prompt (image-to-image): the input sets the "
     "layout and colours, the prompt what to make of it; strength (0-1) sets how far to move away "
-    "from the input. Returns the image URLs with their sizes, the endpoint and the seed.",
+    "from the input.",
     input_model=ImageFromImageInput,
     handler=generate_image_from_image,
     output_model=GenerationOutput,

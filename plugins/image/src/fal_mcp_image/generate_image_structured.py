@@ -108,7 +108,7 @@ class StructuredImageInput(ToolInput):
     negative_prompt: str | None = Field(
         None,
         max_length=2000,
-        description="What to avoid (only some models take it; others drop it and say so)",
+        description="What to avoid",
     )
     image_size: ImageSize = Field(
         "landscape_16_9",
@@ -118,7 +118,7 @@ class StructuredImageInput(ToolInput):
         ),
     )
     num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def colour_name(hex_value: str) -> str:
@@ -228,10 +228,8 @@ async def generate_image_structured(args: StructuredImageInput, ctx: ToolContext
 TOOL = Tool(
     name="generate_image_structured",
     title="Generate image from a structured scene",
-    description="Generate images from a structured scene description (scene, subjects with pose and "
-    "position, style, colour palette, lighting, mood, background, composition, camera, effects) "
-    "instead of free text. The structure is written into a prompt suited to the chosen "
-    "generate_image model; the result shows the prompt that was sent.",
+    description="Generate images from a structured scene description instead of free text, written into a "
+    "prompt for the chosen generate_image model (the result shows it).",
     input_model=StructuredImageInput,
     handler=generate_image_structured,
     output_model=GenerationOutput,

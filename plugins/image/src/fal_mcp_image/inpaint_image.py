@@ -27,17 +27,15 @@ from ._common import checked_size, fetch_image, in_worker, report, upload_image
 
 
 class InpaintImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    image_url: MediaUrl = Field(description="The image")
     mask_url: MediaUrl = Field(description="The mask, same size as the image: white = repaint, black = keep")
     prompt: str = Field(min_length=1, max_length=10_000, description="What to paint in the masked area")
     model: str | None = Field(None, description="Model to use.")
-    negative_prompt: str | None = Field(
-        None, max_length=10_000, description="What to avoid (models that do not take one drop it with a note)"
-    )
+    negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid")
     strength: float | None = Field(
         None, ge=0.01, le=1, description="How much to change the masked area (default: the model's)"
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def _inpaint_input(alias: str, with_reference: bool):
@@ -80,7 +78,17 @@ PRICES = [
 RECOMMENDATIONS = [
     Recommendation(
         "kontext_inpaint",
-        ("inpaint", "inpainting", "mask", "fill area", "replace part"),
+        (
+            "inpaint",
+            "mask",
+            "fill area",
+            "fill in",
+            "selected area",
+            "selection",
+            "region",
+            "repaint",
+            "replace part",
+        ),
         "Repaints a masked area so it blends with the rest of the image",
         "image",
     ),
@@ -119,7 +127,7 @@ TOOL = Tool(
     title="Inpaint image",
     description="Repaint part of an image: a mask (white = repaint, black = keep) marks the area, the "
     "prompt says what to put there. A mask of another size than the image is resized to match "
-    "(the result says so). Returns the image URL.",
+    "(the result says so).",
     input_model=InpaintImageInput,
     handler=inpaint_image,
     output_model=GenerationOutput,

@@ -30,7 +30,7 @@ from ._common import fetch_image, report
 
 
 class RemoveBackgroundInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    image_url: MediaUrl = Field(description="The image")
     model: str | None = Field(None, description="Model to use.")
     output_format: Literal["png", "webp"] = Field("png", description="png or webp, both with transparency")
 
@@ -76,14 +76,35 @@ PRICES = [PriceHint(ENDPOINT, 0.001, "image")]
 
 RECOMMENDATIONS = [
     Recommendation(
-        "birefnet",
-        ("remove background", "background removal", "transparent", "cutout"),
+        "remove_background",
+        (
+            "remove background",
+            "background removal",
+            "no background",
+            "without background",
+            "transparent",
+            "cutout",
+            "cut out",
+            "isolate",
+        ),
         "Removes the background, leaving the subject on transparency",
         "image",
     ),
     Recommendation(
+        "birefnet",
+        ("product", "object", "fast"),
+        "BiRefNet light: fast, good for most images",
+        "image",
+    ),
+    Recommendation(
+        "birefnet_heavy",
+        ("fine edges", "fine detail", "fur", "intricate"),
+        "BiRefNet heavy: slower, finer edges",
+        "image",
+    ),
+    Recommendation(
         "birefnet_portrait",
-        ("portrait cutout", "person", "headshot", "hair"),
+        ("portrait cutout", "person", "people", "headshot", "profile picture", "hair"),
         "Background removal tuned for people",
         "image",
     ),
@@ -121,7 +142,7 @@ TOOL = Tool(
     name="remove_background",
     title="Remove background",
     description="Remove the background of an image, keeping the subject on a transparent background (PNG or "
-    "WebP with an alpha channel). Returns the image URL with its size and real format.",
+    "WebP with an alpha channel).",
     input_model=RemoveBackgroundInput,
     handler=remove_background,
     output_model=GenerationOutput,

@@ -5,7 +5,9 @@
 - crop: cut here to the target aspect ratio (centred, or around the busiest area) and scaled;
 - pad: letterboxed here on a solid colour.
 
-Whatever the mode, the output is exactly the target size.
+Whatever the mode, the output is exactly the target size. The input is a LocalMediaUrl: crop and pad
+read a local path or data: URI here and never upload it; extend sends it to fal (`sends_to_fal`), so the
+core uploads it first, as for any MediaUrl. The result is stored on fal storage, to return its URL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fal_mcp import (
     EndpointCall,
     EndpointInput,
     GenerationOutput,
-    MediaUrl,
+    LocalMediaUrl,
     Model,
     PriceHint,
     Recommendation,
@@ -87,7 +89,7 @@ def expand_limit(model: Model) -> int:
 
 
 class ResizeImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    image_url: LocalMediaUrl = Field(description="The image")
     target_format: TargetFormat = Field(
         description=(
             "instagram_post 1080x1080, instagram_story / instagram_reel / youtube_short / tiktok 1080x1920, "
@@ -128,6 +130,11 @@ class ResizeImageInput(ToolInput):
     model: str | None = Field(None, description="extend: the outpainting model.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="extend: seed for reproducible results")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
+
+    def sends_to_fal(self, field: str) -> bool:
+        """extend sends the image to fal's outpainting (the core uploads a local one first); crop and pad
+        work on it here (read, never uploaded)."""
+        return self.mode == "extend"
 
     @field_validator("width", "height")
     @classmethod
@@ -203,6 +210,33 @@ RECOMMENDATIONS = [
         "outpaint",
         ("outpaint", "extend image", "expand canvas", "change aspect ratio", "uncrop"),
         "Extends an image with generated borders, e.g. to reach a new aspect ratio",
+        "image",
+    ),
+    Recommendation(
+        "resize_image",
+        (
+            "resize",
+            "aspect ratio",
+            "ratio",
+            "crop",
+            "format",
+            "fit",
+            "square",
+            "vertical",
+            "horizontal",
+            "instagram",
+            "story",
+            "reel",
+            "tiktok",
+            "youtube",
+            "thumbnail",
+            "banner",
+            "linkedin",
+            "facebook",
+            "pinterest",
+            "twitter",
+        ),
+        "Makes an image the exact size of a social-media format: crop, pad, or extend it (outpaint)",
         "image",
     ),
 ]
@@ -348,7 +382,7 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
         model = ctx.model(args.model)
         prompt_field = (model.input_schema() or {}).get("properties", {}).get("prompt", {})
         refuse_long_prompt(args.background_prompt, prompt_field, model.alias)
-    image = await fetch_image(ctx, "image_url", args.image_url)
+    image = await ctx.read_image(args.image_url, field="image_url")  # extend: the URL fal will get
     notes = _unused(args)
     if args.mode == "crop":
         work = partial(crop, size=size, focus=args.crop_focus)
@@ -373,10 +407,8 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="resize_image",
     title="Resize image for a format",
-    description="Resize an image to the exact size of a social-media format (Instagram, YouTube, TikTok, "
-    "X, LinkedIn, Facebook, Pinterest) or a custom size. mode extend (default) generates new "
-    "borders with fal.ai to reach the aspect ratio, crop cuts, pad letterboxes. The output is "
-    "always exactly the target size; returns its URL.",
+    description="Resize an image to exactly a social-media format's size or a custom size, by extending "
+    "it with fal.ai (default), cropping or padding.",
     input_model=ResizeImageInput,
     handler=resize_image,
     output_model=GenerationOutput,

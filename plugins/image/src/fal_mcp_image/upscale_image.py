@@ -33,7 +33,7 @@ DEFAULT_SCALE = 2
 
 
 class UpscaleImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image: an https URL, a data: URI or a local path")
+    image_url: MediaUrl = Field(description="The image")
     scale: Literal[2, 4] | None = Field(None, description="2 or 4 (default 2; aura_sr only does 4)")
     model: str | None = Field(None, description="Model to use.")
 
@@ -89,14 +89,35 @@ PRICES = [
 
 RECOMMENDATIONS = [
     Recommendation(
+        "upscale_image",
+        (
+            "upscale",
+            "enlarge",
+            "bigger",
+            "larger",
+            "double size",
+            "resolution",
+            "higher resolution",
+            "low res",
+            "hd",
+            "4k",
+            "2x",
+            "4x",
+            "super-resolution",
+            "pixelated",
+        ),
+        "Upscales an image 2x or 4x",
+        "image",
+    ),
+    Recommendation(
         "clarity",
-        ("upscale", "enlarge", "higher resolution", "enhance", "sharpen", "print"),
+        ("enhance", "sharpen", "detail", "blurry", "print"),
         "Upscales 2x or 4x and adds convincing detail",
         "image",
     ),
     Recommendation(
         "aura_sr",
-        ("fast upscale", "4x", "super-resolution"),
+        ("fast upscale", "fast", "4x", "faithful"),
         "Fast 4x upscaling that stays faithful to the input",
         "image",
     ),
@@ -129,8 +150,8 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
 TOOL = Tool(
     name="upscale_image",
     title="Upscale image",
-    description="Upscale an image 2x or 4x with a fal.ai super-resolution model. Returns the image URL and "
-    "checks that its size is the input size times the scale.",
+    description="Upscale an image 2x or 4x with a fal.ai super-resolution model; the result's size is "
+    "checked to be the input's times the scale.",
     input_model=UpscaleImageInput,
     handler=upscale_image,
     output_model=GenerationOutput,

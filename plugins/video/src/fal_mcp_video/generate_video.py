@@ -47,10 +47,7 @@ class GenerateVideoInput(ToolInput):
         4,
         ge=2,
         le=10,
-        description=(
-            "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
-            "and the result says so."
-        ),
+        description=("Seconds, 2-10 (the nearest the model makes)"),
     )
     negative_prompt: str | None = Field(
         None, max_length=10_000, description="What to avoid (where the model takes it)"
@@ -58,7 +55,7 @@ class GenerateVideoInput(ToolInput):
     aspect_ratio: AspectRatio | None = Field(
         None, description=("16:9, 9:16 or 1:1, for text-to-video; image-to-video keeps the image's shape")
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
@@ -137,14 +134,14 @@ TEXT_TO_VIDEO_DEFAULT = "animatediff"
 RECOMMENDATIONS = [
     Recommendation(
         "kling",
-        ("cinematic", "realistic", "high quality", "animate", "photo", "video"),
+        ("cinematic", "realistic", "high quality", "video"),
         "Kling 2.1: the most realistic motion of the pack, 5 or 10 s, with or without an image",
         "video",
         weight=1.5,
     ),
     Recommendation(
         "svd",
-        ("animate", "image to video", "subtle motion", "short", "cheap"),
+        ("image to video", "subtle motion", "short", "cheap"),
         "Stable Video Diffusion: a cheap, short (up to 2.5 s) animation of an image",
         "video",
     ),
@@ -220,9 +217,7 @@ TOOL = Tool(
     title="Generate video",
     description=(
         "Generate a short video with a fal.ai model: from a starting image (image_url) or, without one, from "
-        "the prompt. duration is in seconds (2-10); each model makes the nearest length it can and says so. "
-        "Models: svd (image only), animatediff (text only), kling and wan (either). Returns the video URL, "
-        "its length, the endpoint used and the fal request id."
+        "the prompt. Models: svd (image only), animatediff (text only), kling and wan (either)."
     ),
     input_model=GenerateVideoInput,
     handler=generate_video,

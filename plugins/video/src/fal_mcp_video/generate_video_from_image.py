@@ -34,10 +34,7 @@ class GenerateVideoFromImageInput(ToolInput):
         5,
         ge=2,
         le=10,
-        description=(
-            "Length in seconds, 2-10. A model that cannot make it exactly makes the nearest length it can, "
-            "and the result says so."
-        ),
+        description=("Seconds, 2-10 (the nearest the model makes)"),
     )
     aspect_ratio: AspectRatio | None = Field(
         None, description=("16:9, 9:16 or 1:1 (wan only; kling and svd keep the image's shape)")
@@ -45,7 +42,7 @@ class GenerateVideoFromImageInput(ToolInput):
     negative_prompt: str | None = Field(
         None, max_length=10_000, description="What to avoid (where the model takes it)"
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
@@ -85,6 +82,12 @@ MODELS = [
 
 RECOMMENDATIONS = [
     Recommendation(
+        "generate_video_from_image",
+        ("animate", "image to video", "bring to life", "move", "motion", "moving"),
+        "Animates an image into a video, guided by a prompt",
+        "video",
+    ),
+    Recommendation(
         "kling_pro",
         ("first frame", "last frame", "keyframes", "transition", "morph"),
         "Kling 2.1 Pro animates from a first to a last frame (tail_image_url)",
@@ -113,9 +116,7 @@ TOOL = Tool(
     title="Generate video from image",
     description=(
         "Animate an image into a video with a fal.ai image-to-video model, guided by a prompt; with "
-        "kling_pro, tail_image_url sets the last frame. duration is in seconds (2-10); each model makes the "
-        "nearest length it can and says so. Returns the video URL, its length, the endpoint and the fal "
-        "request id."
+        "kling_pro, tail_image_url sets the last frame."
     ),
     input_model=GenerateVideoFromImageInput,
     handler=generate_video_from_image,

@@ -91,7 +91,7 @@ class GenerateVideoFromVideoInput(ToolInput):
             "How much to change the video, 0.1 (close to the input) to 1 (where the model takes it)"
         ),
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for reproducible results")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
     options: dict[str, Any] | None = Field(None, description=_describe_options())
 
 
@@ -156,7 +156,7 @@ MODELS = [
 RECOMMENDATIONS = [
     Recommendation(
         endpoints.ANIMATEDIFF_V2V,
-        ("restyle", "stylize", "style transfer", "anime", "cartoon"),
+        ("restyle", "stylize", "style transfer", "style", "look", "filter", "anime", "cartoon"),
         "AnimateDiff video-to-video: restyle a clip with a prompt",
         "video",
     ),
@@ -180,8 +180,7 @@ TOOL = Tool(
     title="Generate video from video",
     description=(
         "Restyle or edit a video with a fal.ai video-to-video model, guided by a prompt: animatediff "
-        "restyles (strength, seed), lucy_edit edits by instruction. Model-specific settings go in `options`. "
-        "Returns the video URL, the endpoint and the fal request id."
+        "restyles (strength, seed), lucy_edit edits by instruction. Model-specific settings go in `options`."
     ),
     input_model=GenerateVideoFromVideoInput,
     handler=generate_video_from_video,
