@@ -234,7 +234,7 @@ async def test_every_generation_has_a_receipt_at_the_sandboxs_price(sandbox, reg
         assert output["endpoint"] == endpoint_id
         receipt = output["cost"]
         # What fal made (the sandbox's own record of it), else what the tool returned, else the input.
-        made = [f for f in find_files(sandbox.state.jobs[output["request_id"]].result)]
+        made = find_files(sandbox.state.jobs[output["request_id"]].result)
         units = measured(price.unit, [f.model_dump() for f in made])
         if units is None:
             units = measured(price.unit, output["files"])
