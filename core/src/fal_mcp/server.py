@@ -106,14 +106,13 @@ def client_schema(schema: dict[str, Any], *, descriptions: bool = True) -> dict[
         variants = node.get("anyOf")
         if isinstance(variants, list) and {"type": "null"} in variants:
             rest = [v for v in variants if v != {"type": "null"}]
-            if len(rest) == 1:
+            optional = "default" in node and node["default"] is None  # leaving it out is null
+            if len(rest) == 1 and (optional or isinstance(rest[0].get("type"), str)):
                 merged = {**{k: v for k, v in node.items() if k != "anyOf"}, **rest[0]}
-                if "default" in node and node["default"] is None:  # optional: leaving it out is null
+                if optional:
                     del merged["default"]
-                elif isinstance(merged.get("type"), str):  # required, and may be null
+                else:  # required, and may be null
                     merged["type"] = [merged["type"], "null"]
-                else:
-                    return {k: clean(v) for k, v in node.items() if k not in ("title",)}
                 return clean(merged)
         return {
             key: clean(value)
