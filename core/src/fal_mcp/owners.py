@@ -16,6 +16,9 @@ class Principal:
     # False for a caller that cannot be recognised again (stateless HTTP without a token): it lists
     # nothing, and what it made is reachable only through ids it was given (unguessable job ids).
     listable: bool = True
+    # The OAuth access token's subject when the caller signed in (None otherwise): what per-person fal
+    # keys are looked up by. Never part of `key` in clear.
+    subject: str | None = None
 
 
 STDIO = Principal("stdio")
