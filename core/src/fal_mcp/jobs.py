@@ -29,16 +29,13 @@ class SubmitJobInput(ToolInput):
     tool: str = Field(
         min_length=1,
         max_length=64,
-        description="The name of the tool to run in the background "
-        "(any tool of this server but the job tools)",
+        description="Any tool but the job tools",
     )
     arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments")
 
 
 class JobInput(ToolInput):
-    job_id: str = Field(
-        min_length=5, max_length=100, description="The id submit_job (or a handed-off call) returned"
-    )
+    job_id: str = Field(min_length=5, max_length=100)
 
 
 class CheckJobInput(JobInput):
@@ -46,7 +43,7 @@ class CheckJobInput(JobInput):
         0,
         ge=0,
         le=300,
-        description="Wait up to this long for the job to finish (bounded by the server) before answering",
+        description="Wait this long for it to finish",
     )
 
 
@@ -214,8 +211,7 @@ TOOLS = [
     Tool(
         "submit_job",
         "Submit a background job",
-        "Start a tool call in the background and return a job id at once, so a long job (video, music) does "
-        "not block the conversation. Follow it with check_job.",
+        "Start a tool call in the background; returns a job id for check_job at once.",
         SubmitJobInput,
         submit_job,
         output_model=JobStatus,
@@ -224,8 +220,7 @@ TOOLS = [
     Tool(
         "check_job",
         "Check a background job",
-        "A job's state (submit_job's, or a handed-off call's), and its result once done; wait_seconds "
-        "waits for it.",
+        "A job's state, and its result once done.",
         CheckJobInput,
         check_job,
         hints=ToolHints(read_only=True, idempotent=True),
@@ -244,7 +239,7 @@ TOOLS = [
     Tool(
         "list_jobs",
         "List your jobs",
-        "Your most recent jobs, across restarts and replicas sharing the job store, newest first.",
+        "Your most recent jobs, newest first.",
         ListJobsInput,
         list_jobs,
         output_model=JobList,

@@ -62,11 +62,8 @@ LOCAL_MEDIA_INPUT = _LocalMediaInput()
 
 
 def _media_field() -> Any:
-    return Field(
-        min_length=1,
-        max_length=20_000_000,
-        description="https URL, data: URI or local path",
-    )
+    # What a media input takes is said once, in the server's instructions.
+    return Field(min_length=1, max_length=20_000_000)
 
 
 MediaUrl = Annotated[str, MEDIA_INPUT, _media_field()]

@@ -158,6 +158,13 @@ def output_schema(model) -> dict[str, Any]:
     return required_only(client_schema(model.model_json_schema(), descriptions=False))
 
 
+def model_summary(description: str) -> str:
+    """A model's description without its display name ("FLUX.1 [dev]: higher quality" -> "higher
+    quality"): the alias beside it names the model, and every conversation pays for the listing."""
+    name, colon, rest = description.partition(": ")
+    return rest if colon and len(name) <= 60 and rest else description
+
+
 def input_schema(tool: Tool, registry: Registry, settings: Settings | None = None) -> dict[str, Any]:
     """The tool's schema as clients read it (client_schema), with the registered models as the model
     field's exact choices (aliases and endpoint ids), and `confirm` where a spending confirmation can be
@@ -177,8 +184,7 @@ def input_schema(tool: Tool, registry: Registry, settings: Settings | None = Non
             prop["enum"] = list(dict.fromkeys([m.alias for m in models] + [m.endpoint_id for m in models]))
             if default:
                 prop["default"] = default.alias
-            lines = [f"{m.alias}: {m.description}" for m in models]
-            prop["description"] = "; ".join(lines) + ". Or the endpoint id."
+            prop["description"] = "; ".join(f"{m.alias}: {model_summary(m.description)}" for m in models)
     return schema
 
 

@@ -484,8 +484,7 @@ TOOLS = [
     Tool(
         "get_budget",
         "Your spending budget",
-        "What you spent today and this month through this server, the budgets set (what is left, when "
-        "it resets) and the confirmation threshold.",
+        "Your spending today and this month, and the budgets and limits set.",
         NoInput,
         get_budget,
         output_model=BudgetStatus,

@@ -30,15 +30,8 @@ PACKAGE = __name__.split(".")[0]  # where the endpoints' schemas are vendored
 
 
 class GenerateMusicInput(ToolInput):
-    prompt: str = Field(
-        min_length=1, max_length=10_000, description="The music to make: genre, mood, instruments, tempo"
-    )
-    duration_seconds: int = Field(
-        30,
-        ge=5,
-        le=300,
-        description=("Seconds, 5-300 (the nearest the model makes)"),
-    )
+    prompt: str = Field(min_length=1, max_length=10_000, description="Genre, mood, instruments, tempo")
+    duration_seconds: int = Field(30, ge=5, le=300, description="Seconds")
     model: str | None = Field(None, description="Model to use.")
     negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid (lyria2)")
     seed: int | None = Field(
@@ -129,7 +122,7 @@ MODELS = [
     _model(
         "ace_step",
         "fal-ai/ace-step",
-        "ACE-Step: songs from genre/mood tags (the prompt is sent as tags), 5-240 s, takes a seed",
+        "ACE-Step: songs from genre/mood tags, 5-240 s, takes a seed",
         length_field="duration",
         prompt_field="tags",
         takes_seed=True,
@@ -202,7 +195,7 @@ async def generate_music(args: GenerateMusicInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="generate_music",
     title="Generate music",
-    description=("Generate music from a text prompt with a fal.ai music model."),
+    description="Generate music from a prompt.",
     input_model=GenerateMusicInput,
     handler=generate_music,
     output_model=GenerationOutput,

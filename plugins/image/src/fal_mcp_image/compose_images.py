@@ -30,23 +30,21 @@ Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "cent
 
 class ComposeImagesInput(ToolInput):
     base_image_url: LocalMediaUrl = Field(description="The image underneath")
-    overlay_image_url: LocalMediaUrl = Field(description="The image laid on top (its transparency is kept)")
+    overlay_image_url: LocalMediaUrl = Field(description="The image on top")
     position: Position = Field(
         "bottom-right",
-        description=(
-            "Corner (padding from the edges), center, or custom (x and y of the overlay's top-left corner)"
-        ),
+        description="custom: the overlay's top-left at x, y",
     )
     x: int | None = Field(
-        None, ge=0, le=100_000, validate_default=True, description="custom: pixels from the base's left edge"
+        None, ge=0, le=100_000, validate_default=True, description="custom: px from the left"
     )
     y: int | None = Field(
-        None, ge=0, le=100_000, validate_default=True, description="custom: pixels from the base's top edge"
+        None, ge=0, le=100_000, validate_default=True, description="custom: px from the top"
     )
-    scale: float = Field(0.15, ge=0.01, le=1.0, description="Overlay width as a fraction of the base width")
-    padding: int = Field(20, ge=0, le=10_000, description="Pixels between the overlay and the edges")
-    opacity: float = Field(1.0, ge=0, le=1, description="Overlay opacity, 0 (invisible) to 1 (opaque)")
-    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
+    scale: float = Field(0.15, ge=0.01, le=1.0, description="Overlay width / base width")
+    padding: int = Field(20, ge=0, le=10_000, description="px from the edges")
+    opacity: float = Field(1.0, ge=0, le=1)
+    output_format: Literal["png", "jpeg", "webp"] = Field("png")
 
     @field_validator("x", "y")
     @classmethod
@@ -142,8 +140,7 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="compose_images",
     title="Compose images",
-    description="Lay an overlay image (logo, watermark, sticker) on a base image, in a corner, centred or at "
-    "x/y, scaled and with opacity, keeping its transparency. Done locally.",
+    description="Lay an overlay (logo, watermark) on an image. Done locally.",
     input_model=ComposeImagesInput,
     handler=compose_images,
     output_model=GenerationOutput,

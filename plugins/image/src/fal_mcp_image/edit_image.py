@@ -27,7 +27,7 @@ class EditImageInput(ToolInput):
     instruction: str = Field(
         min_length=1,
         max_length=10_000,
-        description="What to change, e.g. 'make the sky stormy', 'remove the car'",
+        description="e.g. 'make it night'",
     )
     model: str | None = Field(None, description="Model to use.")
     strength: float | None = Field(
@@ -36,7 +36,7 @@ class EditImageInput(ToolInput):
         le=1,
         description="How strongly to change the image",
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def flux_2_edit_input(args: EditImageInput) -> EndpointCall:
@@ -133,8 +133,7 @@ async def edit_image(args: EditImageInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="edit_image",
     title="Edit image",
-    description="Edit an image by a plain-language instruction ('make it night', 'put a hat on the dog'), "
-    "keeping what the instruction does not mention.",
+    description="Edit an image by an instruction, keeping what it does not mention.",
     input_model=EditImageInput,
     handler=edit_image,
     output_model=GenerationOutput,

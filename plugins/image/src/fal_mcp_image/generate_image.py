@@ -46,17 +46,12 @@ class GenerateImageInput(ToolInput):
     negative_prompt: str | None = Field(
         None,
         max_length=10_000,
-        description="What to avoid",
     )
     image_size: ImageSize = Field(
         "landscape_16_9",
-        description=(
-            "square (1024x1024), landscape_4_3 (1024x768), landscape_16_9 (1024x576), "
-            "portrait_3_4 (768x1024), portrait_9_16 (576x1024)"
-        ),
     )
-    num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    num_images: int = Field(1, ge=1, le=4)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _translator(takes_negative_prompt: bool):
@@ -153,7 +148,7 @@ async def generate_image(args: GenerateImageInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="generate_image",
     title="Generate image",
-    description="Generate images from a text prompt with a fal.ai text-to-image model.",
+    description="Generate images from a prompt.",
     input_model=GenerateImageInput,
     handler=generate_image,
     output_model=GenerationOutput,

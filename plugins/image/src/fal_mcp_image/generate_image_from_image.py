@@ -30,12 +30,11 @@ class ImageFromImageInput(ToolInput):
         None,
         ge=0.01,
         le=1,
-        description="How much to change the input: near 0 keeps it, 1 replaces it "
-        "(default: the model's, 0.95 for flux_dev_i2i)",
+        description="Near 0 keeps the input, 1 replaces it",
     )
-    num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    num_images: int = Field(1, ge=1, le=4)
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def flux_dev_input(args: ImageFromImageInput) -> EndpointCall:
@@ -106,9 +105,7 @@ async def generate_image_from_image(args: ImageFromImageInput, ctx: ToolContext)
 TOOL = Tool(
     name="generate_image_from_image",
     title="Generate image from image",
-    description="Generate images from an input image and a prompt (image-to-image): the input sets the "
-    "layout and colours, the prompt what to make of it; strength (0-1) sets how far to move away "
-    "from the input.",
+    description="Image-to-image: the input sets layout and colours, the prompt what to make of it.",
     input_model=ImageFromImageInput,
     handler=generate_image_from_image,
     output_model=GenerationOutput,

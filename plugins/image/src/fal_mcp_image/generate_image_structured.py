@@ -65,60 +65,47 @@ class _Part(BaseModel):
 
 
 class Subject(_Part):
-    type: str = Field(min_length=1, max_length=100, description="What it is: a woman, a red fox, a castle")
+    type: str = Field(min_length=1, max_length=100, description="e.g. a red fox")
     description: str | None = Field(None, max_length=500, description="How it looks")
-    pose: str | None = Field(None, max_length=200, description="What it is doing, or how it stands")
+    pose: str | None = Field(None, max_length=200)
     position: Literal["foreground", "midground", "background"] | None = Field(
         None, description="Where in depth"
     )
 
 
 class Camera(_Part):
-    angle: str | None = Field(None, max_length=100, description="e.g. low angle, eye level, bird's-eye view")
-    distance: str | None = Field(None, max_length=100, description="e.g. close-up, medium shot, wide shot")
+    angle: str | None = Field(None, max_length=100, description="e.g. low angle")
+    distance: str | None = Field(None, max_length=100, description="e.g. close-up")
     focus: str | None = Field(None, max_length=100, description="e.g. shallow depth of field")
-    lens: str | None = Field(None, max_length=100, description="e.g. 35mm, 85mm portrait lens, fisheye")
-    f_number: float | None = Field(None, ge=0.7, le=64, description="Aperture, e.g. 1.8")
-    iso: int | None = Field(None, ge=25, le=409_600, description="Sensor sensitivity, e.g. 400")
+    lens: str | None = Field(None, max_length=100, description="e.g. 85mm")
+    f_number: float | None = Field(None, ge=0.7, le=64)
+    iso: int | None = Field(None, ge=25, le=409_600)
 
 
 class StructuredImageInput(ToolInput):
-    scene: str = Field(
-        min_length=1, max_length=2000, pattern=r"\S", description="The scene as a whole: what happens, where"
-    )
-    subjects: list[Subject] = Field(default_factory=list, max_length=8, description="Up to 8 subjects")
-    style: str | None = Field(None, max_length=300, description="e.g. oil painting, 35mm film photo, anime")
-    color_palette: list[HexColour] = Field(
-        default_factory=list, max_length=8, description="Up to 8 hex colours, #RGB or #RRGGBB"
-    )
-    lighting: str | None = Field(None, max_length=300, description="e.g. golden hour, soft studio light")
-    mood: str | None = Field(None, max_length=300, description="e.g. serene, tense, whimsical")
+    scene: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="What happens, where")
+    subjects: list[Subject] = Field(default_factory=list, max_length=8)
+    style: str | None = Field(None, max_length=300, description="e.g. oil painting")
+    color_palette: list[HexColour] = Field(default_factory=list, max_length=8, description="Hex colours")
+    lighting: str | None = Field(None, max_length=300, description="e.g. golden hour")
+    mood: str | None = Field(None, max_length=300, description="e.g. serene")
     background: str | None = Field(None, max_length=500, description="What is behind the subjects")
-    composition: str | None = Field(None, max_length=300, description="e.g. rule of thirds, symmetrical")
-    camera: Camera | None = Field(None, description="Camera angle, distance, focus, lens, f-number, ISO")
-    effects: list[Effect] = Field(
-        default_factory=list, max_length=8, description="Up to 8 effects, e.g. film grain, bokeh, motion blur"
-    )
+    composition: str | None = Field(None, max_length=300, description="e.g. rule of thirds")
+    camera: Camera | None = Field(None)
+    effects: list[Effect] = Field(default_factory=list, max_length=8, description="e.g. film grain, bokeh")
     model: str | None = Field(
         None,
-        description="A generate_image model: flux_schnell (default), flux_dev, "
-        "flux_pro, sdxl, stable_diffusion, or any other alias or "
-        "endpoint id registered for generate_image",
+        description="A generate_image model (default flux_schnell)",
     )
     negative_prompt: str | None = Field(
         None,
         max_length=2000,
-        description="What to avoid",
     )
     image_size: ImageSize = Field(
         "landscape_16_9",
-        description=(
-            "square (1024x1024), landscape_4_3 (1024x768), landscape_16_9 (1024x576), "
-            "portrait_3_4 (768x1024), portrait_9_16 (576x1024)"
-        ),
     )
-    num_images: int = Field(1, ge=1, le=4, description="How many images, 1-4")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    num_images: int = Field(1, ge=1, le=4)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def colour_name(hex_value: str) -> str:
@@ -227,9 +214,8 @@ async def generate_image_structured(args: StructuredImageInput, ctx: ToolContext
 
 TOOL = Tool(
     name="generate_image_structured",
-    title="Generate image from a structured scene",
-    description="Generate images from a structured scene description instead of free text, written into a "
-    "prompt for the chosen generate_image model (the result shows it).",
+    title="Generate image from a scene",
+    description="Generate images from a structured scene instead of a prompt.",
     input_model=StructuredImageInput,
     handler=generate_image_structured,
     output_model=GenerationOutput,

@@ -27,15 +27,15 @@ from ._common import checked_size, fetch_image, in_worker, report, upload_image
 
 
 class InpaintImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image")
-    mask_url: MediaUrl = Field(description="The mask, same size as the image: white = repaint, black = keep")
-    prompt: str = Field(min_length=1, max_length=10_000, description="What to paint in the masked area")
+    image_url: MediaUrl = Field()
+    mask_url: MediaUrl = Field(description="White = repaint, black = keep")
+    prompt: str = Field(min_length=1, max_length=10_000, description="What to paint there")
     model: str | None = Field(None, description="Model to use.")
-    negative_prompt: str | None = Field(None, max_length=10_000, description="What to avoid")
+    negative_prompt: str | None = Field(None, max_length=10_000)
     strength: float | None = Field(
         None, ge=0.01, le=1, description="How much to change the masked area (default: the model's)"
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _inpaint_input(alias: str, with_reference: bool):
@@ -125,9 +125,7 @@ async def inpaint_image(args: InpaintImageInput, ctx: ToolContext) -> ToolResult
 TOOL = Tool(
     name="inpaint_image",
     title="Inpaint image",
-    description="Repaint part of an image: a mask (white = repaint, black = keep) marks the area, the "
-    "prompt says what to put there. A mask of another size than the image is resized to match "
-    "(the result says so).",
+    description="Repaint the masked part of an image with what the prompt says.",
     input_model=InpaintImageInput,
     handler=inpaint_image,
     output_model=GenerationOutput,

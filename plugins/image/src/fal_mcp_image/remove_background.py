@@ -30,7 +30,7 @@ from ._common import fetch_image, report
 
 
 class RemoveBackgroundInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image")
+    image_url: MediaUrl = Field()
     model: str | None = Field(None, description="Model to use.")
     output_format: Literal["png", "webp"] = Field("png", description="png or webp, both with transparency")
 
@@ -141,8 +141,7 @@ async def remove_background(args: RemoveBackgroundInput, ctx: ToolContext) -> To
 TOOL = Tool(
     name="remove_background",
     title="Remove background",
-    description="Remove the background of an image, keeping the subject on a transparent background (PNG or "
-    "WebP with an alpha channel).",
+    description="Remove an image's background: the subject on transparency.",
     input_model=RemoveBackgroundInput,
     handler=remove_background,
     output_model=GenerationOutput,

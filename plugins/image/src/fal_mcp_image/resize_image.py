@@ -89,47 +89,34 @@ def expand_limit(model: Model) -> int:
 
 
 class ResizeImageInput(ToolInput):
-    image_url: LocalMediaUrl = Field(description="The image")
+    image_url: LocalMediaUrl = Field()
     target_format: TargetFormat = Field(
-        description=(
-            "instagram_post 1080x1080, instagram_story / instagram_reel / youtube_short / tiktok 1080x1920, "
-            "youtube_thumbnail 1280x720, twitter_post 1200x675, linkedin_post 1200x627, facebook_post 1200x630, "
-            "pinterest_pin 1000x1500, or custom (give width and height)"
-        )
+        description="Each format's own size (the result says it); custom: width, height"
     )
     width: int | None = Field(
         None,
         ge=16,
         le=4096,
         validate_default=True,
-        description="Target width in pixels (target_format custom only)",
+        description="custom: pixels",
     )
     height: int | None = Field(
         None,
         ge=16,
         le=4096,
         validate_default=True,
-        description="Target height in pixels (target_format custom only)",
+        description="custom: pixels",
     )
     mode: Literal["extend", "crop", "pad"] = Field(
         "extend",
-        description=(
-            "extend: AI-generated borders reach the new aspect ratio (keeps all of the image); crop: cut to it; "
-            "pad: letterbox on background_color"
-        ),
+        description="extend: AI-painted borders; crop; pad: bars",
     )
-    background_prompt: str | None = Field(
-        None, max_length=2000, description="extend: what to paint in the added areas"
-    )
-    background_color: HexColour | None = Field(
-        None, description="pad: hex colour of the bars (default #000000)"
-    )
-    crop_focus: Literal["center", "content"] = Field(
-        "center", description=("crop: keep the centre, or the busiest area of the image (most detail)")
-    )
-    model: str | None = Field(None, description="extend: the outpainting model.")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="extend: seed for reproducible results")
-    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="File format of the result")
+    background_prompt: str | None = Field(None, max_length=2000, description="extend: what to paint")
+    background_color: HexColour | None = Field(None, description="pad: hex, default #000000")
+    crop_focus: Literal["center", "content"] = Field("center", description="crop: what to keep")
+    model: str | None = Field(None, description="extend only")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="extend only")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png")
 
     def sends_to_fal(self, field: str) -> bool:
         """extend sends the image to fal's outpainting (the core uploads a local one first); crop and pad
@@ -407,8 +394,7 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="resize_image",
     title="Resize image for a format",
-    description="Resize an image to exactly a social-media format's size or a custom size, by extending "
-    "it with fal.ai (default), cropping or padding.",
+    description="Resize an image to a social-media format or custom size: extend (AI), crop or pad.",
     input_model=ResizeImageInput,
     handler=resize_image,
     output_model=GenerationOutput,

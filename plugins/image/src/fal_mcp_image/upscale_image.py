@@ -33,8 +33,8 @@ DEFAULT_SCALE = 2
 
 
 class UpscaleImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image")
-    scale: Literal[2, 4] | None = Field(None, description="2 or 4 (default 2; aura_sr only does 4)")
+    image_url: MediaUrl = Field()
+    scale: Literal[2, 4] | None = Field(None, description="Default 2; aura_sr: 4 only")
     model: str | None = Field(None, description="Model to use.")
 
 
@@ -150,8 +150,7 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
 TOOL = Tool(
     name="upscale_image",
     title="Upscale image",
-    description="Upscale an image 2x or 4x with a fal.ai super-resolution model; the result's size is "
-    "checked to be the input's times the scale.",
+    description="Upscale an image 2x or 4x.",
     input_model=UpscaleImageInput,
     handler=upscale_image,
     output_model=GenerationOutput,

@@ -13,11 +13,10 @@ from .catalog import resolve_endpoints
 
 class EstimateCostInput(ToolInput):
     model: str = Field(min_length=1, max_length=200, description="Model alias or fal endpoint id")
-    quantity: float = Field(gt=0, le=1_000_000, description="How many calls or units")
+    quantity: float = Field(gt=0, le=1_000_000)
     basis: Literal["calls", "units"] = Field(
         "calls",
-        description="calls: from fal's historical price per call; units: quantity of the model's "
-        "billing unit (images, megapixels, seconds...) at its unit price",
+        description="calls, or the model's billing units at its unit price",
     )
 
 
@@ -62,8 +61,7 @@ async def estimate_cost(args: EstimateCostInput, ctx: ToolContext) -> ToolResult
 TOOL = Tool(
     name="estimate_cost",
     title="Estimate cost",
-    description="Estimate what a number of calls (or billing units) of a fal.ai model would cost, from fal's "
-    "pricing-estimate API.",
+    description="Estimate what calls or units of a model would cost.",
     input_model=EstimateCostInput,
     handler=estimate_cost,
     output_model=CostEstimate,

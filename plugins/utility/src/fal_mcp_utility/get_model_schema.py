@@ -50,8 +50,7 @@ async def get_model_schema(args: GetModelSchemaInput, ctx: ToolContext) -> ToolR
 TOOL = Tool(
     name="get_model_schema",
     title="Get a model's schema",
-    description="The input fields (name, type, required, default, choices, range, description) and output "
-    "fields of any fal.ai endpoint, from fal's published OpenAPI document. Use it before run_model.",
+    description="Any fal endpoint's input and output fields. Use before run_model.",
     input_model=GetModelSchemaInput,
     handler=get_model_schema,
     output_model=ModelSchema,

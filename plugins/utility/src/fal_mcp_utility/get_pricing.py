@@ -12,9 +12,7 @@ from .catalog import resolve_endpoints
 
 
 class GetPricingInput(ToolInput):
-    models: list[str] = Field(
-        min_length=1, max_length=50, description="Model aliases (e.g. flux_schnell) or fal endpoint ids, 1-50"
-    )
+    models: list[str] = Field(min_length=1, max_length=50, description="Aliases or endpoint ids")
 
 
 class Price(BaseModel):
@@ -105,8 +103,7 @@ async def get_pricing(args: GetPricingInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="get_pricing",
     title="Get pricing",
-    description="Unit prices of fal.ai models (by alias or endpoint id): live from fal's pricing API; offline, "
-    "the packs' price hints, labelled as such.",
+    description="Unit prices of fal models.",
     input_model=GetPricingInput,
     handler=get_pricing,
     output_model=Pricing,

@@ -16,9 +16,9 @@ MAX_PAGES = 50
 
 
 class GetUsageInput(ToolInput):
-    start: dt.date | None = Field(None, description="First day (YYYY-MM-DD); default 7 days before end")
-    end: dt.date | None = Field(None, description="Last day, inclusive (YYYY-MM-DD); default today (UTC)")
-    models: list[str] | None = Field(None, max_length=50, description="Only these aliases or endpoint ids")
+    start: dt.date | None = Field(None, description="Default: 7 days before end")
+    end: dt.date | None = Field(None, description="Inclusive; default today")
+    models: list[str] | None = Field(None, max_length=50)
 
     @model_validator(mode="after")
     def start_before_end(self):
@@ -140,8 +140,7 @@ async def _fal_usage(ctx: ToolContext, params: list[tuple[str, str]]) -> list[En
 TOOL = Tool(
     name="get_usage",
     title="Get usage",
-    description="What you spent through this server, per day and endpoint, and what the whole fal.ai "
-    "account used (quantity x unit price; needs an admin key), between two dates (default: the last 7 days).",
+    description="Your spending per day and endpoint, and the fal account's usage (admin key).",
     input_model=GetUsageInput,
     handler=get_usage,
     output_model=Usage,

@@ -12,12 +12,10 @@ from .catalog import Entry, all_models, words
 
 
 class ListModelsInput(ToolInput):
-    category: Literal["image", "video", "audio"] | None = Field(None, description="Only models of this kind")
-    task: str | None = Field(
-        None, max_length=500, description="What you want to do, e.g. 'remove background'"
-    )
-    search: str | None = Field(None, max_length=500, description="Free text matched against ids, names, tags")
-    limit: int = Field(20, ge=1, le=100, description="How many models to show, 1-100")
+    category: Literal["image", "video", "audio"] | None = Field(None)
+    task: str | None = Field(None, max_length=500, description="e.g. 'remove background'")
+    search: str | None = Field(None, max_length=500, description="Matched against ids, names, tags")
+    limit: int = Field(20, ge=1, le=100)
 
 
 class ListedModel(BaseModel):
@@ -77,8 +75,7 @@ async def list_models(args: ListModelsInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="list_models",
     title="List models",
-    description="List fal.ai models: the aliases the installed packs offer (usable as a tool's `model`) merged "
-    "with fal's live catalogue. Filter by category and by task or search words; highlighted first.",
+    description="List fal models: the packs' aliases and fal's catalogue.",
     input_model=ListModelsInput,
     handler=list_models,
     output_model=ModelListing,

@@ -290,9 +290,9 @@ class Candidate:
 
 
 class RecommendModelInput(ToolInput):
-    task: str = Field(min_length=1, max_length=1000, description="What you want to make or do")
-    category: Literal["image", "video", "audio"] | None = Field(None, description="Only models of this kind")
-    limit: int = Field(5, ge=1, le=10, description="How many recommendations, 1-10")
+    task: str = Field(min_length=1, max_length=1000)
+    category: Literal["image", "video", "audio"] | None = Field(None)
+    limit: int = Field(5, ge=1, le=10)
 
 
 class Recommended(BaseModel):
@@ -622,8 +622,7 @@ def described_by(task: Task, text: str) -> list[str]:
 TOOL = Tool(
     name="recommend_model",
     title="Recommend a model",
-    description="Recommend the tool and fal.ai model for a task, ranked by score, each with the reasons: "
-    "what each tool does and takes, the installed packs' advice, and a search of fal's catalogue.",
+    description="The best tools and models for a task, with reasons.",
     input_model=RecommendModelInput,
     handler=recommend_model,
     output_model=Recommendations,

@@ -16,7 +16,7 @@ SHOWN_STRING = 2000  # longer strings in the raw output (e.g. data: URIs) are cu
 
 class RunModelInput(ToolInput):
     model: str = Field(min_length=1, max_length=200, description="Model alias or fal endpoint id")
-    input: dict[str, Any] = Field(description="The endpoint's input, as get_model_schema describes it")
+    input: dict[str, Any] = Field(description="As get_model_schema says")
 
 
 class RunModelOutput(GenerationOutput):
@@ -64,9 +64,7 @@ async def run_model(args: RunModelInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="run_model",
     title="Run any fal model",
-    description="Run any fal.ai endpoint by alias or endpoint id with an `input` object. The input is checked "
-    "against the endpoint's schema first (each bad field named, nothing spent); then it runs with "
-    "progress, cancellation and timeout like every other tool.",
+    description="Run any fal endpoint with an input object, checked against its schema first.",
     input_model=RunModelInput,
     handler=run_model,
     output_model=RunModelOutput,

@@ -8,9 +8,7 @@ from fal_mcp import MediaError, Tool, ToolContext, ToolError, ToolHints, ToolInp
 
 
 class UploadFileInput(ToolInput):
-    file_path: str = Field(
-        min_length=1, max_length=4096, description="Path of a local file inside the allowed directories"
-    )
+    file_path: str = Field(min_length=1, max_length=4096, description="Inside the allowed directories")
 
 
 class Uploaded(BaseModel):
@@ -33,9 +31,7 @@ async def upload_file(args: UploadFileInput, ctx: ToolContext) -> ToolResult:
 TOOL = Tool(
     name="upload_file",
     title="Upload a file",
-    description="Upload a local file (inside the allowed directories: the client's roots, FAL_MCP_ALLOWED_DIRS, "
-    "or the working directory) to fal storage and return its URL. Tools also take local paths "
-    "directly.",
+    description="Upload a local file to fal storage; returns its URL.",
     input_model=UploadFileInput,
     handler=upload_file,
     output_model=Uploaded,

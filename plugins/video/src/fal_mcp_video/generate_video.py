@@ -31,31 +31,14 @@ from .translate import AspectRatio, video_result
 class GenerateVideoInput(ToolInput):
     image_url: MediaUrl | None = Field(
         None,
-        description=(
-            "The starting image to animate (image-to-video). Without it, the video is made from the prompt "
-            "(text-to-video)."
-        ),
+        description=("The first frame; without it, text-to-video"),
     )
-    prompt: str | None = Field(
-        None,
-        min_length=1,
-        max_length=10_000,
-        description=("What should happen in the video. Needed without an image; svd does not take one."),
-    )
+    prompt: str | None = Field(None, min_length=1, max_length=10_000, description="Needed without an image")
     model: str | None = Field(None, description="Model to use.")
-    duration: float = Field(
-        4,
-        ge=2,
-        le=10,
-        description=("Seconds, 2-10 (the nearest the model makes)"),
-    )
-    negative_prompt: str | None = Field(
-        None, max_length=10_000, description="What to avoid (where the model takes it)"
-    )
-    aspect_ratio: AspectRatio | None = Field(
-        None, description=("16:9, 9:16 or 1:1, for text-to-video; image-to-video keeps the image's shape")
-    )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    duration: float = Field(4, ge=2, le=10, description="Seconds")
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    aspect_ratio: AspectRatio | None = Field(None, description="text-to-video only")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
@@ -87,7 +70,7 @@ FAMILIES = [
         _model(
             "svd",
             endpoints.STABLE_VIDEO,
-            "Stable Video Diffusion: animates the starting image (image only, up to 2.5 s)",
+            "Stable Video Diffusion: image only, up to 2.5 s",
             endpoints.svd,
             default=True,
         ),
@@ -99,7 +82,7 @@ FAMILIES = [
         _model(
             "animatediff",
             endpoints.ANIMATEDIFF_T2V,
-            "AnimateDiff: short stylised clips from the prompt (text only)",
+            "AnimateDiff: short stylised clips, text only",
             endpoints.animatediff,
         ),
     ),
@@ -108,22 +91,20 @@ FAMILIES = [
         _model(
             "kling",
             endpoints.KLING_I2V,
-            "Kling 2.1 Standard animates the image; without an image kling.t2v runs",
+            "Kling 2.1: image or text (kling.t2v)",
             endpoints.kling_i2v,
         ),
-        _model(
-            "kling.t2v", endpoints.KLING_T2V, "Kling 2.1 Master text-to-video: 5 or 10 s", endpoints.kling_t2v
-        ),
+        _model("kling.t2v", endpoints.KLING_T2V, "Kling 2.1 Master: text, 5 or 10 s", endpoints.kling_t2v),
     ),
     Family(
         "wan",
         _model(
             "wan",
             endpoints.WAN_I2V,
-            "Wan 2.1 animates the image; without an image wan.t2v runs",
+            "Wan 2.1: image or text (wan.t2v)",
             endpoints.wan_i2v,
         ),
-        _model("wan.t2v", endpoints.WAN_T2V, "Wan 2.1 text-to-video", endpoints.wan_t2v),
+        _model("wan.t2v", endpoints.WAN_T2V, "Wan 2.1: text", endpoints.wan_t2v),
     ),
 ]
 MODELS = [model for family in FAMILIES for model in family.models]
@@ -215,10 +196,7 @@ async def generate_video(args: GenerateVideoInput, ctx: ToolContext) -> ToolResu
 TOOL = Tool(
     name="generate_video",
     title="Generate video",
-    description=(
-        "Generate a short video with a fal.ai model: from a starting image (image_url) or, without one, from "
-        "the prompt. Models: svd (image only), animatediff (text only), kling and wan (either)."
-    ),
+    description=("Generate a short video from a prompt, or from a starting image and a prompt."),
     input_model=GenerateVideoInput,
     handler=generate_video,
     output_model=GenerationOutput,

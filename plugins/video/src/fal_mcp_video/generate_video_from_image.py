@@ -20,29 +20,17 @@ from .translate import AspectRatio, video_result
 
 
 class GenerateVideoFromImageInput(ToolInput):
-    image_url: MediaUrl = Field(description="The image to animate: the video's first frame")
-    prompt: str = Field(min_length=1, max_length=10_000, description="The motion and action to show")
+    image_url: MediaUrl = Field(description="The first frame")
+    prompt: str = Field(min_length=1, max_length=10_000, description="The motion to show")
     tail_image_url: MediaUrl | None = Field(
         None,
-        description=(
-            "An image for the video's last frame (kling_pro only, which runs when it is given and no model is; "
-            "other models refuse it)"
-        ),
+        description=("The last frame (kling_pro)"),
     )
     model: str | None = Field(None, description="Model to use.")
-    duration: float = Field(
-        5,
-        ge=2,
-        le=10,
-        description=("Seconds, 2-10 (the nearest the model makes)"),
-    )
-    aspect_ratio: AspectRatio | None = Field(
-        None, description=("16:9, 9:16 or 1:1 (wan only; kling and svd keep the image's shape)")
-    )
-    negative_prompt: str | None = Field(
-        None, max_length=10_000, description="What to avoid (where the model takes it)"
-    )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    duration: float = Field(5, ge=2, le=10, description="Seconds")
+    aspect_ratio: AspectRatio | None = Field(None, description="wan only")
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _model(alias: str, endpoint_id: str, description: str, translator, default: bool = False) -> Model:
@@ -61,7 +49,7 @@ MODELS = [
     _model(
         "kling",
         endpoints.KLING_I2V,
-        "Kling 2.1 Standard: 5 or 10 s (no last frame: see kling_pro)",
+        "Kling 2.1 Standard: 5 or 10 s",
         endpoints.kling_i2v,
         default=True,
     ),
@@ -114,10 +102,7 @@ async def generate_video_from_image(args: GenerateVideoFromImageInput, ctx: Tool
 TOOL = Tool(
     name="generate_video_from_image",
     title="Generate video from image",
-    description=(
-        "Animate an image into a video with a fal.ai image-to-video model, guided by a prompt; with "
-        "kling_pro, tail_image_url sets the last frame."
-    ),
+    description=("Animate an image into a video, guided by a prompt."),
     input_model=GenerateVideoFromImageInput,
     handler=generate_video_from_image,
     output_model=GenerationOutput,

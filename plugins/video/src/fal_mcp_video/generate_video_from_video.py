@@ -70,28 +70,22 @@ OPTIONS: dict[str, type[BaseModel]] = {"animatediff": AnimateDiffOptions, "lucy_
 
 
 def _describe_options() -> str:
-    per_model = [
-        "{}: {}".format(
-            alias, ", ".join(f"{name} ({info.description})" for name, info in schema.model_fields.items())
-        )
-        for alias, schema in OPTIONS.items()
-    ]
-    return "Settings only the chosen model takes; any other is refused. " + "; ".join(per_model)
+    # Names only: a value out of range is refused with the range, and get_model_schema lists them all.
+    per_model = [f"{alias}: {', '.join(schema.model_fields)}" for alias, schema in OPTIONS.items()]
+    return "Only the chosen model's: " + "; ".join(per_model)
 
 
 class GenerateVideoFromVideoInput(ToolInput):
-    video_url: MediaUrl = Field(description="The video to restyle or edit")
-    prompt: str = Field(min_length=1, max_length=10_000, description="The style or the edit to make")
+    video_url: MediaUrl = Field()
+    prompt: str = Field(min_length=1, max_length=10_000, description="The style or edit")
     model: str | None = Field(None, description="Model to use.")
     strength: float | None = Field(
         None,
         ge=0.1,
         le=1,
-        description=(
-            "How much to change the video, 0.1 (close to the input) to 1 (where the model takes it)"
-        ),
+        description=("How much to change it"),
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     options: dict[str, Any] | None = Field(None, description=_describe_options())
 
 
@@ -178,10 +172,7 @@ async def generate_video_from_video(args: GenerateVideoFromVideoInput, ctx: Tool
 TOOL = Tool(
     name="generate_video_from_video",
     title="Generate video from video",
-    description=(
-        "Restyle or edit a video with a fal.ai video-to-video model, guided by a prompt: animatediff "
-        "restyles (strength, seed), lucy_edit edits by instruction. Model-specific settings go in `options`."
-    ),
+    description=("Restyle or edit a video, guided by a prompt."),
     input_model=GenerateVideoFromVideoInput,
     handler=generate_video_from_video,
     output_model=GenerationOutput,
