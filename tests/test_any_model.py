@@ -84,7 +84,9 @@ async def test_run_model_passes_progress_and_fal_errors(tool_table, sandbox):
     ok = await tool_table.call(
         "run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}}, report
     )
-    assert not ok.is_error and messages[0].startswith("In queue") and messages[-1] == "Done"
+    # first the job's id (runner.py: in hand should the call be cut off), then fal's statuses
+    assert messages[0].startswith("Recorded as job job_")
+    assert not ok.is_error and messages[1].startswith("In queue") and messages[-1] == "Done"
     sandbox.state.add_fault(outcome="model_error", message="out of memory")
     failed = await tool_table.call("run_model", {"model": "fal-ai/flux/schnell", "input": {"prompt": "p"}})
     assert failed.is_error and "out of memory" in failed.content[0].text

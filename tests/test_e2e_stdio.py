@@ -8,6 +8,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from fal_mcp_sandbox import read_settings
+
 from .conftest import server_env, stdio_client
 
 pytestmark = pytest.mark.anyio
@@ -130,9 +132,7 @@ def test_sandbox_command_prints_settings_and_serves():
         env=server_env(),
     )
     try:
-        settings = dict(
-            process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(6)
-        )
+        settings = read_settings(process.stdout)
         assert settings["FAL_MCP_QUEUE_URL"].startswith("http://127.0.0.1:")
         base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
         assert httpx.get(f"{base}/_sandbox/health", timeout=10).status_code == 200

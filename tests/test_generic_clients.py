@@ -373,9 +373,15 @@ def check(run: Run, outcome: dict, wire: list[dict], client: str) -> None:
 
     failures = [
         f"- {r['tool']}({short(r['arguments'])}): "
-        + (f"the client refused the result: {r['error']}" if "error" in r else f"isError: {r['text']}")
+        + (
+            f"the client refused the result: {r['error']}"
+            if "error" in r
+            else f"isError: {r['text']}"
+            if r.get("isError")
+            else f"structuredContent does not match the outputSchema: {r['schemaError']}"
+        )
         for r in results
-        if "error" in r or r.get("isError")
+        if "error" in r or r.get("isError") or r.get("schemaError")
     ]
     assert not failures, f"{client}: {len(failures)} of {len(results)} calls failed:\n" + "\n".join(failures)
 

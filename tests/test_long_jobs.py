@@ -356,6 +356,7 @@ async def test_a_server_killed_mid_job_loses_nothing(thread_sandbox, tmp_path):
             "FAL_MCP_AUTH_TOKEN": TOKEN,
             "FAL_MCP_OUTPUT_DIR": str(out),
             "FAL_MCP_STORE": f"sqlite:///{tmp_path}/jobs.sqlite3",
+            "FAL_MCP_LEASE_TTL": "1",  # the killed server's lease lapses soon: its job is taken over
         }
     )
     try:
@@ -394,6 +395,8 @@ async def test_a_restarted_server_follows_its_unfinished_jobs_at_once(thread_san
             "FAL_MCP_AUTH_TOKEN": TOKEN,
             "FAL_MCP_STORE": store,
             "FAL_MCP_OUTPUT_DIR": str(out),
+            "FAL_MCP_LEASE_TTL": "1",  # the killed server's lease lapses soon: its job is taken over
+            "FAL_MCP_SWEEP_INTERVAL": "0.2",
         }
     )
     try:

@@ -274,3 +274,35 @@ def test_preview_of_something_that_is_not_an_image_is_refused_cleanly():
         make_preview(b"not an image at all")
     small = png_bytes((300, 200))
     assert make_preview(small) == (small, "image/png")  # already fits: passed through untouched
+
+
+async def test_a_download_whose_kept_alive_connection_was_closed_is_sent_again_once():
+    """The server closed an idle kept-alive connection just as the download reused it (no answer at all):
+    the GET goes again, once, on a new connection; a second such failure is reported."""
+    from fal_mcp.media import download
+
+    sent = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if len(sent) in (1, 3, 4):
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return httpx.Response(200, content=b"image bytes", headers={"content-type": "image/png"})
+
+    trusted = ["http://127.0.0.1:9/cdn"]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        chunks: list[bytes] = []
+
+        async def keep(chunk: bytes) -> None:
+            chunks.append(chunk)
+
+        assert (
+            await download("http://127.0.0.1:9/cdn/files/a.png", keep, trusted_urls=trusted, http=http)
+            == "image/png"
+        )
+        assert b"".join(chunks) == b"image bytes" and len(sent) == 2
+        with pytest.raises(MediaError, match="RemoteProtocolError"):
+            await download("http://127.0.0.1:9/cdn/files/b.png", keep, trusted_urls=trusted, http=http)
+    assert len(sent) == 4

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fal_mcp_sandbox import read_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 PACK_TOOLS = {
     "image": {
@@ -167,9 +169,7 @@ def test_the_sandbox_installs_beside_the_core_and_is_no_pack(core_only):
             text=True,
         )
         try:
-            settings = dict(
-                process.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(6)
-            )
+            settings = read_settings(process.stdout)
             base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")
             import urllib.request
 

@@ -986,7 +986,7 @@ def test_command_line_prints_settings_and_stops_on_sigterm():
         text=True,
     )
     try:
-        lines = [process.stdout.readline().strip() for _ in range(6)]
+        lines = [process.stdout.readline().strip() for _ in range(7)]
         settings = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert set(settings) == {
             "FAL_MCP_RUN_URL",
@@ -994,6 +994,7 @@ def test_command_line_prints_settings_and_stops_on_sigterm():
             "FAL_MCP_REST_URL",
             "FAL_MCP_CDN_URL",
             "FAL_MCP_PLATFORM_URL",
+            "FAL_MCP_WEBHOOK_JWKS_URL",
             "FAL_KEY",
         }
         base = settings["FAL_MCP_QUEUE_URL"].removesuffix("/queue")

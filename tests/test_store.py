@@ -103,6 +103,64 @@ async def test_concurrent_updates_of_different_fields_keep_both(store):
     assert found.progress.startswith("log ") and found.cost is not None
 
 
+async def test_a_replica_lease_holds_until_it_lapses_or_is_dropped(store):
+    await store.hold_lease("a", 30)
+    await store.hold_lease("b", 30)
+    assert await store.alive(["a", "b", "c"]) == {"a", "b"} and await store.alive([]) == set()
+    await store.drop_lease("b")
+    assert await store.alive(["a", "b"]) == {"a"}
+    await store.hold_lease("short", 0.3)
+    with anyio.fail_after(30):  # a hang guard: the lease lapses by itself
+        while await store.alive(["short"]):
+            await anyio.sleep(0.05)
+    await store.hold_lease("short", 30)  # renewed (taken again) after it lapsed
+    assert await store.alive(["short", "a"]) == {"short", "a"}
+
+
+async def test_a_job_is_claimed_by_one_replica_only_when_its_follower_is_gone(store):
+    await store.add(record("j1", status="running", follower="a", request_id="r1"))
+    await store.hold_lease("a", 30)
+    assert await store.claim("j1", "b") is None  # a follows it
+    assert (await store.claim("j1", "a")).follower == "a"  # its own follower may
+    await store.drop_lease("a")
+    winners = []
+
+    async def claim(replica: str) -> None:
+        await store.hold_lease(replica, 30)  # a replica claims only while it holds its lease
+        found = await store.claim("j1", replica)
+        if found is not None:
+            winners.append(replica)
+
+    async with anyio.create_task_group() as group:
+        for index in range(12):
+            group.start_soon(claim, f"r{index}")
+    assert len(winners) == 1
+    found = await store.get("j1")
+    assert found.follower == winners[0] and found.status == "running" and found.request_id == "r1"
+    assert await store.claim("missing", "b") is None
+
+
+async def test_only_the_follower_records_a_jobs_end_and_only_once(store):
+    await store.add(record("j1", status="running", follower="a"))
+    await store.hold_lease("a", 30)
+    await store.hold_lease("b", 30)
+    assert await store.finish("j1", "b", status="done", result={"text": "b"}) is None
+    assert (await store.get("j1")).status == "running"
+    done = await store.finish("j1", "a", status="done", progress="Done", result={"text": "a"})
+    assert done.status == "done" and done.result == {"text": "a"} and done.follower == "a"
+    assert await store.unfinished() == []
+    assert await store.finish("j1", "a", status="failed", error="late") is None  # it ended already
+    assert await store.claim("j1", "b") is None
+    found = await store.get("j1")
+    assert (found.status, found.result, found.error) == ("done", {"text": "a"}, None)
+    # a job recorded before replicas had leases names no follower: any replica may take it
+    await store.add(record("old", status="queued"))
+    assert (await store.claim("old", "b")).follower == "b"
+    await store.drop_lease("b")  # b is gone: a finishes what b followed
+    failed = await store.finish("old", "a", status="failed", error="x")
+    assert failed.status == "failed" and failed.follower == "a" and await store.unfinished() == []
+
+
 async def test_a_file_store_survives_reopening(tmp_path):
     url = f"sqlite:///{tmp_path}/jobs.sqlite3"
     first = open_store(url)

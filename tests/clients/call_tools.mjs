@@ -6,13 +6,17 @@
 //   node call_tools.mjs TABLE OUT -- COMMAND [ARG]...      (stdio; the server gets this process's env)
 //
 // TABLE: tool_calls.json with its file placeholders filled in. OUT: where the outcome goes, as JSON:
-// {sdk, tools (the names tools/list gave), results: [{tool, arguments, isError, structuredContent,
-// text} or {tool, arguments, error}]}. A failed call is recorded, not fatal: the test reads OUT.
+// {sdk, tools (the names tools/list gave), outputSchemas (by tool), results: [{tool, arguments, isError,
+// structuredContent, text, schemaError} or {tool, arguments, error}]}. A failed call is recorded, not
+// fatal: the test reads OUT. schemaError: what this script's own check (the SDK's Ajv validator, on every
+// result with structuredContent, isError ones too) found wrong with it against the listed outputSchema,
+// else null; the SDK's callTool checks too, and throws (then `error` says so).
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv";
 
 const CALL_TIMEOUT_MS = 120_000; // a hang guard, never a timing assertion
 
@@ -56,6 +60,13 @@ const sdk = JSON.parse(
 const client = new Client({ name: "fal-mcp-tests-ts-sdk", version: "1.0.0" });
 await client.connect(transportFrom(rest));
 const listed = await client.listTools(); // caches the output schemas callTool validates against
+const outputSchemas = Object.fromEntries(
+  listed.tools.filter((tool) => tool.outputSchema).map((tool) => [tool.name, tool.outputSchema]),
+);
+const ajv = new AjvJsonSchemaValidator();
+const validators = Object.fromEntries(
+  Object.entries(outputSchemas).map(([name, schema]) => [name, ajv.getValidator(schema)]),
+);
 const saved = {};
 const results = [];
 for (const call of table.calls) {
@@ -67,6 +78,9 @@ for (const call of table.calls) {
     });
     entry.isError = result.isError === true;
     entry.structuredContent = result.structuredContent ?? null;
+    const check = validators[call.tool];
+    const verdict = check && result.structuredContent ? check(result.structuredContent) : null;
+    entry.schemaError = verdict && !verdict.valid ? verdict.errorMessage : null;
     entry.text = result.content
       .filter((part) => part.type === "text")
       .map((part) => part.text)
@@ -80,4 +94,7 @@ for (const call of table.calls) {
   results.push(entry);
 }
 await client.close();
-writeFileSync(outPath, JSON.stringify({ sdk, tools: listed.tools.map((tool) => tool.name), results }, null, 1));
+writeFileSync(
+  outPath,
+  JSON.stringify({ sdk, tools: listed.tools.map((tool) => tool.name), outputSchemas, results }, null, 1),
+);

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .fal_keys import FalKey
     from .gateway import FalGateway
 
 # fal's named image sizes (fal's portrait_4_3 is a 3:4 portrait).
@@ -161,33 +162,48 @@ async def units_for(
     raise EstimateError(f"fal prices it per {unit!r}, a unit this server cannot count from the input")
 
 
-async def estimate(gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any]) -> Estimate:
-    """units × fal's published unit price for this exact input. EstimateError says what is missing."""
+async def estimate(
+    gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any], key: FalKey | None = None
+) -> Estimate:
+    """units × fal's published unit price for this exact input, asked of fal with `key` (the call's fal
+    key). EstimateError says what is missing; KeyRefused, that there is no key to ask with."""
     from .errors import ToolError
+    from .fal_keys import KeyRefused
 
     try:
         answer = await gateway.platform(
-            "GET", "/models/pricing", params=[("endpoint_id", endpoint_id)], ttl=gateway.settings.catalog_ttl
+            "GET",
+            "/models/pricing",
+            params=[("endpoint_id", endpoint_id)],
+            ttl=gateway.settings.catalog_ttl,
+            key=key,
         )
         price = next(p for p in answer.get("prices", []) if p.get("endpoint_id") == endpoint_id)
         unit_price, unit = float(price["unit_price"]), str(price["unit"])
     except StopIteration:
-        return await _historical(gateway, endpoint_id, arguments)
+        return await _historical(gateway, endpoint_id, arguments, key)
+    except KeyRefused:
+        raise
     except (ToolError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EstimateError(f"its price could not be read from fal ({exc})") from None
     units, basis = await units_for(unit, arguments, gateway.image_size)
     return Estimate(endpoint_id, units, unit, unit_price, str(price.get("currency") or "USD"), basis)
 
 
-async def _historical(gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any]) -> Estimate:
+async def _historical(
+    gateway: FalGateway, endpoint_id: str, arguments: Mapping[str, Any], key: FalKey | None
+) -> Estimate:
     """fal's historical average price per call, for an endpoint without a published unit price."""
     from .errors import ToolError
+    from .fal_keys import KeyRefused
 
     calls = count_of(arguments)
     body = {"estimate_type": "historical_api_price", "endpoints": {endpoint_id: {"call_quantity": calls}}}
     try:
-        answer = await gateway.platform("POST", "/models/pricing/estimate", json=body)
+        answer = await gateway.platform("POST", "/models/pricing/estimate", json=body, key=key)
         total = float(answer["total_cost"])
+    except KeyRefused:
+        raise
     except (ToolError, KeyError, TypeError, ValueError) as exc:
         raise EstimateError(f"fal publishes no price for it, nor a historical one ({exc})") from None
     return Estimate(

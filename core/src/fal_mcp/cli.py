@@ -149,6 +149,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     transport = args.transport or os.environ.get("FAL_MCP_TRANSPORT", "").strip() or "stdio"
     if transport not in TRANSPORTS:
         raise ConfigError(f"FAL_MCP_TRANSPORT={transport!r} must be one of {', '.join(TRANSPORTS)}")
+    from .fal_keys import check_mode
+
+    check_mode(settings, transport)  # whose fal key: refused before anything starts if it cannot work
     http_settings = None
     if transport != "stdio":
         from .http import HttpSettings
@@ -320,10 +323,27 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not rows:
         print("No packs installed. Install one, e.g. `pip install fal-mcp-image`.")
-    for row in rows:
+
+    def count(number: int, noun: str) -> str:
+        return f"{number} {noun}{'' if number == 1 else 's'}"
+
+    table = [
+        [
+            row["name"],
+            row["distribution"],
+            str(row["version"]),
+            row["status"],
+            count(row["tools"], "tool"),
+            count(row["models"], "model"),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(cells[column]) for cells in table) for column in range(5)] if table else []
+    for row, cells in zip(rows, table, strict=True):
         line = (
-            f"{row['name']:<10} {row['distribution']} {row['version']:<8} {row['status']:<8} "
-            f"{row['tools']} tools, {row['models']} models"
+            "  ".join(cell.ljust(width) for cell, width in zip(cells[:5], widths, strict=True))
+            + "  "
+            + cells[5]
         )
         print(line + (f"  ({row['error']})" if row["error"] else ""))
     return 0
@@ -363,7 +383,8 @@ def cmd_models_check(args: argparse.Namespace, settings: Settings) -> int:
         from .gateway import FalGateway
 
         rows = []
-        async with FalGateway(settings) as gateway:
+        # the operator's command: the server's own key, whatever FAL_MCP_KEY_MODE says for users
+        async with FalGateway(replace(settings, key_mode="server")) as gateway:
             for model in registry.models.values():
                 row = {"tool": model.tool, "alias": model.alias, "endpoint": model.endpoint_id, "changes": []}
                 rows.append(row)
@@ -411,7 +432,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from fal_mcp_sandbox import main as sandbox_main
 
-    return sandbox_main(["--host", args.host, "--port", str(args.port)])
+    return sandbox_main(args.sandbox_args, prog="fal-mcp sandbox")
 
 
 def version_text() -> str:
@@ -460,7 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action=_VersionAction, help="print the versions of the core and the installed packs"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the MCP server (stdio)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the MCP server: over stdio (default), streamable HTTP or SSE (--transport)",
+        description="Run the MCP server: over stdio for the client that starts it (default), or over the "
+        "network with --transport http (streamable HTTP at /mcp), sse (/sse) or dual (stdio and http).",
+    )
     serve.add_argument(
         "--sandbox",
         action="store_true",
@@ -496,16 +522,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=cmd_models_check)
-    sandbox = commands.add_parser("sandbox", help="run the offline fal sandbox alone (needs fal-mcp-sandbox)")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=0)
-    sandbox.set_defaults(run=cmd_sandbox)
+    # Its options are the sandbox's own (fal_mcp_sandbox.build_parser, shared with `python -m
+    # fal_mcp_sandbox`): everything after `sandbox`, --help included, goes to that parser (main).
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the offline fal sandbox alone (needs fal-mcp-sandbox; fal-mcp sandbox --help: its options)",
+        add_help=False,
+    )
+    sandbox.set_defaults(run=cmd_sandbox, sandbox_args=[])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        if args.command == "sandbox":  # the sandbox's parser reads them (cmd_sandbox)
+            args.sandbox_args = rest
+        elif rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         _setup_logging()
         settings = Settings.from_env()
         scrub_logs(settings.secrets())

@@ -92,6 +92,10 @@ class Settings:
     # Only these tools are served (by name); None: every tool of the loaded packs.
     tools_allowed: frozenset[str] | None = None
     fal_key: str | None = field(default=None, repr=False)
+    # Whose fal key pays for a call (fal_keys.py): "server" (fal_key, for everyone), "header" (each
+    # user's own, in the X-Fal-Key header of their HTTP requests), "file" (by OAuth subject, keys_file).
+    key_mode: str = "server"
+    keys_file: str | None = None
     # Local files tools may read: the client's MCP roots if it declares them, else these.
     allowed_dirs: tuple[str, ...] = ()
     allow_hidden: bool = False
@@ -121,6 +125,10 @@ class Settings:
     # Finished jobs are forgotten after this many seconds, and beyond this many per owner.
     job_retention: float = 30 * 24 * 3600.0
     jobs_per_owner: int = 500
+    # Replicas sharing a job store: each one's lease lasts this long unless renewed (runner.py); every
+    # replica looks for jobs whose follower's lease lapsed this often (seconds).
+    lease_ttl: float = 10.0
+    sweep_interval: float = 5.0
     # The key sealing the state a 2026-era client carries between the rounds of one call (replicas must
     # share it); None: derived from the fal key, or made at start when there is none.
     state_key: str | None = field(default=None, repr=False)
@@ -146,6 +154,8 @@ class Settings:
             plugins_blocked=_names(env, "FAL_MCP_DISABLE_PLUGINS") or frozenset(),
             tools_allowed=_names(env, "FAL_MCP_TOOLS"),
             fal_key=_fal_key(env),
+            key_mode=_key_mode(env),
+            keys_file=_keys_file(env),
             allowed_dirs=_paths(env, "FAL_MCP_ALLOWED_DIRS"),
             allow_hidden=_flag(env, "FAL_MCP_ALLOW_HIDDEN"),
             max_upload_bytes=int(number_setting(env, "FAL_MCP_MAX_UPLOAD_MB", 100, 0.001) * 1024 * 1024),
@@ -163,6 +173,8 @@ class Settings:
             check_wait_max=number_setting(env, "FAL_MCP_CHECK_WAIT_MAX", 50.0, 0),
             job_retention=number_setting(env, "FAL_MCP_JOB_RETENTION_DAYS", 30, 0.0001) * 24 * 3600,
             jobs_per_owner=int(number_setting(env, "FAL_MCP_JOBS_PER_OWNER", 500, 1)),
+            lease_ttl=number_setting(env, "FAL_MCP_LEASE_TTL", 10.0, 0.3),
+            sweep_interval=number_setting(env, "FAL_MCP_SWEEP_INTERVAL", 5.0, 0.05),
             state_key=env.get("FAL_MCP_STATE_KEY", "").strip() or None,
             other_secrets=tuple(env[name].strip() for name in SECRET_VARIABLES if env.get(name, "").strip()),
         )
@@ -196,6 +208,23 @@ def _output_dir(env: Mapping[str, str]) -> str | None:
     except OSError as exc:
         raise ConfigError(f"FAL_MCP_OUTPUT_DIR={raw!r} cannot be created: {exc.strerror}") from None
     return path
+
+
+def _key_mode(env: Mapping[str, str]) -> str:
+    mode = env.get("FAL_MCP_KEY_MODE", "").strip().lower() or "server"
+    if mode not in ("server", "header", "file"):
+        raise ConfigError(f"FAL_MCP_KEY_MODE={mode!r} must be server, header or file")
+    if mode == "file" and not env.get("FAL_MCP_KEYS_FILE", "").strip():
+        raise ConfigError(
+            "FAL_MCP_KEY_MODE=file needs FAL_MCP_KEYS_FILE: the JSON file mapping subjects to fal keys"
+        )
+    return mode
+
+
+def _keys_file(env: Mapping[str, str]) -> str | None:
+    raw = env.get("FAL_MCP_KEYS_FILE", "").strip()
+    # not resolved: a rotation may swap a link on its path (as Kubernetes secret volumes do)
+    return os.path.abspath(os.path.expanduser(raw)) if raw else None
 
 
 def _handoff(env: Mapping[str, str]) -> float | None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .config import Settings
+    from .fal_keys import FalKey
     from .gateway import FalGateway, FalResult
     from .media import Fetched
     from .plugins import Registry
@@ -39,6 +40,7 @@ class ToolContext:
         table: ToolTable | None = None,
         job: Replay | None = None,
         owner: Principal | None = None,
+        fal_key: FalKey | None = None,
     ) -> None:
         self.tool = tool
         self.gateway = gateway
@@ -53,6 +55,9 @@ class ToolContext:
         self.call: Call | None = None  # the runner's Call this context belongs to, once started
         self.arguments: BaseModel | None = None  # the validated arguments, media inputs resolved
         self.owner = owner or STDIO  # who the call belongs to: its jobs and outputs are theirs alone
+        # Whose fal key pays for the call's fal requests (fal_keys.py; None: the server's). Held in memory
+        # only, for as long as the call (or the job it became) runs here.
+        self.fal_key = fal_key
         # The arguments as the client sent them (a confirmation token is bound to them) and its token.
         self.client_arguments: dict[str, Any] = {}
         self.confirm_token: str | None = None
@@ -78,6 +83,7 @@ class ToolContext:
         recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
         import anyio
 
+        from .fal_keys import KeyRefused
         from .gateway import NotSubmitted
         from .spending import Spend, approve, refund
 
@@ -105,8 +111,12 @@ class ToolContext:
                 timeout=self.settings.timeout_for(self.tool.category),
                 on_submit=on_submit,
                 cancel_when_cancelled=(lambda: call.cancel_fal) if call is not None else None,
+                key=self.fal_key,
             )
-        except NotSubmitted:  # fal never took it; any other failure may have left a paid job running
+        except (
+            NotSubmitted,
+            KeyRefused,
+        ):  # fal never took it; any other failure may have left a paid job running
             if not submitted and spend.charged and self.table is not None:
                 with anyio.CancelScope(shield=True):
                     await refund(self.table.store, spend)
@@ -144,7 +154,7 @@ class ToolContext:
             check_url_syntax(value)  # passed on to fal as is: it must at least be well formed
             return value
         dirs = [] if value.startswith("data:") else await self.allowed_dirs()
-        return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs)
+        return await to_fal_url(value, gateway=self.gateway, allowed_dirs=dirs, key=self.fal_key)
 
     async def read_media(self, value: str, *, field: str | None = None) -> Fetched:
         """The file of a `LocalMediaUrl` field, for work done here: read, never uploaded. A local path is
@@ -209,12 +219,12 @@ class ToolContext:
         ]
 
     async def platform(self, method: str, path: str, **kwargs: Any) -> Any:
-        """fal's platform API (models, pricing, usage), through the gateway."""
-        return await self.gateway.platform(method, path, **kwargs)
+        """fal's platform API (models, pricing, usage), through the gateway, with the call's fal key."""
+        return await self.gateway.platform(method, path, key=self.fal_key, **kwargs)
 
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
-        """Store bytes on fal storage; returns the URL."""
-        return await self.gateway.upload(data, content_type, file_name)
+        """Store bytes on fal storage (with the call's fal key); returns the URL."""
+        return await self.gateway.upload(data, content_type, file_name, key=self.fal_key)
 
     async def fetch(self, url: str, max_bytes: int | None = None) -> Fetched:
         """Download a file for local work, with the core's limits and address checks.

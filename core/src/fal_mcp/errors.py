@@ -106,7 +106,15 @@ def secret_forms(secrets: Iterable[str | None]) -> list[str]:
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    for form in secret_forms(secrets):
+    """`text` without `secrets`, nor any user's fal key in use in this process (fal_keys.py), in any
+    of their forms."""
+    from .fal_keys import live_forms
+
+    forms = secret_forms(secrets)
+    users = live_forms()
+    if users:
+        forms = sorted({*forms, *users}, key=len, reverse=True)
+    for form in forms:
         text = text.replace(form, "***")
     return text
 
@@ -130,11 +138,11 @@ class _ScrubbingFilter(logging.Filter):
 
 
 def scrub_logs(secrets: Iterable[str | None]) -> None:
-    """Make every handler of the root logger drop `secrets` from what it writes."""
+    """Make every handler of the root logger drop `secrets`, and every user's fal key in use
+    (fal_keys.py), from what it writes."""
     present = [secret for secret in secrets if secret]
-    if present:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_ScrubbingFilter(present))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ScrubbingFilter(present))
 
 
 def describe(exc: BaseException, *, endpoint_id: str = "", retries: int = 0) -> str:

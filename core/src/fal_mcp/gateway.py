@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import anyio
 from . import falclient
 from .config import Settings
 from .errors import ModelFailedError, ToolError, describe, scrub
+from .fal_keys import ClientPool, FalKey, KeyRefused, missing_key_message
 
 if TYPE_CHECKING:
     import httpx
@@ -105,15 +107,20 @@ def _retry_delay(attempt: int, retry_after: str | None, cap: float) -> float:
 
 
 class FalGateway:
-    """One per server run. Use as `async with FalGateway(settings) as gateway:`."""
+    """One per server run. Use as `async with FalGateway(settings) as gateway:`.
+
+    Every method that reaches fal takes the call's `key` (fal_keys.py): None is the server's own key,
+    which a server in FAL_MCP_KEY_MODE header or file never uses (KeyRefused instead). Each user key has
+    its fal client in a bounded pool, leased for the length of each operation."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stats = GatewayStats()
         self._client = None
-        # sha256 of content -> fal URL (or the upload in progress), the most recent UPLOADS_KEPT
-        self._uploaded: OrderedDict[str, Any] = OrderedDict()
-        # platform API answers, with expiry, the most recent CACHE_KEPT
+        self.pool = ClientPool(self._make_client, falclient.close)
+        # (key digest, sha256 of content) -> fal URL (or the upload in progress), the most recent UPLOADS_KEPT
+        self._uploaded: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # platform API answers by key digest and request, with expiry, the most recent CACHE_KEPT
         self._cached: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self._downloads: httpx.AsyncClient | None = None
         self._streams_supported = True
@@ -130,6 +137,7 @@ class FalGateway:
         client, self._client = self._client, None
         if client is not None:
             await falclient.close(client)
+        await self.pool.aclose()
         downloads, self._downloads = self._downloads, None
         if downloads is not None:
             await downloads.aclose()
@@ -145,11 +153,31 @@ class FalGateway:
 
     @property
     def client(self):
-        """fal_client's AsyncClient, made on first use: importing fal_client costs startup time."""
+        """fal_client's AsyncClient with the server's key, made on first use: importing fal_client costs
+        startup time."""
         if self._client is None:
             falclient.configure(self.settings.urls)
             self._client = falclient.make_client(self.settings.fal_key)
         return self._client
+
+    def _make_client(self, key: str):
+        falclient.configure(self.settings.urls)
+        return falclient.make_client(key)
+
+    @asynccontextmanager
+    async def leased(self, key: FalKey | None) -> AsyncIterator[Any]:
+        """The fal client for `key`, not closed while the block runs (None: the server's key, in
+        FAL_MCP_KEY_MODE=server only)."""
+        if key is None:
+            if self.settings.key_mode != "server":  # fail closed: never the server's key for a user
+                raise KeyRefused(missing_key_message(self.settings))
+            yield self.client
+            return
+        client = self.pool.acquire(key)
+        try:
+            yield client
+        finally:
+            await self.pool.release(key)
 
     # -- retries -----------------------------------------------------------------
 
@@ -217,14 +245,31 @@ class FalGateway:
         progress: Progress | None = None,
         on_submit: Callable[[str], Awaitable[None]] | None = None,
         cancel_when_cancelled: Callable[[], bool] | None = None,
+        key: FalKey | None = None,
     ) -> FalResult:
         """Submit `arguments` to `endpoint_id`, wait for it, return its output.
 
         `on_submit(request_id)` runs once fal has accepted the job (to record it). If this task is
         cancelled, the fal request is cancelled too unless `cancel_when_cancelled()` says no (a server
         shutting down leaves its jobs to be resumed). Raises ToolError with a readable message for
-        every failure.
+        every failure. `key`: whose fal key (see the class's doc).
         """
+        async with self.leased(key) as client:
+            return await self._run(
+                client, endpoint_id, arguments, timeout, progress, on_submit, cancel_when_cancelled, key
+            )
+
+    async def _run(
+        self,
+        client,
+        endpoint_id: str,
+        arguments: dict[str, Any],
+        timeout: float,
+        progress: Progress | None,
+        on_submit: Callable[[str], Awaitable[None]] | None,
+        cancel_when_cancelled: Callable[[], bool] | None,
+        key: FalKey | None,
+    ) -> FalResult:
         handle, reporter = None, _Reporter(progress)
         try:
             with anyio.fail_after(timeout):
@@ -232,19 +277,19 @@ class FalGateway:
                 # and recorded, so the job can then be cancelled instead of running on unseen.
                 with anyio.CancelScope(shield=True), anyio.fail_after(min(timeout, SUBMIT_TIMEOUT)):
                     submitted = await self._call(
-                        "submit", lambda: self.client.submit(endpoint_id, arguments), idempotent=False
+                        "submit", lambda: client.submit(endpoint_id, arguments), idempotent=False
                     )
                     handle = submitted
                     if on_submit is not None:
                         await on_submit(submitted.request_id)
-                logs = await self._follow(submitted, reporter)
+                logs = await self._follow(client, submitted, reporter)
                 data = await self._call("result", lambda: falclient.fetch_result(submitted), idempotent=True)
             return FalResult(endpoint_id, submitted.request_id, data, logs)
         except TimeoutError:
             cancelled = ""
             if handle is not None:
                 cancelled = " The fal request was cancelled."
-                if not await self.cancel(endpoint_id, handle.request_id):
+                if not await self.cancel(endpoint_id, handle.request_id, key=key):
                     cancelled = " Cancelling the fal request failed (it may have finished, or may still run)."
             raise ToolError(
                 f"{endpoint_id} did not finish within {timeout:g} s.{cancelled} "
@@ -254,12 +299,12 @@ class FalGateway:
         except anyio.get_cancelled_exc_class():
             wanted = cancel_when_cancelled() if cancel_when_cancelled is not None else True
             if handle is not None and not reporter.finished and wanted:  # the MCP client cancelled
-                await self.cancel(endpoint_id, handle.request_id)
+                await self.cancel(endpoint_id, handle.request_id, key=key)
             raise
         except Exception as exc:
             error = exc if isinstance(exc, ToolError) else self._error(exc, endpoint_id)
             if handle is not None and not reporter.finished:  # it can no longer be followed: stop it
-                was_cancelled = await self.cancel(endpoint_id, handle.request_id)
+                was_cancelled = await self.cancel(endpoint_id, handle.request_id, key=key)
                 error = ToolError(
                     f"{error} "
                     + (
@@ -275,15 +320,27 @@ class FalGateway:
             raise error from None
 
     async def follow(
-        self, endpoint_id: str, request_id: str, *, timeout: float, progress: Progress | None = None
+        self,
+        endpoint_id: str,
+        request_id: str,
+        *,
+        timeout: float,
+        progress: Progress | None = None,
+        key: FalKey | None = None,
     ) -> FalResult:
         """Follow a job submitted earlier (by this process before a restart, or by another replica) to its
         end and return its output; it is never cancelled from here. ToolError on failure or timeout."""
+        async with self.leased(key) as client:
+            return await self._follow_again(client, endpoint_id, request_id, timeout, progress)
+
+    async def _follow_again(
+        self, client, endpoint_id: str, request_id: str, timeout: float, progress: Progress | None
+    ) -> FalResult:
         reporter = _Reporter(progress)
         try:
-            handle = await self.client.get_handle(endpoint_id, request_id)
+            handle = await client.get_handle(endpoint_id, request_id)
             with anyio.fail_after(timeout):
-                logs = await self._follow(handle, reporter)
+                logs = await self._follow(client, handle, reporter)
                 data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
         except TimeoutError:
             raise ToolError(
@@ -297,25 +354,27 @@ class FalGateway:
 
     # -- jobs by request id (any replica can follow them) ------------------------------------------
 
-    async def status(self, endpoint_id: str, request_id: str):
+    async def status(self, endpoint_id: str, request_id: str, *, key: FalKey | None = None):
         """fal_client's Queued / InProgress / Completed for a request; a failed job raises ToolError."""
         from fal_client import Completed
 
         try:
-            handle = await self.client.get_handle(endpoint_id, request_id)
-            status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
-            if isinstance(status, Completed) and status.error:
-                await self._raise_failure(handle, status)
+            async with self.leased(key) as client:
+                handle = await client.get_handle(endpoint_id, request_id)
+                status = await self._call("status", lambda: handle.status(with_logs=True), idempotent=True)
+                if isinstance(status, Completed) and status.error:
+                    await self._raise_failure(handle, status)
             return status
         except ToolError:
             raise
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
 
-    async def result(self, endpoint_id: str, request_id: str) -> FalResult:
+    async def result(self, endpoint_id: str, request_id: str, *, key: FalKey | None = None) -> FalResult:
         try:
-            handle = await self.client.get_handle(endpoint_id, request_id)
-            data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
+            async with self.leased(key) as client:
+                handle = await client.get_handle(endpoint_id, request_id)
+                data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
         except Exception as exc:
             raise self._error(exc, endpoint_id) from None
         return FalResult(endpoint_id, request_id, data)
@@ -341,7 +400,7 @@ class FalGateway:
                 "its input image could not be read to size the output (not an image)"
             ) from None
 
-    async def _follow(self, handle, reporter: _Reporter) -> tuple[str, ...]:
+    async def _follow(self, client, handle, reporter: _Reporter) -> tuple[str, ...]:
         """Follow the job until it completes, reporting each change of its status.
 
         fal's status stream pushes every change as it happens: one request per job, and completion
@@ -351,7 +410,10 @@ class FalGateway:
         if self._streams_supported:
             try:
                 return await self._call(
-                    "status", lambda: self._follow_stream(handle, reporter), idempotent=True, limited=False
+                    "status",
+                    lambda: self._follow_stream(client, handle, reporter),
+                    idempotent=True,
+                    limited=False,
                 )
             except falclient.StreamUnsupported:
                 self._streams_supported = False
@@ -362,8 +424,8 @@ class FalGateway:
                 return reporter.logs
             await anyio.sleep(self.settings.poll_interval)
 
-    async def _follow_stream(self, handle, reporter: _Reporter) -> tuple[str, ...]:
-        async for status in falclient.stream_status(self.client, handle):
+    async def _follow_stream(self, client, handle, reporter: _Reporter) -> tuple[str, ...]:
+        async for status in falclient.stream_status(client, handle):
             if await self._completed(handle, status, reporter):
                 return reporter.logs
         raise ConnectionResetError("fal's status stream ended before the job completed")
@@ -401,13 +463,14 @@ class FalGateway:
             pass  # the status's own message will do
         raise ModelFailedError(status.error, status.error_type)
 
-    async def cancel(self, endpoint_id: str, request_id: str) -> bool:
+    async def cancel(self, endpoint_id: str, request_id: str, *, key: FalKey | None = None) -> bool:
         """Cancel a fal request; shielded, so it runs even while our own task is being cancelled."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT):
             try:
-                await self._call(
-                    "cancel", lambda: self.client.cancel(endpoint_id, request_id), idempotent=True
-                )
+                async with self.leased(key) as client:
+                    await self._call(
+                        "cancel", lambda: client.cancel(endpoint_id, request_id), idempotent=True
+                    )
                 return True
             except Exception as exc:
                 log.warning(
@@ -419,32 +482,39 @@ class FalGateway:
 
     # -- storage -----------------------------------------------------------------------
 
-    async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+    async def upload(
+        self, data: bytes, content_type: str, file_name: str | None = None, *, key: FalKey | None = None
+    ) -> str:
         """Store `data` on fal's CDN; return its URL."""
         try:
-            return await self._call(
-                "upload", lambda: self.client.upload(data, content_type, file_name), idempotent=True
-            )
+            async with self.leased(key) as client:
+                return await self._call(
+                    "upload", lambda: client.upload(data, content_type, file_name), idempotent=True
+                )
+        except KeyRefused:
+            raise
         except Exception as exc:
             raise self._error(exc, "fal storage") from None
 
-    async def upload_once(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
-        """`upload`, but the same content is stored only once per run; concurrent uploads of the
+    async def upload_once(
+        self, data: bytes, content_type: str, file_name: str | None = None, *, key: FalKey | None = None
+    ) -> str:
+        """`upload`, but the same content is stored only once per run and key; concurrent uploads of the
         same content wait for the first instead of uploading it again."""
         import hashlib
 
-        digest = hashlib.sha256(data).hexdigest()
+        digest = (key.digest if key is not None else "", hashlib.sha256(data).hexdigest())
         known = self._uploaded.get(digest)
         if isinstance(known, str):
             self._uploaded.move_to_end(digest)
             return known
         if known is not None:  # an upload of this content is under way: wait for its outcome
             await known.wait()
-            return await self.upload_once(data, content_type, file_name)
+            return await self.upload_once(data, content_type, file_name, key=key)
         done = anyio.Event()
         self._uploaded[digest] = done
         try:
-            url = await self.upload(data, content_type, file_name)
+            url = await self.upload(data, content_type, file_name, key=key)
         except BaseException:
             del self._uploaded[digest]  # the waiters try again themselves
             raise
@@ -465,29 +535,37 @@ class FalGateway:
         params: list[tuple[str, Any]] | None = None,
         json: Any = None,
         ttl: float = 0,
+        key: FalKey | None = None,
     ) -> Any:
-        """Call fal's platform API (FAL_MCP_PLATFORM_URL + path); GET answers cached for `ttl` seconds.
-        Raises ToolError with a readable message."""
+        """Call fal's platform API (FAL_MCP_PLATFORM_URL + path) with `key`; GET answers cached for `ttl`
+        seconds, per key. Raises ToolError with a readable message."""
         import json as jsonlib
         import time
 
-        key = (method, path, tuple(params or ()), jsonlib.dumps(json, sort_keys=True))
-        cached = self._cached.get(key)
+        cache_key = (
+            key.digest if key is not None else "",
+            method,
+            path,
+            tuple(params or ()),
+            jsonlib.dumps(json, sort_keys=True),
+        )
+        cached = self._cached.get(cache_key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         url = self.settings.urls["platform"] + path
         try:
-            data = await self._call(
-                "platform",
-                lambda: falclient.request_json(
-                    self.client, method, url, params=params, json=json, timeout=30
-                ),
-                idempotent=True,
-            )
+            async with self.leased(key) as client:
+                data = await self._call(
+                    "platform",
+                    lambda: falclient.request_json(client, method, url, params=params, json=json, timeout=30),
+                    idempotent=True,
+                )
+        except KeyRefused:
+            raise
         except Exception as exc:
             raise self._error(exc, "fal's platform API") from None
         if ttl > 0:
-            self._cached[key] = (time.monotonic() + ttl, data)
+            self._cached[cache_key] = (time.monotonic() + ttl, data)
             while len(self._cached) > CACHE_KEPT:
                 self._cached.popitem(last=False)
         return data

@@ -2,10 +2,11 @@
 and /health. Every transport serves the same ToolTable, so the same tools.
 
 Secure by default: loopback only; Host and Origin checked against allow lists (DNS
-rebinding); a bearer token when FAL_MCP_AUTH_TOKEN is set, and required for any
-non-loopback address; a request body limit; CORS only for configured origins. Slow or idle
-clients are bounded per connection: request headers and bodies must arrive in time, and at the
-connection cap the longest-waiting idle connection makes room for a new one.
+rebinding); a bearer token when FAL_MCP_AUTH_TOKEN is set, OAuth access tokens when
+FAL_MCP_OAUTH_ISSUER is (oauth.py), one of the two required for any non-loopback address; a
+request body limit; CORS only for configured origins. Slow or idle clients are bounded per
+connection: request headers and bodies must arrive in time, and at the connection cap the
+longest-waiting idle connection makes room for a new one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-MCP_HEADERS = ["Authorization", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID"]
+MCP_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Mcp-Session-Id",
+    "Mcp-Protocol-Version",
+    "Last-Event-ID",
+    "X-Fal-Key",  # a user's own fal key (FAL_MCP_KEY_MODE=header, fal_keys.py)
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -49,6 +57,11 @@ class HttpSettings:
     header_timeout: float = 10.0  # seconds from a connection (or a request's first byte) to its full headers
     body_timeout: float = 30.0  # seconds from a request's headers to the end of its body
     max_connections: int = 1000
+    # OAuth (oauth.py): the authorization server whose JWTs are accepted, this server's resource URL
+    # (the tokens' audience), the scopes a token must carry.
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_scopes: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides) -> HttpSettings:
@@ -66,6 +79,24 @@ class HttpSettings:
         raw_max = env.get("FAL_MCP_MAX_CONNECTIONS", "").strip() or "1000"
         if not raw_max.isdigit() or int(raw_max) < 1:
             raise ConfigError(f"FAL_MCP_MAX_CONNECTIONS={raw_max!r} must be a whole number, at least 1")
+        issuer = env.get("FAL_MCP_OAUTH_ISSUER", "").strip() or None
+        audience = env.get("FAL_MCP_OAUTH_AUDIENCE", "").strip() or None
+        raw_scopes = env.get("FAL_MCP_OAUTH_SCOPES", "").strip()
+        scopes: tuple[str, ...] = ()
+        if issuer or audience or raw_scopes:
+            from .oauth import check_url, parse_scopes
+
+            if not (issuer and audience):
+                raise ConfigError(
+                    "OAuth needs both FAL_MCP_OAUTH_ISSUER (the authorization server's issuer URL) and "
+                    "FAL_MCP_OAUTH_AUDIENCE (this server's public URL, e.g. https://mcp.example.com/mcp)"
+                )
+            issuer = check_url("FAL_MCP_OAUTH_ISSUER", issuer)
+            audience = check_url("FAL_MCP_OAUTH_AUDIENCE", audience)
+            scopes = parse_scopes(raw_scopes)
+            bad = [s for s in scopes if any(c in s for c in '"\\') or not s.isprintable() or not s.isascii()]
+            if bad:
+                raise ConfigError(f"FAL_MCP_OAUTH_SCOPES: {bad[0]!r} is not a valid scope")
         values: dict[str, Any] = dict(
             host=env.get("FAL_MCP_HOST", "").strip() or "127.0.0.1",
             port=int(raw_port),
@@ -78,18 +109,32 @@ class HttpSettings:
             # at least a millisecond: 0 would close every connection at once
             header_timeout=number_setting(env, "FAL_MCP_HEADER_TIMEOUT", 10.0, 0.001),
             body_timeout=number_setting(env, "FAL_MCP_BODY_TIMEOUT", 30.0, 0.001),
+            oauth_issuer=issuer,
+            oauth_audience=audience,
+            oauth_scopes=scopes,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def check_exposure(self) -> None:
-        """Refuse to serve beyond this machine without a token."""
-        if not is_loopback(self.host) and not self.token:
+        """Refuse to serve beyond this machine without a token or OAuth."""
+        if not is_loopback(self.host) and not self.token and not self.oauth_issuer:
             raise ConfigError(
-                f"refusing to listen on {self.host} without FAL_MCP_AUTH_TOKEN: anyone who can reach that address "
-                "could use your fal key and spend its credit. Set FAL_MCP_AUTH_TOKEN to a long random secret, "
-                "or listen on 127.0.0.1."
+                f"refusing to listen on {self.host} without FAL_MCP_AUTH_TOKEN or FAL_MCP_OAUTH_ISSUER: anyone "
+                "who can reach that address could use your fal key and spend its credit. Set FAL_MCP_AUTH_TOKEN "
+                "to a long random secret, or sign users in with OAuth, or listen on 127.0.0.1."
             )
+
+    def metadata_paths(self) -> tuple[str, ...]:
+        """Where the OAuth protected resource metadata (RFC 9728) is served: the well-known path, and the
+        same followed by the resource URL's path (/mcp), which clients derive from the URL they use."""
+        if not self.oauth_audience:
+            return ()
+        from urllib.parse import urlsplit
+
+        base = "/.well-known/oauth-protected-resource"
+        path = urlsplit(self.oauth_audience).path.rstrip("/")
+        return tuple(dict.fromkeys([base + path, base, base + "/mcp"]))
 
     def host_patterns(self) -> tuple[str, ...]:
         if self.allowed_hosts:
@@ -113,15 +158,34 @@ def _matches(value: str, patterns: tuple[str, ...]) -> bool:
 
 
 class Guard:
-    """ASGI middleware: Host/Origin allow lists, bearer token, body limit. /health needs no token.
-    Websocket requests get the same checks, then are refused: no route serves websockets."""
+    """ASGI middleware: Host/Origin allow lists, bearer token or OAuth access token, body limit.
+    /health and the OAuth metadata need no token. Websocket requests get the same checks, then are
+    refused: no route serves websockets.
+
+    With OAuth, a request passes with the static token (if set) or a valid access token; the token's
+    identity is left in the ASGI scope as the SDK's AuthenticatedUser (scope["user"], scope["auth"]),
+    where principal_resolver and the SDK's session binding find it. Refusals follow RFC 6750 and the
+    MCP authorization spec: 401 with `WWW-Authenticate: Bearer resource_metadata="..."` (and
+    error="invalid_token" when a token was sent), 403 error="insufficient_scope" with the scopes
+    needed."""
 
     def __init__(self, app, settings: HttpSettings, open_paths: tuple[str, ...] = ("/health",)) -> None:
         self.app = app
         self.settings = settings
         self.hosts = settings.host_patterns()
         self.origins = settings.origin_patterns()
-        self.open_paths = open_paths
+        self.metadata_paths = settings.metadata_paths()
+        self.open_paths = open_paths + self.metadata_paths
+        self.verifier = None
+        self.resource_metadata = ""
+        if settings.oauth_issuer and settings.oauth_audience:
+            from mcp.server.auth.routes import build_resource_metadata_url
+            from pydantic import AnyHttpUrl
+
+            from .oauth import JwtVerifier
+
+            self.verifier = JwtVerifier(settings.oauth_issuer, settings.oauth_audience)
+            self.resource_metadata = str(build_resource_metadata_url(AnyHttpUrl(settings.oauth_audience)))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -129,7 +193,7 @@ class Guard:
         if scope["type"] not in ("http", "websocket"):
             return  # an ASGI scope this server does not know: serve nothing
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope, headers)
+        refusal = await self._refusal(scope, headers)
         if scope["type"] == "websocket":
             return await self._refuse_websocket(
                 scope, send, refusal or (403, "WebSockets are not served", [])
@@ -163,24 +227,61 @@ class Guard:
         )
         await send({"type": "websocket.http.response.body", "body": json.dumps({"error": message}).encode()})
 
-    def _refusal(self, scope, headers):
+    async def _refusal(self, scope, headers):
         if not _matches(headers.get("host", ""), self.hosts):
             return 421, "Invalid Host header", []
         origin = headers.get("origin")
-        if origin and not _matches(origin, self.origins):
+        # The OAuth metadata is a public document for browser-based clients too (the SDK's route
+        # answers CORS for any origin): no Origin check there.
+        if origin and not _matches(origin, self.origins) and scope["path"] not in self.metadata_paths:
             return 403, "Origin not allowed", []
-        token = self.settings.token
-        if token and scope["path"] not in self.open_paths:
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-                return (
-                    401,
-                    "Missing or wrong bearer token",
-                    [(b"www-authenticate", b'Bearer realm="fal-mcp"')],
-                )
+        if scope["path"] not in self.open_paths:
+            refusal = await self._unauthorized(scope, headers)
+            if refusal is not None:
+                return refusal
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_body_bytes:
             return 413, f"Request body larger than {self.settings.max_body_bytes} bytes", []
+        return None
+
+    async def _unauthorized(self, scope, headers):
+        """None when the request carries the static token or a valid OAuth access token (then left
+        in the scope), else the refusal."""
+        token = self.settings.token
+        if not token and self.verifier is None:
+            return None
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        given = given.strip() if scheme.lower() == "bearer" else ""
+        if token and given and hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        if self.verifier is None:
+            return 401, "Missing or wrong bearer token", [(b"www-authenticate", b'Bearer realm="fal-mcp"')]
+        from .oauth import TokenRefused
+
+        needed = self.settings.oauth_scopes
+        params = f'resource_metadata="{self.resource_metadata}"'
+        if needed:  # the MCP spec: a 401 names the scopes to ask for too
+            params = f'scope="{" ".join(needed)}", {params}'
+        if not given:
+            return 401, "Sign-in required", [(b"www-authenticate", f"Bearer {params}".encode())]
+        try:
+            access = await self.verifier.check(given)
+        except TokenRefused as refused:
+            log.debug("access token refused: %s", refused)
+            challenge = f'Bearer error="invalid_token", error_description="{refused}", {params}'
+            return 401, f"Invalid access token: {refused}", [(b"www-authenticate", challenge.encode())]
+        if any(name not in access.scopes for name in needed):
+            challenge = f'Bearer error="insufficient_scope", {params}'
+            return (
+                403,
+                f"The access token lacks a scope: {' '.join(needed)} needed",
+                [(b"www-authenticate", challenge.encode())],
+            )
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from starlette.authentication import AuthCredentials
+
+        scope["user"] = AuthenticatedUser(access)
+        scope["auth"] = AuthCredentials(access.scopes)
         return None
 
 
@@ -189,12 +290,14 @@ class CancelOnDisconnect:
     calls it carried (the SDK keeps a stateful session's handlers running, and without an event
     store nobody could ever receive their results). Without sessions (stateless), a
     `notifications/cancelled` arrives on a connection of its own, which the SDK cannot match to
-    the call: it is matched here, by the token's holder and the request id."""
+    the call: it is matched here, by the caller Guard authenticated (the static token's holder or
+    the OAuth user) and the request id."""
 
-    def __init__(self, app, in_flight: dict, token_owner: str | None = None) -> None:
+    def __init__(self, app, in_flight: dict, owner_of: Callable[[Any], str | None] | None = None) -> None:
         self.app = app
         self.in_flight = in_flight
-        self.token_owner = token_owner  # the key calls are registered under without a session
+        # the key a request's calls are registered under without a session, from its ASGI scope
+        self.owner_of = owner_of or (lambda scope: None)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -228,7 +331,7 @@ class CancelOnDisconnect:
         # A session's own cancels reach its calls through the SDK; a stateless client that leaves
         # has its request's handler cancelled by the SDK too.
         owner = (
-            self.token_owner
+            self.owner_of(scope)
             if notified and session_id is None and b"cancelled" in body
             else session_id
             if not notified
@@ -256,19 +359,35 @@ class CancelOnDisconnect:
 
 
 def principal_resolver(settings: HttpSettings):
-    """`principal_of(ctx)` for HTTP: the token's holder when a token is required (Guard has checked
-    it), else the session (one per SSE connection or streamable HTTP session); without a token in
-    stateless mode a caller cannot be recognised again: anonymous."""
+    """`principal_of(ctx)` for HTTP: the OAuth user whose access token Guard validated (its subject),
+    else the static token's holder when a token is required (Guard has checked it), else the session
+    (one per SSE connection or streamable HTTP session); without a token in stateless mode a caller
+    cannot be recognised again: anonymous. Also `owner_of(scope)`: the key of the first two, from an
+    ASGI scope (None for a caller without a token)."""
     import weakref
 
-    from .owners import ANONYMOUS, session_principal, token_principal
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+
+    from .owners import ANONYMOUS, Principal, oauth_principal, session_principal, token_principal
 
     token_owner = token_principal(settings.token) if settings.token else None
     by_session: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def authenticated(scope) -> Principal | None:
+        user = scope.get("user")
+        if isinstance(user, AuthenticatedUser) and settings.oauth_issuer and user.access_token.subject:
+            return oauth_principal(settings.oauth_issuer, user.access_token.subject)
+        return token_owner
+
+    def owner_of(scope) -> str | None:
+        known = authenticated(scope)
+        return known.key if known is not None else None
+
     def principal_of(ctx):
-        if token_owner is not None:
-            return token_owner
+        scope = getattr(ctx.request, "scope", None)
+        known = authenticated(scope) if scope is not None else token_owner
+        if known is not None:
+            return known
         url = getattr(ctx.request, "url", None)
         if settings.stateless and url is not None and url.path.rstrip("/") == "/mcp":
             return ANONYMOUS
@@ -280,7 +399,7 @@ def principal_resolver(settings: HttpSettings):
             owner = by_session[connection] = session_principal()
         return owner
 
-    return principal_of, (token_owner.key if token_owner else None)
+    return principal_of, owner_of
 
 
 def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse")):
@@ -299,7 +418,7 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
     from .server import build_server
 
     in_flight: dict = {}
-    principal_of, token_owner = principal_resolver(settings)
+    principal_of, owner_of = principal_resolver(settings)
     server = build_server(table, in_flight, principal_of)
     # Host and Origin are checked once, by Guard, for every route.
     no_rebinding_check = TransportSecuritySettings(enable_dns_rebinding_protection=False)
@@ -323,6 +442,8 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
         )
 
     routes.append(Route("/health", health, methods=["GET"]))
+    if settings.oauth_issuer:
+        routes += protected_resource_routes(settings)
     manager = None
     if "http" in transports:
         manager = StreamableHTTPSessionManager(
@@ -332,7 +453,7 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
             max_request_body_size=settings.max_body_bytes,
         )
         routes.append(
-            Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight, token_owner))
+            Route("/mcp", endpoint=CancelOnDisconnect(StreamableHTTPASGIApp(manager), in_flight, owner_of))
         )
     if "sse" in transports:
         sse = SseServerTransport(
@@ -371,6 +492,28 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
             ),
         )
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def protected_resource_routes(settings: HttpSettings) -> list:
+    """The OAuth protected resource metadata (RFC 9728), with the mcp SDK's model and handler, at each
+    of settings.metadata_paths(). The URLs are kept as the operator wrote them (the SDK's
+    create_protected_resource_routes would add a slash to a path-less issuer, which then no longer
+    equals the `issuer` of the authorization server's own metadata)."""
+    from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
+    from mcp.server.auth.routes import cors_middleware
+    from mcp.shared.auth import ProtectedResourceMetadata
+    from starlette.routing import Route
+
+    metadata = ProtectedResourceMetadata.model_validate(
+        {
+            "resource": settings.oauth_audience,
+            "authorization_servers": [settings.oauth_issuer],
+            "scopes_supported": list(settings.oauth_scopes) or None,
+            "resource_name": "fal-mcp",
+        }
+    )
+    endpoint = cors_middleware(ProtectedResourceMetadataHandler(metadata).handle, ["GET", "OPTIONS"])
+    return [Route(path, endpoint=endpoint, methods=["GET", "OPTIONS"]) for path in settings.metadata_paths()]
 
 
 def bounded_protocol(settings: HttpSettings):
@@ -551,6 +694,11 @@ async def serve_http(
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     paths = ", ".join({"http": "/mcp", "sse": "/sse"}[t] for t in transports)
     print(f"fal-mcp: listening on http://{shown}:{port} ({paths}, /health)", file=sys.stderr)
+    if settings.oauth_issuer:
+        print(
+            f"fal-mcp: OAuth sign-in: access tokens of {settings.oauth_issuer} for {settings.oauth_audience}",
+            file=sys.stderr,
+        )
     if ready is not None:
         ready(port)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -558,6 +706,7 @@ async def serve_http(
         await asyncio.shield(task)
     finally:
         if not task.done():  # we were cancelled: let uvicorn close connections and run the lifespan's end
+            table.runner.shutting_down()  # the requests it ends leave their calls' fal jobs running
             server.should_exit = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await asyncio.shield(task)

@@ -3,8 +3,9 @@
 Every fal request the server starts is a job in the job store (store.py), owned by the caller (the
 principal of owners.py); the runner (runner.py) follows it to its end even when the call that started
 it has returned. These tools read and act on the store, so any replica sharing it answers, and a
-result is never lost: a job this process is not following (a restart, another replica) is followed
-again on the first `check_job`, its output fetched from fal by request id, saved and recorded.
+result is never lost: a job nobody follows any more (a restart, a lost replica) is taken over on the
+first `check_job` (if no replica's sweep took it first), its output fetched from fal by request id,
+saved and recorded; one another replica follows is watched in the store until it ends.
 """
 
 from __future__ import annotations
@@ -106,7 +107,13 @@ async def submit_job(args: SubmitJobInput, ctx: ToolContext) -> ToolResult:
     if ctx.confirm_token and "confirm" not in arguments:  # given to submit_job: it is the job's
         arguments = {**arguments, "confirm": ctx.confirm_token}
     call = await table.start(
-        tool, arguments, owner=ctx.owner, allowed_dirs=ctx.client_roots, record_now=True, asker=asker
+        tool,
+        arguments,
+        owner=ctx.owner,
+        allowed_dirs=ctx.client_roots,
+        record_now=True,
+        asker=asker,
+        fal_key=ctx.fal_key,
     )
     outcome = await table.runner.wait(call, handoff=0)  # until fal took it: questions are asked meanwhile
     if not isinstance(outcome, CallToolResult):  # a question for the client: submit_job answers with it
@@ -141,12 +148,25 @@ async def check_job(args: CheckJobInput, ctx: ToolContext) -> ToolResult:
     table = table_of(ctx)
     runner = table.runner
     wait = min(args.wait_seconds, ctx.settings.check_wait_max)
+    followed = True
     if not record.finished:
-        call = runner.live.get(record.job_id) or runner.resume(record)  # followed here from now on
+        # followed here from now on (where users' keys pay, only with the key this request brought)
+        call = runner.live.get(record.job_id) or await runner.take_over(record, ctx.fal_key)
+        followed = call is not None
         if call is not None and wait > 0:
             with anyio.move_on_after(wait):
                 await call.finished.wait()
+        elif call is None:  # another replica follows it (watched in the store), or none can
+            record, followed = await runner.wait_for(record, wait, ctx.fal_key)
         record = await owned(ctx, args.job_id)
+        from mcp.types import CallToolResult, TextContent
+
+        outcome = call.outcome if call is not None and call.finished.is_set() else None
+        if isinstance(outcome, CallToolResult) and outcome.is_error and not record.finished:
+            # the job is as it was (e.g. fal refused the key this request brought to follow it)
+            first = outcome.content[0]  # a failure is always one text
+            reason = first.text if isinstance(first, TextContent) else ""
+            return ToolResult(f"Job {record.status}, but following it failed: {reason}", status_of(record))
     if record.status == "done" and record.result is not None:
         tool = table.registry.tools.get(record.tool)
         result = await table.replayed(tool, record.result) if tool is not None else None
@@ -158,6 +178,14 @@ async def check_job(args: CheckJobInput, ctx: ToolContext) -> ToolResult:
         return ToolResult(f"Job failed: {record.error}", status)
     if record.status == "cancelled":
         return ToolResult("Job cancelled.", status)
+    if not followed and table.keys.required:
+        from .fal_keys import missing_key_message
+
+        return ToolResult(
+            f"Job {record.status} when last seen ({record.endpoint_id}); nobody follows it now. To follow it "
+            f"to its end, call check_job again with your fal key. {missing_key_message(ctx.settings)}",
+            status,
+        )
     return ToolResult(
         f"Job {record.status}{': ' + status.progress if status.progress else ''} "
         f"({record.endpoint_id}). Ask again with check_job (wait_seconds up to "
@@ -172,7 +200,7 @@ async def cancel_job(args: JobInput, ctx: ToolContext) -> ToolResult:
         return ToolResult(
             f"Job {record.job_id} had already ended ({record.status}); nothing to cancel.", status_of(record)
         )
-    cancelled = await table_of(ctx).runner.cancel(record)
+    cancelled = await table_of(ctx).runner.cancel(record, ctx.fal_key)
     record = await owned(ctx, args.job_id)
     text = (
         f"Cancelled fal request {record.request_id} ({record.endpoint_id})."
@@ -198,7 +226,15 @@ class JobList(BaseModel):
 async def list_jobs(args: ListJobsInput, ctx: ToolContext) -> ToolResult:
     records = await table_of(ctx).store.list(ctx.owner.key, args.limit) if ctx.owner.listable else []
     jobs = [status_of(record) for record in records]
-    lines = [f"Your {len(jobs)} most recent job(s):"]
+    if not jobs:  # said in words: not a heading with nothing under it
+        text = (
+            "You have no jobs here (submit_job starts one; a call that runs long is handed off as one)."
+            if ctx.owner.listable
+            else "No jobs can be listed for you: this server cannot recognise you again from one request to "
+            "the next (no session, no token). check_job still finds a job by its id."
+        )
+        return ToolResult(text, JobList(jobs=[]))
+    lines = [f"Your {len(jobs)} most recent job{'s' if len(jobs) != 1 else ''}:"]
     lines += [
         f"- {job.job_id}: {job.tool} ({job.endpoint}) {job.status}"
         + (f", {job.progress}" if job.progress and job.status != "done" else "")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from .config import Settings
+    from .fal_keys import FalKey
     from .gateway import FalGateway
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -210,7 +211,8 @@ async def download(
                     http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
                 for _ in range(MAX_REDIRECTS + 1):
                     request = pinned_request(url, await check_url(url, trusted_urls))
-                    async with http.stream("GET", **request, follow_redirects=False) as response:
+                    async with contextlib.AsyncExitStack() as hop:
+                        response = await _sent(hop, http, request)
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue
@@ -231,6 +233,18 @@ async def download(
         raise MediaError(f"downloading it took longer than {timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise MediaError(f"downloading it failed ({type(exc).__name__})") from None
+
+
+async def _sent(stack: contextlib.AsyncExitStack, http, request: dict) -> Any:
+    """The response to a GET (its body still to read, closed with `stack`), sent a second time if the
+    first found its kept-alive connection closed by the server before any answer came: a race with the
+    server's idle timeout, which nothing but a new connection cures (a GET: repeating it changes nothing)."""
+    import httpx
+
+    try:
+        return await stack.enter_async_context(http.stream("GET", **request, follow_redirects=False))
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return await stack.enter_async_context(http.stream("GET", **request, follow_redirects=False))
 
 
 async def fetch(
@@ -472,10 +486,15 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
             "broad to allow, or your client's roots lie outside the directories the operator "
             "allows); set FAL_MCP_ALLOWED_DIRS to the folders tools may read"
         )
+    where = ""  # for a relative path: where it was looked for, said in every refusal
     try:
         candidate = Path(os.path.expanduser(text))
         if not candidate.is_absolute():
             candidate = Path(roots[0]) / candidate
+            where = (
+                f" (a relative path: resolved against {roots[0]}, the first of the allowed directories"
+                f"{' (' + ', '.join(roots) + ')' if len(roots) > 1 else ''}, as {shown(str(candidate), 300)})"
+            )
         resolved = os.path.realpath(candidate)  # follows symlinks and '..', for the check
         named = os.path.normpath(candidate)
         if any(_inside(path, tree) for path in (resolved, named) for tree in SYSTEM_TREES):
@@ -495,17 +514,17 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
             )
         descriptor = _open_no_follow(resolved)
     except MediaError as exc:
-        raise MediaError(str(exc) if str(exc).startswith(given) else f"{given}: {exc}") from None
+        raise MediaError((str(exc) if str(exc).startswith(given) else f"{given}: {exc}") + where) from None
     except FileNotFoundError:
-        raise MediaError(f"{given} is not a file (nothing exists at that path)") from None
+        raise MediaError(f"{given} is not a file (nothing exists at that path){where}") from None
     except OSError as exc:  # a name too long, a loop of symlinks, no permission...
-        raise MediaError(f"{given} cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise MediaError(f"{given} cannot be read ({exc.strerror or type(exc).__name__}){where}") from None
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise MediaError(
                 f"{given} is not a file (only regular files are read: no directories, "
-                "devices, FIFOs or sockets)"
+                f"devices, FIFOs or sockets){where}"
             )
         if info.st_size > max_bytes:
             raise MediaError(
@@ -577,9 +596,12 @@ async def read_input(value: str, *, settings: Settings, allowed_dirs: list[str])
     return Fetched(local.data, mimetypes.guess_type(local.name)[0], local.name)
 
 
-async def to_fal_url(value: str, *, gateway: FalGateway, allowed_dirs: list[str]) -> str:
-    """A data: URI or an allowed local file, uploaded to fal storage once per content."""
+async def to_fal_url(
+    value: str, *, gateway: FalGateway, allowed_dirs: list[str], key: FalKey | None = None
+) -> str:
+    """A data: URI or an allowed local file, uploaded to fal storage (with `key`, the call's fal key)
+    once per content and key."""
     fetched = await read_input(value, settings=gateway.settings, allowed_dirs=allowed_dirs)
     return await gateway.upload_once(
-        fetched.data, fetched.content_type or "application/octet-stream", fetched.name
+        fetched.data, fetched.content_type or "application/octet-stream", fetched.name, key=key
     )

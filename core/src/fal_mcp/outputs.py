@@ -3,16 +3,72 @@ files in a fal output wherever the model put them."""
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ToolInput(BaseModel):
-    """Base for tool input models: unknown fields are refused, naming the field."""
+    """Base for tool input models: unknown fields are refused, naming the field.
+
+    A choice among fixed words (a `Literal` field, in lists and optional ones too) is written with
+    underscores, as fal writes its own (`landscape_16_9`), and listed so; the same word with hyphens
+    (`bottom-right`) is taken as well, here, for every tool: `spelled_choices`."""
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choice_spellings(cls, data: Any) -> Any:
+        return spelled_choices(cls, data)
+
+
+def _words(annotation: Any) -> frozenset[str]:
+    """The string values of the Literals in `annotation` (through Optional, unions, Annotated, lists)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return frozenset(value for value in get_args(annotation) if isinstance(value, str))
+    if origin in (Union, types.UnionType, Annotated, list, tuple, set, frozenset):
+        args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
+        return frozenset().union(*(_words(arg) for arg in args))
+    return frozenset()
+
+
+@cache
+def _choices(model: type[BaseModel]) -> dict[str, frozenset[str]]:
+    """Field name (and alias) -> the words it may take, for the fields that take fixed words."""
+    found: dict[str, frozenset[str]] = {}
+    for name, field in model.model_fields.items():
+        words = _words(field.annotation)
+        if words:
+            found[name] = words
+            if field.alias:
+                found[field.alias] = words
+    return found
+
+
+def _respelled(value: Any, words: frozenset[str]) -> Any:
+    if isinstance(value, str) and value not in words:
+        for other in (value.replace("-", "_"), value.replace("_", "-")):
+            if other in words:
+                return other
+    if isinstance(value, list):
+        return [_respelled(item, words) for item in value]
+    return value
+
+
+def spelled_choices(model: type[BaseModel], data: Any) -> Any:
+    """`data` (a tool's arguments) with each choice given in the other spelling (hyphens for
+    underscores, or the reverse) replaced by the listed one; anything else is left to validation."""
+    if not isinstance(data, dict):
+        return data
+    choices = _choices(model)
+    changed = {name: _respelled(value, choices[name]) for name, value in data.items() if name in choices}
+    changed = {name: value for name, value in changed.items() if value != data[name]}
+    return {**data, **changed} if changed else data
 
 
 class OutputFile(BaseModel):

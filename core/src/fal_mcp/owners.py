@@ -1,7 +1,8 @@
 """Who a call belongs to. Outputs, resources and jobs are visible only to their owner.
 
 The owner is decided by the transport, never by anything the client says about itself: the stdio
-client (one per process), an HTTP session, or, when FAL_MCP_AUTH_TOKEN is set, the token's holder.
+client (one per process), an HTTP session, the holder of FAL_MCP_AUTH_TOKEN when it is set, or the
+subject of a validated OAuth access token.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Principal:
-    # A stable name for the owner: "stdio", "token:<digest>", "session:<random>".
+    # A stable name for the owner: "stdio", "token:<digest>", "oauth:<digest>", "session:<random>".
     key: str
     # False for a caller that cannot be recognised again (stateless HTTP without a token): it lists
     # nothing, and what it made is reachable only through ids it was given (unguessable job ids).
@@ -30,6 +31,15 @@ def token_principal(token: str) -> Principal:
     import hashlib
 
     return Principal("token:" + hashlib.sha256(b"fal-mcp principal\0" + token.encode()).hexdigest()[:24])
+
+
+def oauth_principal(issuer: str, subject: str) -> Principal:
+    """The user an OAuth access token was issued to: its subject, unique per issuer. Named by a digest
+    of both (a subject may be an e-mail address); the subject itself is kept for per-person keys."""
+    import hashlib
+
+    digest = hashlib.sha256(issuer.encode() + b"\0" + subject.encode()).hexdigest()
+    return Principal("oauth:" + digest[:24], subject=subject)
 
 
 def session_principal() -> Principal:

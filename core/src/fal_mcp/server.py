@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from anyio import CancelScope
     from mcp.types import Tool as McpTool
 
+    from .fal_keys import FalKey
     from .spending import Asker
 
     # (owner or session, request id) -> the cancel scopes of the calls running under that id
@@ -241,6 +242,9 @@ class ToolTable:
         self._listing: list[McpTool] | None = None
         self.outputs = Outputs()
         self.calls_in_flight = 0  # tool calls running now (shown by /health)
+        from .fal_keys import KeyResolver
+
+        self.keys = KeyResolver(settings)  # whose fal key pays for each call (ConfigError: no start)
         self.store = open_store(settings.store_url or default_store_url())
         self.runner = Runner(self)
 
@@ -321,7 +325,13 @@ class ToolTable:
         return args
 
     def new_context(
-        self, tool: Tool, *, owner: Principal = STDIO, report_progress=None, allowed_dirs=None
+        self,
+        tool: Tool,
+        *,
+        owner: Principal = STDIO,
+        report_progress=None,
+        allowed_dirs=None,
+        fal_key: FalKey | None = None,
     ) -> ToolContext:
         return ToolContext(
             tool=tool,
@@ -332,6 +342,7 @@ class ToolTable:
             client_roots=allowed_dirs,
             table=self,
             owner=owner,
+            fal_key=fal_key,
         )
 
     async def start(
@@ -344,17 +355,22 @@ class ToolTable:
         allowed_dirs=None,
         record_now: bool = False,
         asker: Asker | None = None,
+        fal_key: FalKey | None = None,
     ) -> Call:
         """Validate the arguments, resolve media inputs (in the caller's task: local files are read with
         the caller's roots), then start the handler in a task of its own (runner.py). Failures before
         the start raise (ToolError for anything the user can act on). `asker`: how to ask the user of
-        the waiting request (spending.py)."""
+        the waiting request (spending.py); `fal_key`: whose fal key pays (fal_keys.py; None: the
+        server's, refused where the operator chose users' keys)."""
+        from .fal_keys import WITHOUT_KEY, KeyRefused, missing_key_message
         from .spending import may_spend
 
         tool = self.registry.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.registry.tools)) or "none"
             raise ToolError(f"Unknown tool {shown(name)}. Available tools: {known}.", kind="refused")
+        if fal_key is None and self.keys.required and name not in WITHOUT_KEY:
+            raise KeyRefused(missing_key_message(self.settings))  # before anything is read or sent
         arguments = dict(arguments or {})
         token = None
         if self.settings.confirm_above is not None and may_spend(tool) and "confirm" in arguments:
@@ -363,7 +379,7 @@ class ToolTable:
                 raise ArgumentError("confirm", "must be the token a refusal of this call gave", tool=name)
         args = await self.validate(tool, arguments)
         context = self.new_context(
-            tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs
+            tool, owner=owner, report_progress=report_progress, allowed_dirs=allowed_dirs, fal_key=fal_key
         )
         context.client_arguments, context.confirm_token = arguments, token
         context.arguments = await self._resolve_media(tool, args, context)
@@ -378,6 +394,7 @@ class ToolTable:
         owner: Principal = STDIO,
         handoff: float | None | Literal["default"] = "default",
         asker: Asker | None = None,
+        fal_key: FalKey | None = None,
     ):
         """Validate, run and package one tool call for `owner`. Returns a CallToolResult: the tool's
         result, or, when its job runs longer than `handoff` seconds (FAL_MCP_HANDOFF_AFTER by default;
@@ -385,7 +402,7 @@ class ToolTable:
         question first (spending.py, 2026-era clients), an InputRequiredResult.
 
         `allowed_dirs`, when given, is an async function returning the client's roots; `asker`, how to
-        ask the user.
+        ask the user; `fal_key`, whose fal key pays (fal_keys.py).
         """
         self.calls_in_flight += 1
         try:
@@ -397,6 +414,7 @@ class ToolTable:
                     report_progress=report_progress,
                     allowed_dirs=allowed_dirs,
                     asker=asker,
+                    fal_key=fal_key,
                 )
             except Exception as exc:
                 return self.failure(name, exc)
@@ -507,8 +525,17 @@ async def client_roots(session) -> list[str] | None:
     capabilities = session.client_capabilities
     if capabilities is None or capabilities.roots is None:
         return None
+    import warnings
+
+    from mcp.shared.exceptions import MCPDeprecationWarning
+
     try:
-        listing = await session.list_roots()
+        # Roots are deprecated in the 2026 era, and the SDK says so on every listing: not to our stderr.
+        # (The warning is raised when the coroutine is made, so only that is inside the filter.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            listing_roots = session.list_roots()
+        listing = await listing_roots
     except Exception as exc:  # an old or partial client: fall back to the configured directories
         log.info("could not list the client's roots: %s", exc)
         return None
@@ -540,14 +567,23 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         return principal_of(ctx) if principal_of is not None else STDIO
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams):
+        from .fal_keys import WITHOUT_KEY, KeyRefused, request_headers
         from .spending import asker_for
         from .tasks import wants_task
 
         principal = owner(ctx)
+        headers = request_headers(ctx)
+        # Whose fal key pays for this call: decided here, once per request, and carried by the call.
+        try:
+            fal_key = await table.keys.key_for(principal, headers)
+        except KeyRefused as refusal:  # the job tools answer from the store without one
+            if params.name not in WITHOUT_KEY:
+                return table.failure(params.name, refusal)
+            fal_key = None
         tool = table.registry.tools.get(params.name)
         if tool is not None and wants_task(ctx, params, tool):
             try:
-                created = await start_task(ctx, params, lambda: client_roots(ctx.session))
+                created = await start_task(ctx, params, lambda: client_roots(ctx.session), fal_key)
             except Exception as exc:
                 return table.failure(params.name, exc)
             return created if created is not None else types.CallToolResult(content=[])  # see tasks.py
@@ -560,9 +596,9 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
                 lambda: client_roots(ctx.session),
                 owner=principal,
                 asker=asker_for(ctx, params) if table.settings.confirm_above is not None else None,
+                fal_key=fal_key,
             )
 
-        headers = getattr(ctx.request, "headers", None)
         session_id = headers.get("mcp-session-id") if in_flight is not None and headers is not None else None
         # Without a session (stateless HTTP) a cancel can only be matched to its call by the owner,
         # and only an owner that can be recognised again.
@@ -584,6 +620,23 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
 
     async def on_list_resources(ctx, params) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[viewer.resource(), *table.outputs.listing(owner(ctx))])
+
+    async def on_list_resource_templates(ctx, params) -> types.ListResourceTemplatesResult:
+        # Generic clients (the MCP Inspector) ask for it: the outputs' URIs, as a template.
+        outputs = types.ResourceTemplate(
+            uri_template=Outputs.PREFIX + "{request_id}/{index}",
+            name="output",
+            title="A file made for you",
+            description="The index-th file of fal request request_id, made in this server run (resources/list "
+            "lists yours)",
+        )
+        return types.ListResourceTemplatesResult(resource_templates=[outputs])
+
+    async def on_set_logging_level(ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # 2025-era clients may set a level once logging is advertised (the handler advertises it). This
+        # server sends no notifications/message at any level (its logs go to stderr), so every level
+        # holds as it is; an unknown level is refused by the SDK (-32602) before it gets here.
+        return types.EmptyResult()
 
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         from mcp.shared.exceptions import MCPError
@@ -627,7 +680,10 @@ def build_server(table: ToolTable, in_flight: InFlight | None = None, principal_
         on_call_tool=on_call_tool,
         on_list_resources=on_list_resources,
         on_read_resource=on_read_resource,
+        on_list_resource_templates=on_list_resource_templates,
     )
+    # Not the constructor's on_set_logging_level, which prints an MCPDeprecationWarning on every build.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_logging_level)
     server.middleware.append(request_state_boundary(table.settings, owner))
     viewer.advertise(server)
     start_task = serve_tasks(server, table, owner)

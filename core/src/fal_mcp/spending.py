@@ -157,7 +157,7 @@ async def approve(context: ToolContext, endpoint_id: str, arguments: dict[str, A
     from .budget import estimate
 
     try:
-        spend.estimate = found = await estimate(context.gateway, endpoint_id, arguments)
+        spend.estimate = found = await estimate(context.gateway, endpoint_id, arguments, context.fal_key)
     except EstimateError as exc:
         raise ToolError(
             f"{endpoint_id} was not run: a spending limit is set and its cost could not be estimated: {exc}. "
@@ -289,12 +289,13 @@ async def _settle(
     output_files: list[OutputFile] | None,
 ) -> Receipt | None:
     from .budget import estimate
+    from .fal_keys import KeyRefused
 
     found = spend.estimate
     if found is None:
         try:
-            found = await estimate(context.gateway, spend.endpoint_id, arguments)
-        except EstimateError as exc:
+            found = await estimate(context.gateway, spend.endpoint_id, arguments, context.fal_key)
+        except (EstimateError, KeyRefused) as exc:
             log.info("no receipt for %s: %s", spend.endpoint_id, exc)
             return None
     receipt = receipt_for(found, find_files(data), output_files or [])

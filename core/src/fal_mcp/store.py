@@ -12,6 +12,12 @@ Amounts are integers of micro-USD, so that sums are exact.
 Retention is bounded: finished jobs older than `FAL_MCP_JOB_RETENTION_DAYS`, and beyond
 `FAL_MCP_JOBS_PER_OWNER` per owner, are forgotten (their files stay at fal's URLs). Unfinished jobs
 are never forgotten: they were paid for.
+
+Replicas (processes sharing a store) each hold a lease: a replica id with an expiry, renewed while the
+replica runs (`FAL_MCP_LEASE_TTL`). A job names the replica that follows it (`follower`); a job whose
+follower's lease has lapsed (the replica was lost, or stopped and dropped its lease) is claimed by
+another, atomically, so that exactly one follows it on, and only its follower records its end
+(`claim`, `finish`). runner.py decides when.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Callable, Iterable
 
     from redis.asyncio import Redis
 
@@ -45,6 +52,7 @@ class JobRecord:
     error: str | None = None
     estimate: dict[str, Any] | None = None  # spending.Spend of the fal request, before it was submitted
     cost: dict[str, Any] | None = None  # the receipt (spending.Receipt) once done
+    follower: str = ""  # the replica following the job (its lease says whether it still runs)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -80,6 +88,25 @@ class JobStore(Protocol):
 
     async def prune(self, max_age: float, per_owner: int) -> int:
         """Forget finished jobs older than `max_age` seconds or beyond `per_owner` per owner."""
+
+    async def hold_lease(self, replica: str, ttl: float) -> None:
+        """Take or renew `replica`'s lease for `ttl` seconds: while it holds, the jobs it follows are its own."""
+
+    async def drop_lease(self, replica: str) -> None:
+        """End `replica`'s lease at once (it stops): other replicas may take its jobs over now."""
+
+    async def alive(self, replicas: Iterable[str]) -> set[str]:
+        """Those of `replicas` whose lease holds now."""
+
+    async def claim(self, job_id: str, replica: str) -> JobRecord | None:
+        """Make `replica` the follower of an unfinished job that it follows already, that nobody follows,
+        or whose follower's lease has lapsed; the record after. None otherwise (another replica follows
+        it, it has ended, there is no such job). Atomic: of replicas claiming one job, one wins."""
+
+    async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
+        """`update` for the end of a job (`changes` name its final status), made only on the condition
+        `claim` has, in the same atomic step: a job ends once, recorded by its one follower. None if the
+        condition failed (nothing is changed)."""
 
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         """Keep a confirmation token, bound to one call (`binding`), until `expires_at` (epoch seconds)."""
@@ -147,6 +174,7 @@ class SqliteStore:
             owner TEXT NOT NULL, day TEXT NOT NULL, endpoint_id TEXT NOT NULL,
             calls INTEGER NOT NULL, estimated INTEGER NOT NULL, charged INTEGER NOT NULL,
             PRIMARY KEY (owner, day, endpoint_id));
+        CREATE TABLE IF NOT EXISTS leases (replica TEXT PRIMARY KEY, expires_at REAL NOT NULL);
     """
 
     def __init__(self, path: str) -> None:
@@ -280,6 +308,69 @@ class SqliteStore:
 
         return await self._run(work)
 
+    async def hold_lease(self, replica: str, ttl: float) -> None:
+        def work(connection):
+            now = time.time()
+            connection.execute("DELETE FROM leases WHERE expires_at < ?", (now - 86400,))  # long gone
+            connection.execute("INSERT OR REPLACE INTO leases VALUES (?, ?)", (replica, now + ttl))
+
+        await self._run(work)
+
+    async def drop_lease(self, replica: str) -> None:
+        await self._run(
+            lambda connection: connection.execute("DELETE FROM leases WHERE replica = ?", (replica,))
+        )
+
+    @staticmethod
+    def _alive(connection, replicas: builtins.list[str]) -> set[str]:
+        if not replicas:
+            return set()
+        marks = ",".join("?" * len(replicas))
+        rows = connection.execute(
+            f"SELECT replica FROM leases WHERE replica IN ({marks}) AND expires_at > ?",
+            (*replicas, time.time()),
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    async def alive(self, replicas: Iterable[str]) -> set[str]:
+        wanted = sorted(set(replicas))
+        return await self._run(lambda connection: self._alive(connection, wanted))
+
+    def _take(self, job_id: str, replica: str, changes: dict[str, Any]) -> Callable[[Any], JobRecord | None]:
+        """claim (no changes) or finish, as one transaction (across processes too): the work for `_run`."""
+
+        def work(connection):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row is None:
+                    return None
+                record = JobRecord.from_json(row[0])
+                if record.finished:
+                    return None
+                follower = record.follower
+                if follower not in ("", replica) and self._alive(connection, [follower]):
+                    return None
+                if follower == replica and not changes:
+                    return record
+                record.follower = replica
+                for name, value in changes.items():
+                    setattr(record, name, value)
+                if changes:
+                    record.updated_at = time.time()
+                self._write(connection, record)
+                return record
+            finally:
+                connection.execute("COMMIT")
+
+        return work
+
+    async def claim(self, job_id: str, replica: str) -> JobRecord | None:
+        return await self._run(self._take(job_id, replica, {}))
+
+    async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
+        return await self._run(self._take(job_id, replica, changes))
+
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         def work(connection):
             connection.execute("DELETE FROM tokens WHERE expires_at < ?", (time.time(),))
@@ -373,11 +464,29 @@ class RedisStore:
     set of unfinished jobs. A field is written by one command, so two replicas never lose each
     other's changes to different fields. Spending: a counter per owner and day, and per owner and
     month (what budgets are checked against, in one script so the check and the charge are one step),
-    and a ledger hash per owner and day."""
+    and a ledger hash per owner and day. A replica's lease is a key that expires (Redis's clock: the
+    replicas' own clocks do not matter)."""
 
     PREFIX = "fal-mcp:"
+    CONNECTIONS, CONNECTION_WAIT = 64, 30.0  # per replica; seconds a command waits for a free one
     # Spending counters outlive their period a little; the ledger is kept a year and more.
     DAY_KEPT, MONTH_KEPT, LEDGER_KEPT = 3 * 86400, 40 * 86400, 400 * 86400
+    # claim and finish: KEYS the job, the lease of the follower the caller saw, the set of unfinished
+    # jobs; ARGV that follower and the claiming replica (JSON), the job id, then field/value pairs to set
+    # (JSON values).
+    TAKE_JOB = """
+        local follower = redis.call('HGET', KEYS[1], 'follower') or '""'
+        if follower ~= ARGV[1] then return 0 end
+        local status = redis.call('HGET', KEYS[1], 'status')
+        local ended = {['"done"'] = true, ['"failed"'] = true, ['"cancelled"'] = true}
+        if not status or ended[status] then return 0 end
+        if follower ~= '""' and follower ~= ARGV[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        redis.call('HSET', KEYS[1], 'follower', ARGV[2])
+        for i = 4, #ARGV, 2 do
+            redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+            if ARGV[i] == 'status' and ended[ARGV[i + 1]] then redis.call('SREM', KEYS[3], ARGV[3]) end
+        end
+        return 1"""
     TAKE_TOKEN = """
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0"""
@@ -403,6 +512,7 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: Redis | None = None
+        self._lease_client: Redis | None = None
 
     @property
     def client(self) -> Any:
@@ -411,7 +521,13 @@ class RedisStore:
         if self._client is None:
             import redis.asyncio as redis
 
-            self._client = redis.Redis.from_url(self.url)
+            # A bounded pool that waits for a free connection: redis-py's default pool (100 connections
+            # from redis 8 on) fails a command at once when all are busy, which a busy replica's
+            # concurrent calls reached, failing calls fal had taken.
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.CONNECTIONS, timeout=self.CONNECTION_WAIT
+            )
+            self._client = redis.Redis.from_pool(pool)  # the pool is closed with the client
         return self._client
 
     def _key(self, kind: str, name: str) -> str:
@@ -485,6 +601,53 @@ class RedisStore:
                     await pipe.execute()
                 removed += 1
         return removed
+
+    async def hold_lease(self, replica: str, ttl: float) -> None:
+        # A connection of its own: renewing the lease never waits behind a busy replica's other commands.
+        if self._lease_client is None:
+            import redis.asyncio as redis
+
+            pool = redis.BlockingConnectionPool.from_url(self.url, max_connections=2, timeout=None)
+            self._lease_client = redis.Redis.from_pool(pool)
+        await self._lease_client.set(self._key("lease", replica), "1", px=max(1, int(ttl * 1000)))
+
+    async def drop_lease(self, replica: str) -> None:
+        await self.client.delete(self._key("lease", replica))
+
+    async def alive(self, replicas: Iterable[str]) -> set[str]:
+        wanted = sorted(set(replicas))
+        if not wanted:
+            return set()
+        found = await self.client.mget([self._key("lease", replica) for replica in wanted])
+        return {replica for replica, value in zip(wanted, found, strict=True) if value is not None}
+
+    async def _take(self, job_id: str, replica: str, changes: dict[str, Any]) -> JobRecord | None:
+        """claim (no changes) or finish: the follower is read first, then the script changes the job only
+        if that is still its follower (a claim made meanwhile by another replica wins)."""
+        key = self._key("job", job_id)
+        seen = await self.client.hget(key, "follower")
+        follower = json.loads(seen) if seen is not None else ""
+        if changes:
+            changes = {**changes, "updated_at": time.time()}
+        pairs = [item for name, value in changes.items() for item in (name, json.dumps(value))]
+        taken = await self.client.eval(
+            self.TAKE_JOB,
+            3,
+            key,
+            self._key("lease", follower or "-"),
+            self._key("set", "unfinished"),
+            json.dumps(follower),
+            json.dumps(replica),
+            job_id,
+            *pairs,
+        )
+        return await self.get(job_id) if taken else None
+
+    async def claim(self, job_id: str, replica: str) -> JobRecord | None:
+        return await self._take(job_id, replica, {})
+
+    async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
+        return await self._take(job_id, replica, changes)
 
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         milliseconds = int((expires_at - time.time()) * 1000)
@@ -560,6 +723,7 @@ class RedisStore:
         return rows
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        for client in (self._client, self._lease_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._lease_client = None

@@ -19,8 +19,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-import anyio
-
 from .outputs import GenerationOutput
 from .store import JobRecord
 
@@ -33,9 +31,9 @@ _created: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "fal_mcp_created_task", default=None
 )
 
-# How build_server's tools/call handler starts a call as a task: (ctx, params, allowed_dirs) -> the
-# 2026-era answer, or None once the 2025-era one is handed to the middleware.
-StartTask = Callable[[Any, Any, Callable[[], Awaitable[list[str] | None]]], Awaitable[Any]]
+# How build_server's tools/call handler starts a call as a task: (ctx, params, allowed_dirs, fal_key) ->
+# the 2026-era answer, or None once the 2025-era one is handed to the middleware.
+StartTask = Callable[[Any, Any, Callable[[], Awaitable[list[str] | None]], Any], Awaitable[Any]]
 
 
 def task_support(tool) -> str:
@@ -142,16 +140,21 @@ def serve_tasks(server, table, owner_of) -> StartTask:
             raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found")
         return record
 
-    async def finished(record: JobRecord, wait: float | None) -> JobRecord:
-        """The record once the job has ended (followed here from now on if nobody follows it), or as it
-        is when `wait` seconds pass first."""
+    async def key_of(ctx):
+        """The fal key of this request (fal_keys.py), None where there is none: a task not followed here
+        is followed again only with its owner's key."""
+        from .fal_keys import request_headers
+
+        return await table.keys.key_or_none(owner_of(ctx), request_headers(ctx))
+
+    async def finished(ctx, record: JobRecord, wait: float | None) -> JobRecord:
+        """The record once the job has ended (followed here from now on if nobody follows it and the
+        request brings the key it needs; watched in the store while another replica follows it), or as
+        it is when `wait` seconds pass first."""
         if record.finished:
             return record
-        call = table.runner.live.get(record.job_id) or table.runner.resume(record)
-        if call is not None:
-            with anyio.move_on_after(wait if wait is not None else float("inf")):
-                await call.finished.wait()
-        return await table.store.get(record.job_id) or record
+        found, _ = await table.runner.wait_for(record, wait, await key_of(ctx))
+        return found
 
     async def result_of(record: JobRecord) -> dict:
         """The job's CallToolResult, as the tool call would have answered it."""
@@ -167,10 +170,18 @@ def serve_tasks(server, table, owner_of) -> StartTask:
             result = types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def start_task(ctx, params, allowed_dirs: Callable[[], Awaitable[list[str] | None]]) -> Any:
-        """Start the call as a task: its job is recorded before the answer goes out."""
+    async def start_task(
+        ctx, params, allowed_dirs: Callable[[], Awaitable[list[str] | None]], fal_key=None
+    ) -> Any:
+        """Start the call as a task (paid with `fal_key`, fal_keys.py): its job is recorded before the
+        answer goes out."""
         call = await table.start(
-            params.name, params.arguments, owner=owner_of(ctx), allowed_dirs=allowed_dirs, record_now=True
+            params.name,
+            params.arguments,
+            owner=owner_of(ctx),
+            allowed_dirs=allowed_dirs,
+            record_now=True,
+            fal_key=fal_key,
         )
         record = await table.store.get(call.job_id)
         if is_modern(ctx):
@@ -186,7 +197,7 @@ def serve_tasks(server, table, owner_of) -> StartTask:
             _require_extension(ctx)
         record = await record_of(ctx, params.task_id)
         if not record.finished and record.job_id not in table.runner.live:
-            record = await finished(record, 0)  # follow it here: nobody else may be
+            record = await finished(ctx, record, 0)  # follow it here: nobody else may be
         if not is_modern(ctx):
             return wire_task(record, ttl_ms, modern=False)
         answer = {"resultType": "complete", **wire_task(record, ttl_ms, modern=True)}
@@ -199,7 +210,14 @@ def serve_tasks(server, table, owner_of) -> StartTask:
     async def tasks_result(ctx, params: GetTaskPayloadRequestParams):
         if is_modern(ctx):
             raise _method_not_found("tasks/result")
-        record = await finished(await record_of(ctx, params.task_id), None)
+        record = await finished(ctx, await record_of(ctx, params.task_id), None)
+        if not record.finished:  # nobody follows it, and this request brought no key to follow it with
+            from .fal_keys import missing_key_message
+
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"The task is still running. {missing_key_message(table.settings)}",
+            )
         payload = methods.serialize_server_result("tools/call", ctx.protocol_version, await result_of(record))
         return {**payload, "_meta": {**payload.get("_meta", {}), RELATED_TASK: {"taskId": record.job_id}}}
 
@@ -221,7 +239,12 @@ def serve_tasks(server, table, owner_of) -> StartTask:
                 code=INVALID_PARAMS,
                 message=f"Cannot cancel task: already in terminal status '{task_status(record)}'",
             )
-        await table.runner.cancel(record)
+        from .errors import ToolError
+
+        try:
+            await table.runner.cancel(record, await key_of(ctx))
+        except ToolError as exc:  # it needs the owner's fal key, which this request did not bring
+            raise MCPError(code=INVALID_PARAMS, message=f"Cannot cancel task: {exc}") from None
         if is_modern(ctx):
             return {}
         return wire_task(await table.store.get(record.job_id) or record, ttl_ms, modern=False)

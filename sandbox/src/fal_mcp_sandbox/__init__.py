@@ -12,9 +12,10 @@ serves endpoints of your own instead.
 
 Tests steer it through `sb.state` (same process) or the unauthenticated /_sandbox/
 routes (any process): config (job_seconds, queue_ahead, queue_step, log_lines,
-usage_forbidden), records (requests, submissions, cancels, jobs), fault rules
+usage_forbidden), records (requests, submissions, cancels, jobs, held), fault rules
 (`state.add_fault(route=..., status=|delay=|reset=...)` for requests,
-`state.add_fault(outcome="model_error"|"never_finish"|"ok"|"hold", ...)` for jobs) and reset.
+`state.add_fault(outcome="model_error"|"never_finish"|"ok"|"hold", ...)` for jobs), the
+release of held jobs (`state.release()`, `POST /_sandbox/release`) and reset.
 
 Importing this package is cheap: starlette, uvicorn, PIL and the packs are only loaded by
 `start()`.
@@ -82,6 +83,8 @@ class Sandbox:
             "FAL_MCP_REST_URL": base + "/rest",
             "FAL_MCP_CDN_URL": base + "/cdn",
             "FAL_MCP_PLATFORM_URL": base + "/platform/v1",
+            # The keys its webhooks are signed with (webhooks.py)
+            "FAL_MCP_WEBHOOK_JWKS_URL": base + "/.well-known/jwks.json",
             "FAL_KEY": SANDBOX_KEY,
         }
 
@@ -166,17 +169,44 @@ class Sandbox:
         self._thread = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fal_mcp_sandbox`: serve until Ctrl-C / SIGTERM."""
+DESCRIPTION = (
+    "Run the offline fal sandbox alone: a local stand-in for fal.ai (queue, storage, platform API) that "
+    "draws placeholder media, for the endpoints of the installed packs. It prints the FAL_MCP_* settings "
+    "that point a fal-mcp server at it (as shell exports), then serves until Ctrl-C."
+)
+
+
+def build_parser(prog: str = "python -m fal_mcp_sandbox"):
+    """The sandbox's command line: the one parser behind `python -m fal_mcp_sandbox` and `fal-mcp sandbox`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fal_mcp_sandbox", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--job-seconds", type=float, help="time each job spends running")
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free one)")
+    parser.add_argument("--job-seconds", type=float, help="time each job spends running, in seconds")
     parser.add_argument("--queue-ahead", type=int, help="queue positions each job waits through")
     parser.add_argument("--queue-step", type=float, help="seconds per queue position")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def read_settings(stream) -> dict[str, str]:
+    """The settings a sandbox process prints at start (`export NAME=value` lines, FAL_KEY last), read
+    from its stdout: however many there are, so a new one breaks no reader."""
+    import shlex
+
+    settings: dict[str, str] = {}
+    while "FAL_KEY" not in settings:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError("the sandbox stopped before printing its settings")
+        name, _, value = line.strip().removeprefix("export ").partition("=")
+        settings[name] = shlex.split(value)[0] if value else ""
+    return settings
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m fal_mcp_sandbox") -> int:
+    """`python -m fal_mcp_sandbox` (and `fal-mcp sandbox`, as `prog`): serve until Ctrl-C / SIGTERM."""
+    args = build_parser(prog).parse_args(argv)
     given = {"job_seconds": args.job_seconds, "queue_ahead": args.queue_ahead, "queue_step": args.queue_step}
     config = {name: value for name, value in given.items() if value is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -29,7 +29,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import generate, platform, validation
 from .endpoints import Endpoint, openapi_document
-from .state import Job, SandboxState, file_url
+from .state import Job, SandboxState, file_url, key_digest
+from .webhooks import Webhooks
 
 STREAM_CHECK = 0.02  # how often a status stream looks for a change in its job
 
@@ -112,6 +113,7 @@ class SandboxApp:
         self.state = state
         self._tasks: dict[str, asyncio.Task] = {}  # request id -> running job
         self._thumbnails: dict[str, bytes] = {}
+        self.webhooks = Webhooks(state)  # signed webhooks of jobs submitted with ?fal_webhook=
         app = r"(?P<app>[^/]+/[^/]+)/requests/(?P<request_id>[^/]+)"
         endpoint = r"(?P<endpoint_id>[^/]+/[^/]+(?:/[^/]+)*)"
         cdn_file = r"/cdn/files/(?P<key>[^/]+)/(?P<name>[^/]+)"
@@ -119,7 +121,7 @@ class SandboxApp:
             ("GET", r"/_sandbox/health", "control", None, self.health),
             (
                 "GET",
-                r"/_sandbox/(?P<what>requests|submissions|cancels|faults|config|jobs)",
+                r"/_sandbox/(?P<what>requests|submissions|cancels|faults|config|jobs|held)",
                 "control",
                 None,
                 self.control_get,
@@ -127,6 +129,16 @@ class SandboxApp:
             ("POST", r"/_sandbox/faults", "control", None, self.control_faults),
             ("POST", r"/_sandbox/config", "control", None, self.control_config),
             ("POST", r"/_sandbox/reset", "control", None, self.control_reset),
+            ("POST", r"/_sandbox/release", "control", None, self.control_release),
+            ("GET", r"/_sandbox/webhooks", "control", None, self.webhooks.control_get),
+            (
+                "POST",
+                r"/_sandbox/webhooks/(?P<action>rotate|release|config)",
+                "control",
+                None,
+                self.webhooks.control_post,
+            ),
+            ("GET", r"/\.well-known/jwks\.json", "jwks", None, self.webhooks.jwks),
             ("GET", rf"/queue/{app}/status", "status", "key", self.status),
             # Following a job by stream counts as the "status" route too, for records and faults.
             ("GET", rf"/queue/{app}/status/stream", "status", "key", self.status_stream),
@@ -180,6 +192,7 @@ class SandboxApp:
         """Cancels running jobs (their waiters get a 'sandbox stopped' failure)."""
         for task in list(self._tasks.values()):
             task.cancel()
+        self.webhooks.shutdown()
 
     # --- ASGI entry point ---------------------------------------------------------------
 
@@ -218,6 +231,7 @@ class SandboxApp:
                 endpoint_id=endpoint_id,
                 request_id=request_id,
                 json=_json_or_none(bytes(body)),
+                key=self._key_of(route, request),
             )
             fault = self.state.take_fault(route.name, endpoint_id)
             if fault and await self._apply_fault(fault, route, record, scope, receive, send, send_with_id):
@@ -312,6 +326,19 @@ class SandboxApp:
         await response(scope, receive, send_with_id)
         return True
 
+    def _key_of(self, route: Route, request: Request) -> str | None:
+        """The digest of the fal key a request carried: its own (`Authorization: Key ...`), or for the CDN,
+        the key its bearer token was issued to."""
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        credential = credential.strip()
+        if not credential:
+            return None
+        if route.auth == "key" and scheme.lower() == "key":
+            return key_digest(credential)
+        if route.auth == "bearer" and scheme.lower() == "bearer":
+            return self.state.token_keys.get(credential)
+        return None
+
     def _authorize(self, route: Route, request: Request) -> Response | None:
         if route.auth is None:
             return None
@@ -319,8 +346,18 @@ class SandboxApp:
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if route.auth == "key":
-            if scheme.lower() == "key" and credential:
+            accepted = self.state.accepted_keys
+            if (
+                scheme.lower() == "key"
+                and credential
+                and (accepted is None or key_digest(credential) in accepted)
+            ):
                 return None
+            if scheme.lower() == "key" and credential:
+                message = "Invalid API key"
+                if route.name == "platform":
+                    return platform.error(401, "authorization_error", message)
+                return detail(401, message)
             message = "Missing authorization header" if not header else "Invalid authorization header"
             if route.name == "platform":
                 return platform.error(401, "authorization_error", message)
@@ -479,7 +516,8 @@ class SandboxApp:
         accepted = self._accept(call, endpoint_id, "queue")
         if isinstance(accepted, Response):
             return accepted
-        job, _ = accepted
+        job, task = accepted
+        self.webhooks.follow(job, task, call.request.query_params.get("fal_webhook"))
         return JSONResponse(
             {
                 "status": "IN_QUEUE",
@@ -578,6 +616,7 @@ class SandboxApp:
         expires = time.time() + TOKEN_SECONDS
         with self.state.lock:
             self.state.tokens[token] = expires
+            self.state.token_keys[token] = call.record.get("key")
         return JSONResponse(
             {
                 "token": token,
@@ -591,6 +630,7 @@ class SandboxApp:
         content_type = call.request.headers.get("content-type", "application/octet-stream")
         name = _clean_file_name(call.request.headers.get("x-fal-file-name"), content_type)
         url = self._store(call.body, content_type, name)
+        call.record["file_url"] = url
         return JSONResponse(
             {"access_url": url, "content_type": content_type, "file_name": name, "file_size": len(call.body)}
         )
@@ -743,6 +783,15 @@ class SandboxApp:
         except (ValueError, TypeError) as exc:
             return detail(400, str(exc))
         return JSONResponse(asdict(config))
+
+    async def control_release(self, call: Call) -> Response:
+        """Held jobs (outcome "hold") finish: the one named by `request_id`, else every one held now."""
+        try:
+            body = call.json() if call.body.strip() else {}
+        except ValueError as exc:
+            return detail(400, str(exc))
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        return JSONResponse({"released": self.state.release(request_id)})
 
     async def control_reset(self, call: Call) -> Response:
         self.state.reset()

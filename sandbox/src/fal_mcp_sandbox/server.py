@@ -53,6 +53,10 @@ async def serve(app: SandboxApp, sock: socket.socket) -> tuple[uvicorn.Server, a
         ws="none",
         interface="asgi3",
         timeout_graceful_shutdown=1,
+        # Idle kept-alive connections are closed by the clients (httpx: after 5 s), never raced by the
+        # server closing them too as one is reused (uvicorn's default is 5 s as well): a submit sent on a
+        # connection closed under it fails, and is not retried (it may have started a paid job).
+        timeout_keep_alive=75,
         server_header=False,
     )
     server = _EmbeddedServer(config)

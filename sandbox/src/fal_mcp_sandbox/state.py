@@ -6,6 +6,7 @@ mutations take `state.lock`. Stdlib only.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -27,8 +28,11 @@ ROUTES = (
     "multipart",
     "platform",
     "openapi",
+    "jwks",  # the webhook keys (webhooks.py)
 )
 OUTCOMES = ("ok", "model_error", "never_finish", "hold")
+WEBHOOK_FAULTS = ("delay", "duplicate", "redeliver", "drop", "reorder", "bad_signature", "payload_error")
+_WEBHOOK_RULE_KEYS = {"webhook", "endpoint", "times", "delay"}  # webhook faults (webhooks.py)
 _REQUEST_RULE_KEYS = {
     "route",
     "endpoint",
@@ -51,6 +55,11 @@ _OUTCOME_RULE_KEYS = {
     "job_seconds",
     "hold_queue",
 }
+
+
+def key_digest(key: str) -> str:
+    """What the records keep of the fal key a request carried (`record["key"]`): a digest, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -180,10 +189,14 @@ class SandboxState:
         self.storage = Storage()
         self.held: dict[str, threading.Event] = {}  # request id -> released, for jobs with outcome "hold"
         self.tokens: dict[str, float] = {}  # CDN bearer token -> expiry (epoch seconds)
+        self.token_keys: dict[str, str | None] = {}  # CDN bearer token -> digest of the key it was issued to
+        # Digests of the only fal keys accepted (accept_keys); None: any key, as by default
+        self.accepted_keys: set[str] | None = None
         self.uploads: dict[str, dict] = {}  # pending multipart / signed uploads
         self.base_url = ""  # set when the server starts
         # endpoint id -> endpoints.Endpoint: what the sandbox serves (set when it starts; reset() keeps it)
         self.endpoints: dict[str, Any] = {}
+        self.webhooks: Any = None  # webhooks.Webhooks: the signed webhooks it sends (set when it starts)
 
     # --- config -------------------------------------------------------------------------
 
@@ -210,8 +223,13 @@ class SandboxState:
     # --- faults -------------------------------------------------------------------------
 
     def add_fault(self, **rule: Any) -> dict:
-        """Adds a request fault (route/status/delay/reset) or a job outcome rule (outcome=...)."""
-        if "outcome" in rule:
+        """Adds a request fault (route/status/delay/reset), a job outcome rule (outcome=...) or a webhook
+        fault (webhook=..., see webhooks.py)."""
+        if "webhook" in rule:
+            unknown = set(rule) - _WEBHOOK_RULE_KEYS
+            if rule["webhook"] not in WEBHOOK_FAULTS:
+                raise ValueError(f"webhook must be one of {', '.join(WEBHOOK_FAULTS)}")
+        elif "outcome" in rule:
             unknown = set(rule) - _OUTCOME_RULE_KEYS
             if rule["outcome"] not in OUTCOMES:
                 raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -255,10 +273,17 @@ class SandboxState:
         return self._take(
             lambda r: (
                 "outcome" not in r
+                and "webhook" not in r
                 and r.get("route", "*") in ("*", route)
                 and self._endpoint_matches(r, endpoint_id)
             )
         )
+
+    def accept_keys(self, *keys: str) -> None:
+        """Accept only these fal keys from now on (another gets 401, as fal answers a wrong key); none
+        given: any key again. reset() accepts any key again."""
+        with self.lock:
+            self.accepted_keys = {key_digest(key) for key in keys} if keys else None
 
     def take_outcome(self, endpoint_id: str) -> dict | None:
         """The first job outcome rule matching this endpoint, consumed at submit time."""
@@ -276,6 +301,7 @@ class SandboxState:
             "request_id": None,
             "json": None,
             "status": None,
+            "key": None,  # key_digest of the fal key the request carried (through its CDN token for uploads)
             **entry,
         }
         with self.lock:
@@ -331,6 +357,9 @@ class SandboxState:
                 event.set()
             self.held.clear()
             self.config = replace(self._initial)
+            self.accepted_keys = None
+        if self.webhooks is not None:
+            self.webhooks.reset()
 
     def snapshot(self, what: str) -> Any:
         """JSON-ready copies for the HTTP control routes."""

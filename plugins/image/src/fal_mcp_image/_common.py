@@ -116,6 +116,95 @@ def normalised(image):
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
+# -- transparency -----------------------------------------------------------------------------
+# fal's image models work on RGB: an input's alpha channel is dropped (what was transparent comes out
+# as whatever colour hid under it, often black). Where the output keeps the input's geometry pixel for
+# pixel (upscale_image; inpaint_image outside the mask) the alpha is put back here; elsewhere the result
+# says it was lost.
+
+
+def alpha_of(image):
+    """Blocking: the image's alpha channel (mode L) if some pixel is not fully opaque, else None (an
+    alpha channel that hides nothing is no transparency)."""
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return None
+    alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
+    return alpha if alpha.getextrema()[0] < 255 else None
+
+
+def with_alpha(image, alpha):
+    """Blocking: `image` (a model's opaque output) with `alpha` scaled to its size as its alpha channel."""
+    from PIL import Image
+
+    restored = image.convert("RGBA")
+    restored.putalpha(alpha.resize(image.size, Image.Resampling.LANCZOS))
+    return restored
+
+
+def lost_transparency(alias: str) -> str:
+    return (
+        f"the input image has transparency, which {alias} does not keep: the output is opaque (what was "
+        "transparent came out filled, often black); remove_background can cut the subject out again"
+    )
+
+
+async def input_transparency(ctx: ToolContext, field: str, url: str):
+    """The alpha channel (alpha_of) of the image at `url`, fetched here; None also when it cannot be read
+    here (only a note depends on it: fal reads the input itself)."""
+    try:
+        image = await ctx.fetch_image(url)
+    except ToolError:
+        return None
+    return await in_worker((field,), alpha_of, image)
+
+
+async def restore_alpha(
+    ctx: ToolContext, output: GenerationOutput, alpha, alias: str, *, outside=None
+) -> None:
+    """Put the input's alpha channel back on each of `output`'s images (a model that dropped it, on an
+    output of the input's geometry): each becomes a PNG stored here in place of fal's, and a note says
+    so. `outside`: a mask (L, white = repainted) whose white parts stay opaque. Where an output cannot
+    take it (another aspect ratio, unreadable here), a note says its transparency was lost."""
+    for index, file in enumerate(output.files):
+        try:
+            made = await ctx.fetch_image(file.url)
+        except ToolError:
+            output.notes.append(lost_transparency(alias) + f" (output {index + 1} could not be read here)")
+            continue
+        if abs(made.width / made.height - alpha.width / alpha.height) > 0.01:
+            output.notes.append(lost_transparency(alias) + f" (output {index + 1} has another aspect ratio)")
+            continue
+        mask = alpha
+        if outside is not None:
+            mask = await in_worker(("mask_url",), _opaque_where, alpha, outside)
+        restored = await in_worker(("output",), with_alpha, made, mask)
+        stored = await upload_image(ctx, restored, "png", f"{_stem(file.url)}_alpha", ("output",))
+        output.files[index] = stored
+        output.notes.append(
+            f"{alias} drops transparency: the input's alpha channel was scaled to {made.width}x{made.height} "
+            f"and put back on its output {index + 1} here"
+            + (" (the repainted area opaque)" if outside is not None else "")
+            + f", stored as PNG ({stored.url}; fal's own output: {file.url})"
+        )
+
+
+def _opaque_where(alpha, mask):
+    """Blocking: `alpha` made opaque where `mask` (another size allowed) is white."""
+    from PIL import Image, ImageChops
+
+    white = (
+        mask.convert("L")
+        .resize(alpha.size, Image.Resampling.BILINEAR)
+        .point(lambda v: 255 if v >= 128 else 0)
+    )
+    return ImageChops.lighter(alpha, white)
+
+
+def _stem(url: str) -> str:
+    name = url.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:60] or "image"
+
+
 # -- images out ----------------------------------------------------------------------------
 
 
@@ -157,21 +246,33 @@ async def upload_image(
 
 
 async def transform(
-    ctx: ToolContext, work: Callable[..., Any], images: dict[str, Any], *, output_format: str, name: str
+    ctx: ToolContext,
+    work: Callable[..., Any],
+    images: dict[str, Any],
+    *,
+    output_format: str,
+    name: str,
+    notes: list[str] | None = None,
 ) -> OutputFile:
     """Load → transform → encode → upload. In one worker thread: each of `images` (keyed by the
     argument it came from) is `normalised`, `work(*images)` returns the PIL image to store, and that
-    is encoded. A failure names the input it happened on (all of them once they are combined)."""
+    is encoded. A failure names the input it happened on (all of them once they are combined). A
+    result with transparency asked for as JPEG is flattened on white, and `notes` says so."""
     import anyio
 
     fields = tuple(images)
 
-    def run() -> tuple[tuple[int, int], bytes]:
+    def run() -> tuple[tuple[int, int], bytes, bool]:
         ready = [guarded((field,), normalised, image) for field, image in images.items()]
         result = guarded(fields, work, *ready)
-        return result.size, guarded(fields, encode, result, output_format)
+        flattened = output_format == "jpeg" and alpha_of(result) is not None
+        return result.size, guarded(fields, encode, result, output_format), flattened
 
-    size, data = await anyio.to_thread.run_sync(run)
+    size, data, flattened = await anyio.to_thread.run_sync(run)
+    if flattened and notes is not None:
+        notes.append(
+            "JPEG has no transparency: the transparent parts were flattened on white (png or webp keep them)"
+        )
     return await _store(ctx, size, data, output_format, name)
 
 

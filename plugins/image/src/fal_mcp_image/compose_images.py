@@ -25,14 +25,15 @@ from fal_mcp import (
 
 from ._common import checked_size, local_output, read_images, report, transform
 
-Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center", "custom"]
+# fal's style (landscape_16_9): underscores. The hyphenated spelling (bottom-right) is taken too (ToolInput).
+Position = Literal["top_left", "top_right", "bottom_left", "bottom_right", "center", "custom"]
 
 
 class ComposeImagesInput(ToolInput):
     base_image_url: LocalMediaUrl = Field(description="The image underneath")
     overlay_image_url: LocalMediaUrl = Field(description="The image on top")
     position: Position = Field(
-        "bottom-right",
+        "bottom_right",
         description="custom: the overlay's top-left at x, y",
     )
     x: int | None = Field(
@@ -62,10 +63,10 @@ def place(args: ComposeImagesInput, base: tuple[int, int], overlay: tuple[int, i
     (width, height), (w, h), pad = base, overlay, args.padding
     right, bottom = width - w - pad, height - h - pad
     return {
-        "top-left": (pad, pad),
-        "top-right": (right, pad),
-        "bottom-left": (pad, bottom),
-        "bottom-right": (right, bottom),
+        "top_left": (pad, pad),
+        "top_right": (right, pad),
+        "bottom_left": (pad, bottom),
+        "bottom_right": (right, bottom),
         "center": ((width - w) // 2, (height - h) // 2),
         "custom": (args.x, args.y),
     }[args.position]
@@ -129,6 +130,7 @@ async def compose_images(args: ComposeImagesInput, ctx: ToolContext) -> ToolResu
         {"base_image_url": base, "overlay_image_url": overlay},
         output_format=args.output_format,
         name="composed",
+        notes=notes,
     )
     detail = (
         f"Overlay {size[0]}x{size[1]} at x={x}, y={y} ({args.position}) on the "

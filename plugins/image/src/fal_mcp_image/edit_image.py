@@ -19,7 +19,7 @@ from fal_mcp import (
     generation_output,
 )
 
-from ._common import report
+from ._common import input_transparency, lost_transparency, report
 
 
 class EditImageInput(ToolInput):
@@ -127,7 +127,11 @@ RECOMMENDATIONS = [
 async def edit_image(args: EditImageInput, ctx: ToolContext) -> ToolResult:
     model = ctx.model(args.model)
     result, call = await ctx.run_model(model, args)
-    return report("Edited", generation_output(model, result, call, prompt=args.instruction))
+    output = generation_output(model, result, call, prompt=args.instruction)
+    # The model makes a new picture: the input's transparency cannot be put back; said so.
+    if await input_transparency(ctx, "image_url", args.image_url) is not None:
+        output.notes.append(lost_transparency(model.alias))
+    return report("Edited", output)
 
 
 TOOL = Tool(

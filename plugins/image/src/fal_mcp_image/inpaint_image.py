@@ -23,7 +23,7 @@ from fal_mcp import (
     generation_output,
 )
 
-from ._common import checked_size, fetch_image, in_worker, report, upload_image
+from ._common import alpha_of, checked_size, fetch_image, in_worker, report, restore_alpha, upload_image
 
 
 class InpaintImageInput(ToolInput):
@@ -118,8 +118,12 @@ async def inpaint_image(args: InpaintImageInput, ctx: ToolContext) -> ToolResult
             f"the mask was {mask.width}x{mask.height}, the image {image.width}x{image.height}: "
             f"the mask was resized to match{how} and uploaded as {uploaded.url}"
         )
+    alpha = await in_worker(("image_url",), alpha_of, image)
     result, call = await ctx.run_model(model, args)
-    return report("Inpainted", generation_output(model, result, call, prompt=args.prompt, notes=notes))
+    output = generation_output(model, result, call, prompt=args.prompt, notes=notes)
+    if alpha is not None:  # what the mask keeps is the input, pixel for pixel: so is its transparency
+        await restore_alpha(ctx, output, alpha, model.alias, outside=mask)
+    return report("Inpainted", output)
 
 
 TOOL = Tool(

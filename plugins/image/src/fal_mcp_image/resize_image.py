@@ -40,10 +40,12 @@ from fal_mcp import (
 from ._common import (
     PACKAGE,
     HexColour,
+    alpha_of,
     checked_size,
     fetch_image,
     in_worker,
     local_output,
+    lost_transparency,
     normalised,
     report,
     transform,
@@ -296,13 +298,15 @@ def fill(image, size: tuple[int, int]):
     return crop(image, size, "center")
 
 
-def pad(image, size: tuple[int, int], colour: str):
+def pad(image, size: tuple[int, int], colour: str | None):
+    """Letterboxed on `colour` (opaque: so is the whole), or with `colour` None on transparent bars (the
+    image keeps its own transparency)."""
     from PIL import Image, ImageOps
 
     fitted = ImageOps.contain(image, size, Image.Resampling.LANCZOS).convert("RGBA")
-    canvas = Image.new("RGBA", size, colour)
+    canvas = Image.new("RGBA", size, colour or (0, 0, 0, 0))
     canvas.alpha_composite(fitted, ((size[0] - fitted.width) // 2, (size[1] - fitted.height) // 2))
-    return canvas.convert("RGB")  # the bars are opaque, so is the whole
+    return canvas if colour is None else canvas.convert("RGB")
 
 
 # -- the tool -----------------------------------------------------------------------------
@@ -371,16 +375,33 @@ async def resize_image(args: ResizeImageInput, ctx: ToolContext) -> ToolResult:
         refuse_long_prompt(args.background_prompt, prompt_field, model.alias)
     image = await ctx.read_image(args.image_url, field="image_url")  # extend: the URL fal will get
     notes = _unused(args)
-    if args.mode == "crop":
+    transparent = args.mode != "crop" and await in_worker(("image_url",), alpha_of, image) is not None
+    if args.mode == "crop":  # keeps the input's transparency (but in a JPEG: transform's note)
         work = partial(crop, size=size, focus=args.crop_focus)
     elif args.mode == "pad":
-        work = partial(pad, size=size, colour=args.background_color or "#000000")
+        colour = args.background_color
+        if transparent and colour is None and args.output_format != "jpeg":
+            notes.append(
+                "the input has transparency: kept, on transparent bars (background_color: opaque ones)"
+            )
+        else:
+            colour = colour or "#000000"
+            if transparent:
+                notes.append(f"the input's transparent parts were filled with the bars' colour, {colour}")
+        work = partial(pad, size=size, colour=colour)
     else:
         work = partial(fill, size=size)
     extended = await _outpaint(args, ctx, image, size, notes) if args.mode == "extend" else None
+    if extended and transparent:  # the outpainted borders are opaque, and so is what the model returns
+        notes.append(lost_transparency(extended[1].alias))
     source = {"output": extended[0]} if extended else {"image_url": image}  # what was resized
     file = await transform(
-        ctx, work, source, output_format=args.output_format, name=f"{args.target_format}_{size[0]}x{size[1]}"
+        ctx,
+        work,
+        source,
+        output_format=args.output_format,
+        name=f"{args.target_format}_{size[0]}x{size[1]}",
+        notes=notes,
     )
     if extended:
         output = generation_output(

@@ -27,7 +27,7 @@ from fal_mcp import (
     generation_output,
 )
 
-from ._common import PACKAGE, fetch_image, report
+from ._common import PACKAGE, alpha_of, fetch_image, in_worker, report, restore_alpha
 
 DEFAULT_SCALE = 2
 
@@ -130,6 +130,7 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
     factor_field = (model.input_schema() or {}).get("properties", {}).get("upscale_factor", {})
     args = args.model_copy(update={"scale": scale_for(model.alias, factor_field, args.scale)})
     source = await fetch_image(ctx, "image_url", args.image_url)
+    alpha = await in_worker(("image_url",), alpha_of, source)  # the models drop it: put back after
     expected = (source.width * args.scale, source.height * args.scale)
     result, call = await ctx.run_model(model, args)
     output = generation_output(model, result, call)
@@ -144,6 +145,8 @@ async def upscale_image(args: UpscaleImageInput, ctx: ToolContext) -> ToolResult
                 f"the output is {got[0]}x{got[1]}, not the expected "
                 f"{expected[0]}x{expected[1]} (input x{args.scale})"
             )
+    if alpha is not None:  # an upscale keeps the geometry: the alpha channel, scaled, fits it
+        await restore_alpha(ctx, output, alpha, model.alias)
     return report("Upscaled", output, details)
 
 

@@ -62,7 +62,8 @@ async def list_models(args: ListModelsInput, ctx: ToolContext) -> ToolResult:
         for e, _ in scored[: args.limit]
     ]
     listing = ModelListing(models=shown, matched=len(scored), note=note)
-    lines = [f"{len(shown)} of {len(scored)} matching models:"]
+    starred = " (* = highlighted in fal's catalogue)" if any(model.highlighted for model in shown) else ""
+    lines = [f"{len(shown)} of {len(scored)} matching models{starred}:" if shown else "No model matched."]
     for model in shown:
         names = f" [{', '.join(model.aliases)}]" if model.aliases else ""
         star = "* " if model.highlighted else ""

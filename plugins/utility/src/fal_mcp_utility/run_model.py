@@ -20,7 +20,10 @@ class RunModelInput(ToolInput):
 
 
 class RunModelOutput(GenerationOutput):
-    output: dict[str, Any] = Field(description="The endpoint's whole answer (long strings shortened)")
+    # A default: a call handed off before its job finished has no answer yet (runner.handoff_result).
+    output: dict[str, Any] = Field(
+        default_factory=dict, description="The endpoint's whole answer (long strings shortened)"
+    )
 
 
 def _shorten(value: Any) -> Any:
