@@ -66,7 +66,8 @@ async def test_generate_image_over_http_with_progress(mode):
             )
     assert not result.is_error, result.content[0].text
     assert result.structured_content["files"][0]["width"] == 1024
-    assert messages and messages[-1] == "Done" and any(m.startswith("Running") for m in messages)
+    # fal's own statuses depend on how far the job got before it was followed; these two do not
+    assert messages and messages[0].startswith("Recorded as job") and messages[-1] == "Done", messages
 
 
 async def test_generate_image_over_sse():

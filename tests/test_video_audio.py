@@ -761,7 +761,8 @@ async def test_every_tool_over_stdio(thread_sandbox, stdio_env, tmp_path):
             output = result.structured_content
             (sent,) = [s for s in thread_sandbox.state.submissions if s["request_id"] == output["request_id"]]
             assert sent["endpoint_id"] == endpoint == output["endpoint"]
-            assert progress[-1] == "Done" and any(m.startswith("Running") for m in progress)
+            # fal's own statuses depend on how far the job got before it was followed; these two do not
+            assert progress[0].startswith("Recorded as job") and progress[-1] == "Done", progress
             (file,) = output["files"]
             links = [c for c in result.content if c.type == "resource_link"]
             assert [(str(link.uri), link.mime_type) for link in links] == [
