@@ -47,7 +47,11 @@ def test_private_helpers_we_use_keep_their_shape():
     handle_fields = {f for f in client.AsyncRequestHandle.__dataclass_fields__}
     assert {"request_id", "response_url", "status_url", "cancel_url", "client"} <= handle_fields
     assert "_client" in client.AsyncClient.__dict__  # the lazily created httpx client we replace
-    assert "transport" in inspect.signature(client.AsyncBackupDomainTransport).parameters
+    # fal_client's backup-domain policy, reused by falclient's transport (AsyncBackupDomainTransport's pieces)
+    assert {"fal.run", "queue.fal.run"} <= set(client._BACKUP_DOMAINS)
+    for name in ("_limit_connect_timeout", "_fallback_url", "_backup_request", "_log_backup"):
+        assert callable(getattr(client, name)), name
+    assert "_backup_request(request)" in inspect.getsource(client.AsyncBackupDomainTransport)
     assert isinstance(client.USER_AGENT, str)
     source = inspect.getsource(client.AsyncClient)
     assert "await self._client" in source and '"Authorization": auth.header_value' in source

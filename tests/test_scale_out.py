@@ -116,7 +116,18 @@ def replica(env: dict[str, str], log: Path):
     """`fal-mcp serve --transport http` on a free port, its stderr in `log`; yields once it listens."""
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fal_mcp.cli", "serve", "--transport", "http", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "fal_mcp.cli",
+                "serve",
+                "--transport",
+                "http",
+                "--port",
+                "0",
+                "--workers",
+                "1",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=sink,

@@ -33,9 +33,9 @@ WORKERS = 10
 FAULT_EVERY = 20  # fal requests: one in 20 gets a fault (5%)
 MAX_RSS_GROWTH = 50 * 1024 * 1024
 CALL_GUARD = 90  # seconds: a call not answered by then counts as lost
-# Connections to fal the server may keep open when idle: its pools, which are bounded.
-# (The downloads client keeps up to 20 alive.)
-IDLE_POOLS = falclient.POOL_CONNECTIONS + falclient.STREAM_KEEP_ALIVE + 20
+# Connections to fal the server may keep open when idle: its pools, which are bounded (the fal client's
+# and the downloads client's each keep up to POOL_CONNECTIONS idle per host).
+IDLE_POOLS = 2 * falclient.POOL_CONNECTIONS
 FAULTS = [
     dict(route="status", status=500),
     dict(route="status", status=429, retry_after=0.05),

@@ -160,7 +160,41 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ, host=args.host, port=args.port, stateless=True if args.stateless else None
         )
         http_settings.check_exposure()  # before anything starts
-        _check_listen(http_settings.host, http_settings.port)
+        from .supervisor import default_workers, in_memory
+
+        workers = args.workers if args.workers is not None else default_workers(http_settings.stateless)
+        explicit = args.workers is not None or bool(os.environ.get("FAL_MCP_WORKERS", "").strip())
+        if workers > 1 and not explicit and in_memory(settings.store_url):
+            workers = 1  # by default only: workers could not share a job store in one process's memory
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: at least 1")
+        if workers > 1 and transport != "http":
+            if args.workers is not None or os.environ.get("FAL_MCP_WORKERS", "").strip():
+                raise ConfigError(
+                    f"--workers {workers} needs --transport http: the {transport} transport keeps each "
+                    "client's stream in one process"
+                )
+            workers = 1
+        if workers > 1:  # a supervisor of worker processes sharing one socket (supervisor.py)
+            from .supervisor import supervise
+
+            if not http_settings.stateless:
+                print(
+                    f"fal-mcp: {workers} worker processes: streamable HTTP runs stateless (a session lives in "
+                    "one process, a client's next request may reach another); --workers 1 keeps sessions",
+                    file=sys.stderr,
+                )
+            return supervise(
+                count=workers,
+                host=http_settings.host,
+                port=http_settings.port,
+                sandbox=args.sandbox,
+                store_url=settings.store_url,
+                serve_args=[],
+                listen_error=lambda exc: _listen_error(http_settings.host, http_settings.port, exc),
+            )
+        if not os.environ.get("FAL_MCP_LISTEN_FD", "").strip():  # a worker's socket is its supervisor's
+            _check_listen(http_settings.host, http_settings.port)
     registry = _registry(settings)
     active = [pack.name for pack in registry.packs if pack.status == "active"]
     log.info("serving %d tools from packs: %s", len(registry.tools), ", ".join(active) or "none")
@@ -225,7 +259,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 await sandbox.stop()
 
     try:
-        anyio.run(main, backend="asyncio")
+        anyio.run(main, backend="asyncio", backend_options=_loop_options(transport))
     except BaseException as exc:
         taken = [
             leaf for leaf in _leaves(exc) if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE
@@ -234,6 +268,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             raise _listen_error(http_settings.host, http_settings.port, taken[0]) from None
         raise
     return 0
+
+
+def _loop_options(transport: str) -> dict:
+    """uvloop for the network transports when it is installed (a core dependency: its event loop's
+    scheduling and socket handling cost a fraction of asyncio's pure-Python ones); FAL_MCP_UVLOOP=0
+    keeps asyncio's own loop. stdio keeps asyncio's (its reads run in a thread anyway)."""
+    if transport == "stdio" or os.environ.get("FAL_MCP_UVLOOP", "").strip().lower() in ("0", "false", "no"):
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 async def _stop_on_signal(scope, relay: _TerminalRelay | None = None, *, task_status=None) -> None:
@@ -507,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--stateless",
         action="store_true",
         help="streamable HTTP without sessions, for several replicas behind a load balancer",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes behind one port, for --transport http (default FAL_MCP_WORKERS, else the "
+        "number of cores with --stateless, else 1); with more than 1, streamable HTTP runs stateless",
     )
     serve.set_defaults(run=cmd_serve)
     plugins = commands.add_parser("plugins", help="list installed packs and their status")

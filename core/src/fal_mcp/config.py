@@ -16,6 +16,8 @@ DEFAULT_URLS = {
     "rest": "https://rest.fal.ai",
     "cdn": "https://v3.fal.media",
     "platform": "https://api.fal.ai/v1",
+    # fal's webhook signing keys (webhooks.py), FAL_MCP_WEBHOOK_JWKS_URL
+    "webhook_jwks": "https://rest.alpha.fal.ai/.well-known/jwks.json",
 }
 DEFAULT_TIMEOUT = 300.0
 # Long-running categories get more time unless FAL_MCP_TIMEOUT_<CATEGORY> says otherwise.
@@ -132,6 +134,13 @@ class Settings:
     # The key sealing the state a 2026-era client carries between the rounds of one call (replicas must
     # share it); None: derived from the fal key, or made at start when there is none.
     state_key: str | None = field(default=None, repr=False)
+    # Where fal can reach this deployment (FAL_MCP_PUBLIC_URL): when set, jobs are submitted with a
+    # webhook to <public_url>/fal/webhook and followed by it (webhook_jobs.py), holding no connection.
+    public_url: str | None = None
+    # A job followed by webhook: fal's status is asked every this many seconds (progress, and whether it
+    # is done); once fal says it is done, its webhook is waited for this long before the result is fetched.
+    webhook_check: float = 30.0
+    webhook_grace: float = 30.0
     # Other secrets of this deployment (bearer token, key parts), kept out of every message and log.
     other_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -176,6 +185,9 @@ class Settings:
             lease_ttl=number_setting(env, "FAL_MCP_LEASE_TTL", 10.0, 0.3),
             sweep_interval=number_setting(env, "FAL_MCP_SWEEP_INTERVAL", 5.0, 0.05),
             state_key=env.get("FAL_MCP_STATE_KEY", "").strip() or None,
+            public_url=_public_url(env),
+            webhook_check=number_setting(env, "FAL_MCP_WEBHOOK_CHECK_INTERVAL", 30.0, 0.05),
+            webhook_grace=number_setting(env, "FAL_MCP_WEBHOOK_GRACE", 30.0, 0),
             other_secrets=tuple(env[name].strip() for name in SECRET_VARIABLES if env.get(name, "").strip()),
         )
 
@@ -185,6 +197,11 @@ class Settings:
 
     def timeout_for(self, category: str) -> float:
         return self.category_timeouts.get(category, self.timeout)
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where fal POSTs the outcome of the jobs this deployment submits; None: no webhooks."""
+        return f"{self.public_url}/fal/webhook" if self.public_url else None
 
 
 def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -225,6 +242,32 @@ def _keys_file(env: Mapping[str, str]) -> str | None:
     raw = env.get("FAL_MCP_KEYS_FILE", "").strip()
     # not resolved: a rotation may swap a link on its path (as Kubernetes secret volumes do)
     return os.path.abspath(os.path.expanduser(raw)) if raw else None
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """FAL_MCP_PUBLIC_URL: an https URL without query or fragment (http only for a loopback host, for
+    tests and a local sandbox), kept without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    raw = env.get("FAL_MCP_PUBLIC_URL", "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(f"FAL_MCP_PUBLIC_URL={raw!r} is not a URL") from None
+    loopback = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+    if not host or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(
+            f"FAL_MCP_PUBLIC_URL={raw!r} must be a plain URL: scheme, host, optional port and path"
+        )
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ConfigError(
+            f"FAL_MCP_PUBLIC_URL={raw!r} must start with https:// (plain http only for a loopback address)"
+        )
+    return raw.rstrip("/")
 
 
 def _handoff(env: Mapping[str, str]) -> float | None:

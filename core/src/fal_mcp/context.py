@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .fal_keys import FalKey
     from .gateway import FalGateway, FalResult
     from .media import Fetched
+    from .outputs import OutputFile
     from .plugins import Registry
     from .runner import Call, Replay
     from .server import ToolTable
@@ -81,11 +82,7 @@ class ToolContext:
     async def run(self, endpoint_id: str, arguments: dict[str, Any]) -> FalResult:
         """Run a fal endpoint through the queue, with progress and this tool's timeout. The job is
         recorded in the job store once fal accepts it; it is cancelled only if the client cancels."""
-        import anyio
-
-        from .fal_keys import KeyRefused
-        from .gateway import NotSubmitted
-        from .spending import Spend, approve, refund
+        from .spending import Spend
 
         if self.job is not None:  # finishing a job whose fal output is in hand already
             replayed = self.job.take(endpoint_id)
@@ -94,6 +91,32 @@ class ToolContext:
                 self.spent.append((spend, arguments, replayed.data))
                 return replayed
         call = self.call
+        # Admission before payment: a place among the calls in flight, so that what fal accepts can be
+        # followed to its end (admission.py); refused with "busy, retry" before anything is sent. A call
+        # holds its place until it ends (runner.py), through all its fal requests.
+        admission = getattr(getattr(self.table, "runner", None), "admission", None)
+        held_here = False
+        if admission is not None and not (call is not None and call.admitted):
+            admission.admit()
+            if call is not None:
+                call.admitted = True
+            else:
+                held_here = True
+        try:
+            return await self._run_admitted(endpoint_id, arguments, call)
+        finally:
+            if held_here and admission is not None:
+                admission.release()
+
+    async def _run_admitted(
+        self, endpoint_id: str, arguments: dict[str, Any], call: Call | None
+    ) -> FalResult:
+        import anyio
+
+        from .fal_keys import KeyRefused
+        from .gateway import NotSubmitted
+        from .spending import approve, refund
+
         spend = await approve(self, endpoint_id, arguments)  # limits, consent, budget: before submitting
         submitted = False
 
@@ -185,6 +208,7 @@ class ToolContext:
         decompression bombs and formats outside media.IMAGE_FORMATS. Errors as `read_media`'s."""
         import anyio
 
+        from . import memory
         from .errors import ArgumentError, shown
         from .media import MAX_PIXELS, MediaError, is_remote, open_image
 
@@ -194,9 +218,12 @@ class ToolContext:
             where = "in the data: URI" if value.startswith("data:") else shown(value, 200)
         fetched = await self.read_media(value, field=field)
         try:
-            return await anyio.to_thread.run_sync(open_image, fetched.data, max_pixels or MAX_PIXELS)
+            image = await anyio.to_thread.run_sync(open_image, fetched.data, max_pixels or MAX_PIXELS)
         except MediaError as exc:
             message = f"could not read the image {where}: {exc}"
+        else:
+            memory.large_work_done(image.width * image.height * len(image.getbands()))
+            return image
         raise ArgumentError(field, message) if field else ToolError(message, kind="refused")
 
     async def ledger(self, first_day: str, last_day: str) -> list[dict[str, Any]]:
@@ -225,6 +252,30 @@ class ToolContext:
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Store bytes on fal storage (with the call's fal key); returns the URL."""
         return await self.gateway.upload(data, content_type, file_name, key=self.fal_key)
+
+    def preview_of(
+        self, image: Image, data: bytes | None = None, mime: str | None = None
+    ) -> tuple[bytes, str] | None:
+        """Blocking (call it in the worker thread that made `image`): the inline preview of an image made
+        here, from the image in memory, never decoding its encoded file (`data`, of type `mime`: passed
+        through when small enough, as for any output) or downloading it again; None when inline previews
+        are off or it cannot be made. Give it to the output file with `with_preview`."""
+        from .delivery import preview_of
+        from .media import MediaError
+
+        if not self.settings.inline_previews:
+            return None
+        try:
+            return preview_of(image, data, mime)
+        except MediaError:
+            return None  # delivered as any output then: fetched, and a note if that fails too
+
+    @staticmethod
+    def with_preview(file: OutputFile, preview: tuple[bytes, str] | None) -> OutputFile:
+        """`file` (an output made here), carrying its preview (`preview_of`): the core shows that one
+        instead of downloading and decoding the file again."""
+        file._preview = preview
+        return file
 
     async def fetch(self, url: str, max_bytes: int | None = None) -> Fetched:
         """Download a file for local work, with the core's limits and address checks.

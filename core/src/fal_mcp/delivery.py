@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import memory
 from .media import MediaError, download, fetch, open_image
 from .outputs import GenerationOutput, OutputFile
 
@@ -35,32 +36,65 @@ def _is_image(file: OutputFile) -> bool:
 def make_preview(data: bytes) -> tuple[bytes, str]:
     """The image scaled to at most PREVIEW_SIDE a side and re-encoded to stay under PREVIEW_BYTES.
     Blocking (PIL): run it in a worker thread. Raises MediaError only: the caller makes it a note."""
-    import io
-
     # Decoded in full even when it is passed through untouched: a truncated or corrupt file must get
     # a note, not be shown as a broken preview. open_image raises MediaError only.
     image = open_image(data)
+    return preview_of(image, data, f"image/{(image.format or '').lower()}")
+
+
+def preview_of(image, data: bytes | None = None, mime: str | None = None) -> tuple[bytes, str]:
+    """The preview of an image in memory (PIL), as make_preview makes it from a file, without decoding
+    anything: for an image made here, from the image itself rather than its encoded output. `data` and
+    `mime`: the image's encoded file (passed through as the preview when it is a small enough PNG or
+    JPEG). `image` is not changed. Blocking (PIL). Raises MediaError only."""
+    import io
+
     try:
-        fits = max(image.size) <= PREVIEW_SIDE and len(data) <= PREVIEW_BYTES
-        if fits and image.format in ("JPEG", "PNG"):
-            return data, f"image/{image.format.lower()}"  # already a fine preview: no re-encoding
-        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-        has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
-        side = max(image.size)
+        fits = max(image.size) <= PREVIEW_SIDE and data is not None and len(data) <= PREVIEW_BYTES
+        if fits and data is not None and mime in ("image/jpeg", "image/png"):
+            return data, mime  # already a fine preview: no re-encoding
+        side = PREVIEW_SIDE
+        shrunk = _shrunk(image, side)
+        has_alpha = shrunk.mode in ("RGBA", "LA") or (shrunk.mode == "P" and "transparency" in shrunk.info)
         while True:
             buffer = io.BytesIO()
             if has_alpha:
-                image.save(buffer, "PNG", optimize=True)
+                shrunk.save(buffer, "PNG", optimize=True)
                 mime = "image/png"
             else:
-                image.convert("RGB").save(buffer, "JPEG", quality=85)
+                (shrunk if shrunk.mode == "RGB" else shrunk.convert("RGB")).save(buffer, "JPEG", quality=85)
                 mime = "image/jpeg"
             if buffer.tell() <= PREVIEW_BYTES or side <= 64:
                 return buffer.getvalue(), mime
             side = int(side * 0.7)
-            image.thumbnail((side, side))
+            shrunk = _shrunk(shrunk, side)
     except Exception as exc:  # whatever PIL meets scaling or encoding it: no preview, not a failed call
         raise MediaError(f"it could not be made into a preview ({type(exc).__name__}: {exc})") from None
+
+
+def _shrunk(image, side: int):
+    """A new image: `image` scaled as `Image.thumbnail((side, side))` scales it in place (the same size,
+    filter and reducing gap: the same pixels), without copying it first; a copy if it fits already."""
+    import math
+
+    from PIL import Image
+
+    width, height = image.size
+    if side >= width and side >= height:
+        return image.copy()
+    aspect = width / height  # Image.thumbnail's own arithmetic (Pillow's preserve_aspect_ratio)
+
+    def round_aspect(number: float, key) -> int:
+        return max(min(math.floor(number), math.ceil(number), key=key), 1)
+
+    x = y = side
+    if x / y >= aspect:
+        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
+    else:
+        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
+    if (x, y) == image.size:
+        return image.copy()
+    return image.resize((x, y), Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:
@@ -129,9 +163,12 @@ async def deliver(
             try:
                 target = Path(settings.output_dir) / _file_name(tool, output.request_id, index, file)
                 file.local_path = str(await save(file.url, target, trusted_urls=trusted, http=http))
+                memory.large_work_done(Path(file.local_path).stat().st_size)
             except Exception as exc:  # the generation succeeded: report, do not fail the call
                 output.notes.append(f"file {index + 1} was not saved to {settings.output_dir}: {exc}")
-        if settings.inline_previews and _is_image(file):
+        if settings.inline_previews and _is_image(file) and file._preview is not None:
+            previews.append(file._preview)  # made here from the image in memory: nothing to fetch
+        elif settings.inline_previews and _is_image(file):
             try:
                 data = (
                     Path(file.local_path).read_bytes()
@@ -139,6 +176,7 @@ async def deliver(
                     else (await fetch(file.url, trusted_urls=trusted, http=http)).data
                 )
                 previews.append(await anyio.to_thread.run_sync(make_preview, data))
+                memory.large_work_done(len(data))
             except MediaError as exc:
                 output.notes.append(f"no preview of image {index + 1}: {exc}")
     return previews

@@ -27,6 +27,8 @@ from .fal_keys import ClientPool, FalKey, KeyRefused, missing_key_message
 if TYPE_CHECKING:
     import httpx
 
+    from .uploads import OpenFile, Source
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
@@ -124,8 +126,9 @@ class FalGateway:
         self._cached: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self._downloads: httpx.AsyncClient | None = None
         self._streams_supported = True
-        # Requests to fal in flight at once; more wait their turn (see falclient.POOL_CONNECTIONS).
-        self._in_flight = anyio.CapacityLimiter(falclient.MAX_IN_FLIGHT)
+        # Jobs followed by fal's webhooks (webhook_jobs.WebhookJobs), set by the ToolTable when
+        # FAL_MCP_PUBLIC_URL is; None: each job is followed by a status stream.
+        self.webhooks: Any = None
 
     async def __aenter__(self) -> FalGateway:
         return self
@@ -146,9 +149,8 @@ class FalGateway:
         """One httpx client for downloading media (previews, local image work, saved outputs).
         It never follows redirects by itself: media.download checks every hop."""
         if self._downloads is None:
-            import httpx
-
-            self._downloads = httpx.AsyncClient(follow_redirects=False, timeout=60)
+            # falclient's lean client (a pool without per-request rescans, no cookie jar), no credentials
+            self._downloads = falclient.http_client(follow_redirects=False, timeout=60)
         return self._downloads
 
     @property
@@ -181,9 +183,7 @@ class FalGateway:
 
     # -- retries -----------------------------------------------------------------
 
-    async def _call(
-        self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool, limited: bool = True
-    ) -> Any:
+    async def _call(self, kind: str, operation: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
         """Run one fal request with our retry policy.
 
         429 and 502-504 are retried for every request (the request was not
@@ -196,10 +196,7 @@ class FalGateway:
         for attempt in range(self.settings.max_retries + 1):
             self.stats.count(kind)
             try:
-                if not limited:  # a status stream holds its connection for the whole job
-                    return await operation()
-                async with self._in_flight:
-                    return await operation()
+                return await operation()
             except FalClientHTTPError as exc:
                 status = exc.status_code
                 retryable = status in (429, 502, 503, 504) or (idempotent and status >= 500)
@@ -276,14 +273,24 @@ class FalGateway:
                 # Shielded: a cancel arriving while fal takes the job waits until its request id is known
                 # and recorded, so the job can then be cancelled instead of running on unseen.
                 with anyio.CancelScope(shield=True), anyio.fail_after(min(timeout, SUBMIT_TIMEOUT)):
+                    webhooks = self.webhooks  # FAL_MCP_PUBLIC_URL: fal pushes the outcome (webhook_jobs.py)
                     submitted = await self._call(
-                        "submit", lambda: client.submit(endpoint_id, arguments), idempotent=False
+                        "submit",
+                        lambda: client.submit(
+                            endpoint_id, arguments, webhook_url=webhooks.url if webhooks else None
+                        ),
+                        idempotent=False,
                     )
                     handle = submitted
                     if on_submit is not None:
                         await on_submit(submitted.request_id)
-                logs = await self._follow(client, submitted, reporter)
-                data = await self._call("result", lambda: falclient.fetch_result(submitted), idempotent=True)
+                if webhooks is not None:  # no connection held while it runs
+                    data, logs = await webhooks.wait(self, submitted, reporter)
+                else:
+                    logs = await self._follow(client, submitted, reporter)
+                    data = await self._call(
+                        "result", lambda: falclient.fetch_result(submitted), idempotent=True
+                    )
             return FalResult(endpoint_id, submitted.request_id, data, logs)
         except TimeoutError:
             cancelled = ""
@@ -413,7 +420,6 @@ class FalGateway:
                     "status",
                     lambda: self._follow_stream(client, handle, reporter),
                     idempotent=True,
-                    limited=False,
                 )
             except falclient.StreamUnsupported:
                 self._streams_supported = False
@@ -425,9 +431,12 @@ class FalGateway:
             await anyio.sleep(self.settings.poll_interval)
 
     async def _follow_stream(self, client, handle, reporter: _Reporter) -> tuple[str, ...]:
-        async for status in falclient.stream_status(client, handle):
-            if await self._completed(handle, status, reporter):
-                return reporter.logs
+        from contextlib import aclosing
+
+        async with aclosing(falclient.stream_status(client, handle)) as statuses:
+            async for status in statuses:
+                if await self._completed(handle, status, reporter):
+                    return reporter.logs
         raise ConnectionResetError("fal's status stream ended before the job completed")
 
     async def _completed(self, handle, status, reporter: _Reporter) -> bool:
@@ -485,16 +494,40 @@ class FalGateway:
     async def upload(
         self, data: bytes, content_type: str, file_name: str | None = None, *, key: FalKey | None = None
     ) -> str:
-        """Store `data` on fal's CDN; return its URL."""
+        """Store `data` on fal's CDN; return its URL. fal_client's protocol (uploads.py), with bodies that
+        hold no reference to `data` once sent (fal_client's keep it until the cycle collector runs)."""
+        from . import memory, uploads
+
+        source = uploads.InMemory(file_name, data)
         try:
             async with self.leased(key) as client:
                 return await self._call(
-                    "upload", lambda: client.upload(data, content_type, file_name), idempotent=True
+                    "upload", lambda: uploads.upload_file(client, source, content_type), idempotent=True
                 )
         except KeyRefused:
             raise
         except Exception as exc:
             raise self._error(exc, "fal storage") from None
+        finally:
+            memory.large_work_done(len(data))
+
+    async def upload_file(self, file: Source, content_type: str, *, key: FalKey | None = None) -> str:
+        """Store an opened local file on fal's CDN, streamed from disk a chunk or part at a time
+        (uploads.py: never the whole file in memory); return its URL. MediaError if the file shrank."""
+        from . import memory, uploads
+        from .media import MediaError
+
+        try:
+            async with self.leased(key) as client:
+                return await self._call(
+                    "upload", lambda: uploads.upload_file(client, file, content_type), idempotent=True
+                )
+        except (KeyRefused, MediaError):
+            raise
+        except Exception as exc:
+            raise self._error(exc, "fal storage") from None
+        finally:
+            memory.large_work_done(file.size)
 
     async def upload_once(
         self, data: bytes, content_type: str, file_name: str | None = None, *, key: FalKey | None = None
@@ -503,18 +536,31 @@ class FalGateway:
         same content wait for the first instead of uploading it again."""
         import hashlib
 
-        digest = (key.digest if key is not None else "", hashlib.sha256(data).hexdigest())
+        if len(data) > 1024 * 1024:  # hashing megabytes: off the event loop (hashlib lets go of the GIL)
+            hashed = (await anyio.to_thread.run_sync(hashlib.sha256, data)).hexdigest()
+        else:
+            hashed = hashlib.sha256(data).hexdigest()
+        digest = (key.digest if key is not None else "", hashed)
+        return await self._once(digest, lambda: self.upload(data, content_type, file_name, key=key))
+
+    async def upload_file_once(self, file: OpenFile, content_type: str, *, key: FalKey | None = None) -> str:
+        """`upload_file`, once per content and key as `upload_once` (the file hashed from disk first, in a
+        worker thread)."""
+        digest = (key.digest if key is not None else "", await anyio.to_thread.run_sync(file.sha256))
+        return await self._once(digest, lambda: self.upload_file(file, content_type, key=key))
+
+    async def _once(self, digest: tuple[str, str], upload: Callable[[], Awaitable[str]]) -> str:
         known = self._uploaded.get(digest)
         if isinstance(known, str):
             self._uploaded.move_to_end(digest)
             return known
         if known is not None:  # an upload of this content is under way: wait for its outcome
             await known.wait()
-            return await self.upload_once(data, content_type, file_name, key=key)
+            return await self._once(digest, upload)
         done = anyio.Event()
         self._uploaded[digest] = done
         try:
-            url = await self.upload(data, content_type, file_name, key=key)
+            url = await upload()
         except BaseException:
             del self._uploaded[digest]  # the waiters try again themselves
             raise

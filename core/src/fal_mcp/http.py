@@ -402,6 +402,90 @@ def principal_resolver(settings: HttpSettings):
     return principal_of, owner_of
 
 
+def worker_identity() -> dict[str, int] | None:
+    """This process's place among `fal-mcp serve --workers N` (set by the supervisor, cli.py), else None."""
+    import os
+
+    index, count = os.environ.get("FAL_MCP_WORKER_INDEX", ""), os.environ.get("FAL_MCP_WORKER_COUNT", "")
+    if not (index.isdigit() and count.isdigit()):
+        return None
+    return {"index": int(index), "of": int(count), "pid": os.getpid()}
+
+
+def health_payload(table, settings: HttpSettings, transports: tuple[str, ...]) -> dict:
+    """What GET /health answers (both by FastHealth and by the app's own route)."""
+    import os
+
+    packs = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version}
+        for p in table.registry.packs
+        if p.status == "active"
+    ]
+    admission = getattr(getattr(table, "runner", None), "admission", None)
+    payload = {
+        "status": "ok",
+        "packs": packs,
+        "tools": len(table.registry.tools),
+        "transports": list(transports),
+        "stateless": settings.stateless,
+        "calls_in_flight": table.calls_in_flight,
+        "worker": worker_identity() or {"index": 0, "of": 1, "pid": os.getpid()},
+    }
+    if admission is not None:
+        payload["fal_calls_in_flight"] = admission.in_flight
+        payload["max_calls_in_flight"] = admission.limit
+        payload["refused_busy"] = admission.refused
+    return payload
+
+
+class FastHealth:
+    """ASGI wrapper answering GET /health before any other middleware or routing (no body to read, no
+    token needed, the same Host check as Guard), so a busy server still answers it at once. A request
+    with an Origin header (CORS, and Guard's Origin check) takes the ordinary path."""
+
+    def __init__(self, app, table, settings: HttpSettings, transports: tuple[str, ...]) -> None:
+        self.app = app
+        self.table = table
+        self.settings = settings
+        self.transports = transports
+        self.hosts = settings.host_patterns()
+        worker = worker_identity()
+        # With --workers, every answer names the worker that gave it (X-Fal-Mcp-Worker: its index)
+        self.worker = (b"x-fal-mcp-worker", str(worker["index"]).encode()) if worker else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.worker is not None and scope["type"] == "http":
+            original, worker = send, self.worker
+
+            async def send(message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), worker]}
+                await original(message)
+
+        if scope["type"] == "http" and scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
+            host = origin = None
+            for key, value in scope["headers"]:
+                if key == b"host":
+                    host = value.decode("latin-1")
+                elif key == b"origin":
+                    origin = value
+            if origin is None and host is not None and _matches(host, self.hosts):
+                body = json.dumps(health_payload(self.table, self.settings, self.transports)).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+                return
+        await self.app(scope, receive, send)
+
+
 def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse")):
     """A Starlette app serving `table` over the given HTTP transports, plus /health."""
     import contextlib
@@ -425,21 +509,7 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
     routes: list = []
 
     async def health(request):
-        packs = [
-            {"name": p.name, "distribution": p.distribution, "version": p.version}
-            for p in table.registry.packs
-            if p.status == "active"
-        ]
-        return JSONResponse(
-            {
-                "status": "ok",
-                "packs": packs,
-                "tools": len(table.registry.tools),
-                "transports": list(transports),
-                "stateless": settings.stateless,
-                "calls_in_flight": table.calls_in_flight,
-            }
-        )
+        return JSONResponse(health_payload(table, settings, transports))
 
     routes.append(Route("/health", health, methods=["GET"]))
     if settings.oauth_issuer:
@@ -491,6 +561,11 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
                 expose_headers=["Mcp-Session-Id"],
             ),
         )
+    webhooks = getattr(table, "webhooks", None)
+    if webhooks is not None:  # POST /fal/webhook: fal's signature is its only check (webhook_jobs.py)
+        from .webhook_jobs import WebhookRoute
+
+        middleware.insert(0, Middleware(WebhookRoute, webhooks=webhooks))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
@@ -524,14 +599,42 @@ def bounded_protocol(settings: HttpSettings):
     - its body must arrive within body_timeout of its headers, else the client is answered 408 (if
       nothing was answered yet) and the connection closed; the app sees a disconnect;
     - above max_connections, a new connection closes the one that has waited longest with no
-      request in progress (headers not complete yet, or idle between requests), so connections
-      that never send a request cannot lock others out. When every connection has a request in
-      progress, uvicorn's limit_concurrency answers the new request 503.
+      request in progress (headers not complete yet, or idle between requests) if that one has waited
+      at least `evict_after` (1 s, or a tenth of header_timeout if less), so connections that never
+      send a request cannot lock others out; otherwise (a burst of new clients, or every connection
+      busy) the new connection's request is answered 503 with Retry-After and the connection closed;
+      beyond max_connections plus a margin (admission.overflow_for) a new connection is closed at
+      once, so a flood cannot take the descriptors calls in flight need.
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    waiting: dict = {}  # connections with no request in progress, longest-waiting first
+    from .admission import overflow_for
+
+    waiting: dict = {}  # connections with no request in progress -> since when, longest-waiting first
+    evict_after = min(1.0, settings.header_timeout / 10)
+    hard_cap = settings.max_connections + overflow_for(settings.max_connections)  # at the budgeted limit
+    retry_after = b"1"
+
+    async def busy(scope, receive, send) -> None:
+        # the request's (small, bounded) body is read first: closing with unread bytes would reset the
+        # connection, and the client could lose the 503 with it
+        while (await receive()).get("more_body", False):
+            pass
+        body = json.dumps({"error": "The server is at its connection limit: retry in a moment"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", retry_after),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     class BoundedH11Protocol(H11Protocol):
         def __init__(self, *args, **kwargs) -> None:
@@ -543,14 +646,24 @@ def bounded_protocol(settings: HttpSettings):
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            count = len(self.connections)
+            if count > hard_cap:
+                log.debug("connection limit and its margin reached: closing a new connection at once")
+                self._upgraded = True  # no deadlines: it is gone
+                self.transport.abort()
+                return
             self._watch(headers_due=True)
-            if len(self.connections) > settings.max_connections:
+            if count > settings.max_connections:
                 oldest = next(iter(waiting), self)
-                if oldest is not self:
+                if oldest is not self and self.loop.time() - waiting[oldest] >= evict_after:
                     log.debug(
                         "connection limit reached: closing the longest-waiting connection without a request"
                     )
                     oldest._close()
+                else:
+                    log.debug("connection limit reached: answering 503 to a new connection")
+                    waiting.pop(self, None)  # never closed to make room: it is answered and closed
+                    self.app = busy
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -576,8 +689,8 @@ def bounded_protocol(settings: HttpSettings):
             if (state, self.cycle) != self._phase:  # a new phase of the connection: a new deadline
                 self._stop()
                 self._phase = (state, self.cycle)
-                if state is h11.IDLE:
-                    waiting[self] = None
+                if state is h11.IDLE and self.app is not busy:
+                    waiting[self] = self.loop.time()
             if self._deadline is None:
                 if state is h11.SEND_BODY:
                     self._deadline = self.loop.call_later(settings.body_timeout, self._expired)
@@ -647,37 +760,345 @@ def raise_open_files_limit(wanted: int = 65536) -> int | None:
     return target
 
 
+LISTEN_FD_VARIABLE = "FAL_MCP_LISTEN_FD"  # a listening socket inherited from the supervisor (cli.py)
+
+
+def listen_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def paths_of(transports: tuple[str, ...]) -> str:
+    return ", ".join({"http": "/mcp", "sse": "/sse"}[t] for t in transports) + ", /health"
+
+
+def listening_socket(host: str, port: int):
+    """A TCP socket bound to (host, port) and listening (the supervisor's, shared by its workers)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (else Nagle
+    # and delayed ACKs add ~40 ms to every small response)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)  # the kernel caps it at net.core.somaxconn
+    return sock
+
+
+def inherited_socket():
+    """The listening socket a supervisor handed this worker (FAL_MCP_LISTEN_FD), else None."""
+    import os
+    import socket
+
+    raw = os.environ.get(LISTEN_FD_VARIABLE, "").strip()
+    if not raw.isdigit():
+        return None
+    sock = socket.socket(fileno=int(raw))
+    sock.setblocking(False)
+    return sock
+
+
+class _AcceptLoop:
+    """Accepts connections from `sock` one at a time, each handed to a protocol made by `factory`; while
+    `limit` connections are open it stops accepting, and new ones wait in the kernel's backlog (not reset,
+    not taking descriptors). One accept per turn of the event loop: a burst of connections cannot hold the
+    loop (and /health) for a thousand accepts at once. It stands in for the asyncio Server uvicorn makes:
+    close() and wait_closed()."""
+
+    def __init__(self, sock, factory, connections, limit: int, health: _HealthLane | None = None) -> None:
+        import asyncio
+
+        sock.setblocking(False)  # sock_accept needs it (asyncio's create_server did this itself)
+        self.sock, self.factory, self.connections, self.limit = sock, factory, connections, limit
+        self.health = health
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+        import errno
+
+        loop = asyncio.get_running_loop()
+        short_of_files = 0.0
+        while True:
+            while len(self.connections) >= self.limit:
+                await asyncio.sleep(0.005)
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # out of descriptors (or the like): let connections close, then again
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if loop.time() - short_of_files > 10:
+                        log.warning("accepting connections failed (%s): pausing accepts", exc)
+                        short_of_files = loop.time()
+                    await asyncio.sleep(0.1)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            if self.health is not None:
+                taken = self.health.take(conn)
+                if taken is None:  # nothing arrived yet: decided when its first bytes do
+                    asyncio.ensure_future(self._route_later(conn))
+                    continue
+                if taken:
+                    continue
+            await self._connect(conn)
+
+    async def _connect(self, conn) -> None:
+        import asyncio
+
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self.factory, conn)
+        except OSError as exc:
+            log.debug("an accepted connection failed at once: %s", exc)
+            conn.close()
+
+    async def _route_later(self, conn, wait: float = 0.05) -> None:
+        """A connection whose client had sent nothing yet when it was accepted: to the /health lane if its
+        first bytes (within `wait` seconds) are a GET /health, else to the HTTP server."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+
+        def arrived() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        try:
+            loop.add_reader(conn.fileno(), arrived)
+        except (OSError, ValueError, NotImplementedError):
+            return await self._connect(conn)
+        try:
+            await asyncio.wait_for(readable, wait)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(conn.fileno())
+        if self.health is not None and self.health.take(conn):
+            return
+        await self._connect(conn)
+
+    def close(self) -> None:
+        self.task.cancel()
+
+    async def wait_closed(self) -> None:
+        import asyncio
+
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+class _HealthLane:
+    """GET /health answered by threads of their own, so it is answered at once however busy the event
+    loop is (a thread gets the interpreter within its switch interval, 5 ms). A new connection whose
+    first bytes, already arrived, read `GET /health ` is served here, request after request, as long as
+    each is a plain GET /health (a Host the allow list accepts, no Origin, no body); the first other
+    request hands the connection, unread, to the event loop's HTTP server. At most MAX_THREADS such
+    connections at once; others take the ordinary path (FastHealth)."""
+
+    MAX_THREADS = 8
+    MAX_HEAD = 16384
+
+    def __init__(self, loop, factory, payload, hosts: tuple[str, ...], idle_timeout: float) -> None:
+        import threading
+
+        self.loop, self.factory, self.payload, self.hosts = loop, factory, payload, hosts
+        self.idle_timeout = idle_timeout
+        self.lock = threading.Lock()
+        self.threads = 0
+
+    def take(self, conn) -> bool | None:
+        """Whether `conn` (just accepted, non-blocking) was taken: its first request is GET /health. None:
+        nothing has arrived on it yet."""
+        import socket
+        import threading
+
+        try:
+            head = conn.recv(12, socket.MSG_PEEK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return False
+        if head != b"GET /health "[: len(head)] or len(head) < 12:
+            return False
+        with self.lock:
+            if self.threads >= self.MAX_THREADS:
+                return False
+            self.threads += 1
+        log.debug("/health: a connection served by a thread of its own")
+        threading.Thread(target=self._serve, args=(conn,), name="fal-mcp /health", daemon=True).start()
+        return True
+
+    def _serve(self, conn) -> None:
+        import socket
+        import time
+
+        handed_back = False
+        try:
+            conn.setblocking(True)
+            conn.settimeout(self.idle_timeout)
+            partial_since = None
+            while True:
+                data = conn.recv(self.MAX_HEAD, socket.MSG_PEEK)
+                if not data:
+                    return
+                end = data.find(b"\r\n\r\n")
+                if end < 0:
+                    now = time.monotonic()
+                    partial_since = partial_since or now
+                    if len(data) >= self.MAX_HEAD or now - partial_since > self.idle_timeout:
+                        return
+                    time.sleep(0.001)  # the rest of the head is on its way
+                    continue
+                partial_since = None
+                close = self._plain_health(data[: end + 4])
+                if close is None:  # anything else: the event loop's HTTP server reads it
+                    conn.setblocking(False)
+                    self.loop.call_soon_threadsafe(self._hand_back, conn)
+                    handed_back = True
+                    return
+                conn.recv(end + 4)  # consume exactly this request
+                body = json.dumps(self.payload()).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+                    % (len(body), b"connection: close\r\n" if close else b"", body)
+                )
+                if close:
+                    return
+        except OSError:
+            return
+        finally:
+            with self.lock:
+                self.threads -= 1
+            if not handed_back:
+                conn.close()
+
+    def _plain_health(self, head: bytes) -> bool | None:
+        """None unless `head` is a GET /health this lane may answer; else whether to close after it."""
+        lines = head.decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        target, _, version = rest.partition(" ")
+        if method != "GET" or target != "/health" or version not in ("HTTP/1.1", "HTTP/1.0"):
+            return None
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or name != name.strip():
+                return None
+            fields[name.lower()] = value.strip()
+        if any(
+            name in fields for name in ("origin", "content-length", "transfer-encoding", "upgrade", "expect")
+        ):
+            return None  # CORS, a body, a websocket: the ordinary path
+        if not _matches(fields.get("host", ""), self.hosts):
+            return None
+        connection = fields.get("connection", "").lower()
+        return version == "HTTP/1.0" or "close" in connection
+
+    def _hand_back(self, conn) -> None:
+        import asyncio
+
+        async def connect() -> None:
+            try:
+                await self.loop.connect_accepted_socket(self.factory, conn)
+            except OSError:
+                conn.close()
+
+        asyncio.ensure_future(connect())
+
+
+def bounded_server(config, settings: HttpSettings, health_payload=None):
+    """A uvicorn Server whose listening socket is served by _AcceptLoop (at most max_connections and its
+    overflow open) instead of an asyncio Server accepting everything the kernel queued."""
+    import asyncio
+    import sys
+
+    import uvicorn
+
+    from .admission import overflow_for
+
+    class BoundedServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await self.lifespan.startup()
+            if self.lifespan.should_exit:
+                sys.exit(3)  # uvicorn's STARTUP_FAILURE
+            config = self.config
+
+            def create_protocol(_loop=None):
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+                )
+
+            limit = settings.max_connections + overflow_for(settings.max_connections)
+            health = None
+            if health_payload is not None:
+                health = _HealthLane(
+                    asyncio.get_running_loop(),
+                    create_protocol,
+                    health_payload,
+                    settings.host_patterns(),
+                    max(settings.header_timeout, 5.0),
+                )
+            # uvicorn calls only close() and wait_closed() on these
+            self.servers = [
+                _AcceptLoop(sock, create_protocol, self.server_state.connections, limit, health)  # type: ignore[misc]
+                for sock in sockets or ()
+            ]
+            self.started = True
+
+    return BoundedServer(config)
+
+
+def tell_supervisor_ready() -> None:
+    """A worker (cli.py --workers) tells its supervisor it serves: a byte on FAL_MCP_READY_FD."""
+    import os
+
+    raw = os.environ.pop("FAL_MCP_READY_FD", "").strip()
+    if raw.isdigit():
+        try:
+            os.write(int(raw), b"r")
+            os.close(int(raw))
+        except OSError:
+            pass
+
+
 async def serve_http(
     table, settings: HttpSettings, transports: tuple[str, ...] = ("http", "sse"), ready=None
 ) -> None:
     """Serve until cancelled. `ready`, if given, is called with the bound port once listening."""
     import asyncio
-    import socket
     import sys
 
     import anyio
     import uvicorn
 
     settings.check_exposure()
-    files = raise_open_files_limit()
-    if files is not None and files < settings.max_connections + 100:
+    from dataclasses import replace
+
+    from .admission import budget, configured_calls, open_files_limit, set_inbound_connections
+
+    raise_open_files_limit()
+    # The descriptors this process may open are split once: inbound connections, calls in flight
+    # (admission.py), a reserve. A connection cap the limit cannot hold is lowered, with a warning.
+    split = budget(open_files_limit(), settings.max_connections, configured_calls())
+    if split.wanted_connections is not None:
         log.warning(
-            "FAL_MCP_MAX_CONNECTIONS=%d is near the open files limit (%d): accepting connections "
-            "may fail before the limit is reached",
-            settings.max_connections,
-            files,
+            "FAL_MCP_MAX_CONNECTIONS=%d is more than the open files limit (%d) allows beside the calls "
+            "in flight: at most %d connections are held",
+            split.wanted_connections,
+            split.files,
+            split.max_connections,
         )
-    app = build_app(table, settings, transports)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (else Nagle
-    # and delayed ACKs add ~40 ms to every small response)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+        settings = replace(settings, max_connections=split.max_connections)
+    set_inbound_connections(settings.max_connections)
+    app = FastHealth(build_app(table, settings, transports), table, settings, transports)
+    sock = inherited_socket()
+    if sock is None:
+        sock = listening_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
-    sock.listen(1024)
-    # limit_concurrency is one above the cap: bounded_protocol keeps connections at the cap by
-    # closing idle ones, so uvicorn's 503 comes only when every connection has a request in progress
+    # No uvicorn limit_concurrency: bounded_protocol answers 503 (with Retry-After) itself, per new
+    # connection, and only when no idle connection can make room.
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -685,15 +1106,20 @@ async def serve_http(
         lifespan="on",
         timeout_graceful_shutdown=3,
         http=bounded_protocol(settings),
-        limit_concurrency=settings.max_connections + 1,
+        limit_concurrency=None,
     )
-    server = uvicorn.Server(config)
+    server = bounded_server(config, settings, lambda: health_payload(table, settings, transports))
     # the CLI owns signals (and stdio, in dual mode); a deliberate attribute: older uvicorn called this
     # method, the uvicorn required now (>= 0.54) has none and captures signals in Server.capture_signals
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    paths = ", ".join({"http": "/mcp", "sse": "/sse"}[t] for t in transports)
-    print(f"fal-mcp: listening on http://{shown}:{port} ({paths}, /health)", file=sys.stderr)
+    server.install_signal_handlers = lambda: None
+    worker = worker_identity()
+    if worker is None:
+        print(
+            f"fal-mcp: listening on {listen_url(settings.host, port)} ({paths_of(transports)})",
+            file=sys.stderr,
+        )
+    else:  # the supervisor (cli.py) says where it listens
+        log.info("worker %d of %d (pid %d) serving", worker["index"], worker["of"], worker["pid"])
     if settings.oauth_issuer:
         print(
             f"fal-mcp: OAuth sign-in: access tokens of {settings.oauth_issuer} for {settings.oauth_audience}",
@@ -701,6 +1127,8 @@ async def serve_http(
         )
     if ready is not None:
         ready(port)
+    if worker is not None:
+        tell_supervisor_ready()
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .fal_keys import FalKey
     from .gateway import FalGateway
+    from .uploads import OpenFile
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 8000 x 8000
@@ -464,22 +465,54 @@ class LocalFile:
 
 
 def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes: int) -> LocalFile:
-    """Read a local file a tool may read, or raise MediaError saying why not. Blocking: run it in a
-    worker thread.
+    """Read a local file a tool may read (open_local_file's checks), or raise MediaError saying why not.
+    Blocking: run it in a worker thread. At most `max_bytes` are read from the descriptor (a file's
+    claimed size is not trusted)."""
+    import os
+
+    opened = open_local_file(text, allowed_dirs, allow_hidden, max_bytes)
+    given = _shown_path(text)
+    try:
+        chunks, size = [], 0
+        while size <= max_bytes:  # the limit holds on what is read, whatever size the file claims
+            chunk = os.read(opened.descriptor, min(1024 * 1024, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except BlockingIOError:
+        raise MediaError(f"{given} cannot be read now (it would block)") from None
+    finally:
+        opened.close()
+    if len(data) > max_bytes:
+        raise MediaError(f"{given} is more than the limit of {max_bytes} bytes (FAL_MCP_MAX_UPLOAD_MB)")
+    return LocalFile(opened.name, data)
+
+
+def _shown_path(text: str) -> str:
+    from .errors import shown
+
+    return shown(text, 200)
+
+
+def open_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_bytes: int) -> OpenFile:
+    """Open a local file a tool may read, or raise MediaError saying why not: an `uploads.OpenFile` (its
+    descriptor, its size, its name), which the caller closes. Blocking: run it in a worker thread.
 
     The path is resolved and checked, then opened one component at a time from / without following
     any symbolic link, so a link swapped in after the check makes the open fail instead of escaping;
-    the opened file must be a regular file, and at most `max_bytes` are read from that descriptor
-    (a file's claimed size is not trusted)."""
+    the opened file must be a regular file of at most `max_bytes` bytes."""
     import os
     import stat
     from pathlib import Path
 
     from .errors import shown
+    from .uploads import OpenFile
 
     _check_path_syntax(text)
     roots = [os.path.realpath(d) for d in allowed_dirs]
-    given = shown(text, 200)
+    given = _shown_path(text)
     if not roots:
         raise MediaError(
             f"{given}: no local files may be read here (the server's working directory is too "
@@ -530,21 +563,10 @@ def read_local_file(text: str, allowed_dirs: list[str], allow_hidden: bool, max_
             raise MediaError(
                 f"{given} is {info.st_size} bytes, more than the limit of {max_bytes} (FAL_MCP_MAX_UPLOAD_MB)"
             )
-        chunks, size = [], 0
-        while size <= max_bytes:  # the limit holds on what is read, whatever size the file claims
-            chunk = os.read(descriptor, min(1024 * 1024, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except BlockingIOError:
-        raise MediaError(f"{given} cannot be read now (it would block)") from None
-    finally:
+    except BaseException:
         os.close(descriptor)
-    if len(data) > max_bytes:
-        raise MediaError(f"{given} is more than the limit of {max_bytes} bytes (FAL_MCP_MAX_UPLOAD_MB)")
-    return LocalFile(Path(resolved).name, data)
+        raise
+    return OpenFile(Path(resolved).name, descriptor, info.st_size)
 
 
 def _open_no_follow(path: str) -> int:
@@ -587,7 +609,10 @@ async def read_input(value: str, *, settings: Settings, allowed_dirs: list[str])
     import anyio
 
     if value.startswith("data:"):
-        fetched = decode_data_uri(value, settings.max_upload_bytes)
+        if len(value) > 1024 * 1024:  # base64 of megabytes: off the event loop
+            fetched = await anyio.to_thread.run_sync(decode_data_uri, value, settings.max_upload_bytes)
+        else:
+            fetched = decode_data_uri(value, settings.max_upload_bytes)
         extension = mimetypes.guess_extension(fetched.content_type or "") or ".bin"
         return Fetched(fetched.data, fetched.content_type, f"upload{extension}")
     local = await anyio.to_thread.run_sync(
@@ -600,8 +625,22 @@ async def to_fal_url(
     value: str, *, gateway: FalGateway, allowed_dirs: list[str], key: FalKey | None = None
 ) -> str:
     """A data: URI or an allowed local file, uploaded to fal storage (with `key`, the call's fal key)
-    once per content and key."""
-    fetched = await read_input(value, settings=gateway.settings, allowed_dirs=allowed_dirs)
-    return await gateway.upload_once(
-        fetched.data, fetched.content_type or "application/octet-stream", fetched.name, key=key
+    once per content and key. A local file is streamed from disk (uploads.py), never read whole."""
+    import mimetypes
+
+    import anyio
+
+    if value.startswith("data:"):
+        fetched = await read_input(value, settings=gateway.settings, allowed_dirs=allowed_dirs)
+        return await gateway.upload_once(
+            fetched.data, fetched.content_type or "application/octet-stream", fetched.name, key=key
+        )
+    settings = gateway.settings
+    opened = await anyio.to_thread.run_sync(
+        open_local_file, value, allowed_dirs, settings.allow_hidden, settings.max_upload_bytes
     )
+    try:
+        content_type = mimetypes.guess_type(opened.name)[0] or "application/octet-stream"
+        return await gateway.upload_file_once(opened, content_type, key=key)
+    finally:
+        opened.close()

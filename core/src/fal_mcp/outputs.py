@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class ToolInput(BaseModel):
@@ -79,6 +79,9 @@ class OutputFile(BaseModel):
     duration: float | None = Field(None, description="Length in seconds, for audio and video")
     file_size: int | None = Field(None, description="Size in bytes")
     local_path: str | None = Field(None, description="Where the file was saved locally, if it was")
+    # The inline preview of a file made here (delivery.preview_of: from the image in memory), so that
+    # delivering it neither downloads nor decodes our own output again. Never serialised.
+    _preview: tuple[bytes, str] | None = PrivateAttr(None)
 
 
 class JobHandoff(BaseModel):

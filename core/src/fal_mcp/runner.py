@@ -93,6 +93,7 @@ class Call:
         self.owner: Principal = context.owner
         self.job_id: str | None = None
         self.submitted = False  # fal accepted a request of this call
+        self.admitted = False  # holds a place among the calls in flight (admission.py) until it ends
         self.endpoint_id = ""
         self.request_id = ""
         self.latest = "Starting"
@@ -190,6 +191,9 @@ class Runner:
         self._running: set[Call] = set()  # calls whose work runs now (aclose stops them)
         self._closing = False
         self._last_prune = 0.0
+        from .admission import Admission
+
+        self.admission = Admission()  # calls in flight against the open-files budget: refused before fal
 
     @property
     def store(self) -> JobStore:
@@ -228,6 +232,9 @@ class Runner:
                 await work
         finally:
             self._running.discard(call)
+            if call.admitted:
+                call.admitted = False
+                self.admission.release()
 
     async def _run(self, call: Call) -> None:
         from .spending import NeedsInput
@@ -454,7 +461,10 @@ class Runner:
                 raise ToolError(
                     "the server stopped before fal accepted this job: nothing was submitted or spent"
                 )
-            fal = await self.table.gateway.follow(
+            # submitted with a webhook (FAL_MCP_PUBLIC_URL): its outcome is waited for, no stream held
+            webhooks = getattr(self.table, "webhooks", None)
+            follow = webhooks.follow if webhooks is not None else self.table.gateway.follow
+            fal = await follow(
                 record.endpoint_id,
                 record.request_id,
                 progress=call.progress,

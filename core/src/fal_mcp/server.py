@@ -247,6 +247,12 @@ class ToolTable:
         self.keys = KeyResolver(settings)  # whose fal key pays for each call (ConfigError: no start)
         self.store = open_store(settings.store_url or default_store_url())
         self.runner = Runner(self)
+        # FAL_MCP_PUBLIC_URL: jobs followed by fal's webhooks, received at /fal/webhook (webhook_jobs.py)
+        self.webhooks = None
+        if settings.webhook_url:
+            from .webhook_jobs import WebhookJobs
+
+            self.webhooks = gateway.webhooks = WebhookJobs(self)
 
     def listing(self):
         from mcp import types
@@ -439,6 +445,8 @@ class ToolTable:
     async def aclose(self) -> None:
         """Stop following jobs (they stay unfinished in the store, resumed on the next start)."""
         await self.runner.aclose()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         await self.store.aclose()
 
     def failure(self, name: str, exc: Exception):

@@ -108,6 +108,20 @@ class JobStore(Protocol):
         `claim` has, in the same atomic step: a job ends once, recorded by its one follower. None if the
         condition failed (nothing is changed)."""
 
+    async def by_request(self, request_id: str) -> JobRecord | None:
+        """The job whose fal request is `request_id` (a webhook names only that), or None."""
+
+    async def first_seen(self, key: str, expires_at: float) -> bool:
+        """Record `key` (a verified webhook delivery) until `expires_at` and return True, unless it is
+        recorded already: then False. Atomic across replicas (the webhooks' ReplayGuard)."""
+
+    async def put_outcome(self, request_id: str, outcome: str, expires_at: float) -> bool:
+        """Keep a fal request's outcome (JSON, from its verified webhook) until `expires_at`, unless one is
+        kept already: the first one stays. True if this one was kept."""
+
+    async def outcomes(self, request_ids: Iterable[str]) -> dict[str, str]:
+        """The outcomes kept for those of `request_ids` that have one (by request id)."""
+
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         """Keep a confirmation token, bound to one call (`binding`), until `expires_at` (epoch seconds)."""
 
@@ -175,6 +189,10 @@ class SqliteStore:
             calls INTEGER NOT NULL, estimated INTEGER NOT NULL, charged INTEGER NOT NULL,
             PRIMARY KEY (owner, day, endpoint_id));
         CREATE TABLE IF NOT EXISTS leases (replica TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+        CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs (json_extract(body, '$.request_id'));
+        CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+        CREATE TABLE IF NOT EXISTS outcomes (
+            request_id TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at REAL NOT NULL);
     """
 
     def __init__(self, path: str) -> None:
@@ -371,6 +389,56 @@ class SqliteStore:
     async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
         return await self._run(self._take(job_id, replica, changes))
 
+    async def by_request(self, request_id: str) -> JobRecord | None:
+        def work(connection):
+            row = connection.execute(
+                "SELECT body FROM jobs WHERE json_extract(body, '$.request_id') = ? LIMIT 1", (request_id,)
+            ).fetchone()
+            return JobRecord.from_json(row[0]) if row else None
+
+        return await self._run(work)
+
+    async def first_seen(self, key: str, expires_at: float) -> bool:
+        def work(connection):
+            connection.execute("DELETE FROM deliveries WHERE expires_at < ?", (time.time(),))
+            return (
+                connection.execute(
+                    "INSERT OR IGNORE INTO deliveries VALUES (?, ?)", (key, expires_at)
+                ).rowcount
+                == 1
+            )
+
+        return await self._run(work)
+
+    async def put_outcome(self, request_id: str, outcome: str, expires_at: float) -> bool:
+        def work(connection):
+            connection.execute("DELETE FROM outcomes WHERE expires_at < ?", (time.time(),))
+            return (
+                connection.execute(
+                    "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?)", (request_id, outcome, expires_at)
+                ).rowcount
+                == 1
+            )
+
+        return await self._run(work)
+
+    async def outcomes(self, request_ids: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(set(request_ids))
+
+        def work(connection):
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT request_id, body FROM outcomes WHERE request_id IN ({marks}) AND expires_at > ?",
+                    (*chunk, time.time()),
+                ).fetchall()
+                found.update(rows)
+            return found
+
+        return await self._run(work) if wanted else {}
+
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         def work(connection):
             connection.execute("DELETE FROM tokens WHERE expires_at < ?", (time.time(),))
@@ -471,6 +539,8 @@ class RedisStore:
     CONNECTIONS, CONNECTION_WAIT = 64, 30.0  # per replica; seconds a command waits for a free one
     # Spending counters outlive their period a little; the ledger is kept a year and more.
     DAY_KEPT, MONTH_KEPT, LEDGER_KEPT = 3 * 86400, 40 * 86400, 400 * 86400
+    # A fal request id -> its job, for webhooks (which name the request only): kept as long as jobs are.
+    REQUEST_KEPT = 31 * 86400
     # claim and finish: KEYS the job, the lease of the follower the caller saw, the set of unfinished
     # jobs; ARGV that follower and the claiming replica (JSON), the job id, then field/value pairs to set
     # (JSON values).
@@ -538,6 +608,8 @@ class RedisStore:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self._key("job", record.job_id), mapping=values)
             pipe.zadd(self._key("owner", record.owner), {record.job_id: record.created_at})
+            if record.request_id:
+                pipe.set(self._key("request", record.request_id), record.job_id, ex=self.REQUEST_KEPT)
             if record.finished:
                 pipe.srem(self._key("set", "unfinished"), record.job_id)
             else:
@@ -563,6 +635,8 @@ class RedisStore:
             pipe.hset(key, mapping={name: json.dumps(value) for name, value in changes.items()})
             if changes.get("status") in FINISHED:
                 pipe.srem(self._key("set", "unfinished"), job_id)
+            if changes.get("request_id"):
+                pipe.set(self._key("request", changes["request_id"]), job_id, ex=self.REQUEST_KEPT)
             pipe.hgetall(key)
             values = (await pipe.execute())[-1]
         return self._record(values)
@@ -648,6 +722,34 @@ class RedisStore:
 
     async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
         return await self._take(job_id, replica, changes)
+
+    async def by_request(self, request_id: str) -> JobRecord | None:
+        job_id = await self.client.get(self._key("request", request_id))
+        return await self.get(job_id.decode()) if job_id is not None else None
+
+    @staticmethod
+    def _ttl_ms(expires_at: float) -> int:
+        return max(1, int((expires_at - time.time()) * 1000))
+
+    async def first_seen(self, key: str, expires_at: float) -> bool:
+        if expires_at <= time.time():  # expired already: nothing to remember
+            return True
+        return bool(
+            await self.client.set(self._key("delivery", key), "1", nx=True, px=self._ttl_ms(expires_at))
+        )
+
+    async def put_outcome(self, request_id: str, outcome: str, expires_at: float) -> bool:
+        key = self._key("outcome", request_id)
+        return bool(await self.client.set(key, outcome, nx=True, px=self._ttl_ms(expires_at)))
+
+    async def outcomes(self, request_ids: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(set(request_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            values = await self.client.mget([self._key("outcome", rid) for rid in chunk])
+            found.update({rid: v.decode() for rid, v in zip(chunk, values, strict=True) if v is not None})
+        return found
 
     async def put_token(self, token: str, binding: str, expires_at: float) -> None:
         milliseconds = int((expires_at - time.time()) * 1000)

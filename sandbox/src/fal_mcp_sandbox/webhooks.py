@@ -242,7 +242,14 @@ class Webhooks:
         import httpx
 
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=SEND_TIMEOUT, trust_env=False, follow_redirects=False)
+            # No cap on connections: with httpx's default (100), a burst of deliveries beyond it stalled
+            # waiting for the pool (issue 21's 1,000-job burst).
+            self._client = httpx.AsyncClient(
+                timeout=SEND_TIMEOUT,
+                trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            )
         status: int | str
         try:
             status = (await self._client.post(record["url"], content=body, headers=headers)).status_code

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -178,7 +179,9 @@ async def restore_alpha(
         if outside is not None:
             mask = await in_worker(("mask_url",), _opaque_where, alpha, outside)
         restored = await in_worker(("output",), with_alpha, made, mask)
-        stored = await upload_image(ctx, restored, "png", f"{_stem(file.url)}_alpha", ("output",))
+        stored = await upload_image(
+            ctx, restored, "png", f"{_stem(file.url)}_alpha", ("output",), output=True
+        )
         output.files[index] = stored
         output.notes.append(
             f"{alias} drops transparency: the input's alpha channel was scaled to {made.width}x{made.height} "
@@ -208,10 +211,18 @@ def _stem(url: str) -> str:
 # -- images out ----------------------------------------------------------------------------
 
 
-def encode(image, output_format: str) -> bytes:
-    """Blocking: the image as PNG, JPEG (flattened on white: JPEG has no alpha) or WebP."""
-    import io
+# Encoder settings, per output format. PNG (lossless, the one that keeps transparency): zlib level 1,
+# about 4x faster than the default 6 on large images for somewhat larger files (Pillow always filters each
+# row adaptively; level 0 would halve the time again but double the file to upload). JPEG and WebP: what
+# the user asked for, quality 92 (WebP at its default method: its faster methods fail on large noisy
+# images, "partition 0 overflow", or come out larger).
+ENCODER_OPTIONS = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 92}, "WEBP": {"quality": 92}}
 
+
+def prepared(image, output_format: str):
+    """Blocking: the image as it is encoded in `output_format`: flattened on white for JPEG (no alpha);
+    for PNG, without an alpha channel that hides nothing (every pixel opaque: a quarter less to filter
+    and compress, the same pixels); else `image` itself."""
     from PIL import Image
 
     pil_format, _ = OUTPUT_FORMATS[output_format]
@@ -219,30 +230,87 @@ def encode(image, output_format: str) -> bytes:
         rgba = image.convert("RGBA")
         flat = Image.new("RGB", image.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
-        image = flat
+        return flat
+    if pil_format == "PNG" and image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
+        return image.convert("RGB")
+    return image
+
+
+def encode(image, output_format: str, *, ready: bool = False) -> bytes:
+    """Blocking: the image as PNG, JPEG (flattened on white: JPEG has no alpha) or WebP, with
+    ENCODER_OPTIONS. `ready`: `image` is `prepared` already."""
+    import io
+
+    pil_format, _ = OUTPUT_FORMATS[output_format]
+    if not ready:
+        image = prepared(image, output_format)
     buffer = io.BytesIO()
-    # PNG at zlib level 1: about 4x faster than the default 6 on large images, for somewhat larger files
-    options = {"JPEG": {"quality": 92}, "WEBP": {"quality": 92}, "PNG": {"compress_level": 1}}
-    image.save(buffer, pil_format, **options.get(pil_format, {}))
+    image.save(buffer, pil_format, **ENCODER_OPTIONS.get(pil_format, {}))
     return buffer.getvalue()
 
 
+async def _encoded(ctx: ToolContext, fields: tuple[str, ...], image, output_format: str, preview: bool):
+    """(the encoded file, its inline preview or None), each in a worker thread; for a large image both at
+    once (Pillow lets go of the GIL while it scales and encodes). The preview is made from the image in
+    memory, as it is encoded (ctx.preview_of): never by decoding or downloading the output again."""
+    import anyio
+
+    image = await in_worker(fields, prepared, image, output_format)
+    data = made = None
+
+    async def encoding() -> None:
+        nonlocal data
+        data = await in_worker(fields, partial(encode, ready=True), image, output_format)
+
+    if not preview:
+        await encoding()
+        return data, None
+    from fal_mcp.delivery import PREVIEW_SIDE
+
+    if max(image.size) <= PREVIEW_SIDE:  # small: the file itself may be the preview (preview_of)
+        await encoding()
+        mime = OUTPUT_FORMATS[output_format][1]
+        return data, await anyio.to_thread.run_sync(ctx.preview_of, image, data, mime)
+
+    async def previewing() -> None:  # never raises: no preview is a note, not a failure (ctx.preview_of)
+        nonlocal made
+        made = await anyio.to_thread.run_sync(ctx.preview_of, image)
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(previewing)
+        try:
+            await encoding()
+        except Exception as exc:  # raised as it is (naming the inputs), not in an exception group
+            failure = exc
+    if failure is not None:
+        raise failure
+    return data, made
+
+
 async def _store(
-    ctx: ToolContext, size: tuple[int, int], data: bytes, output_format: str, name: str
+    ctx: ToolContext,
+    size: tuple[int, int],
+    data: bytes,
+    output_format: str,
+    name: str,
+    preview: tuple[bytes, str] | None = None,
 ) -> OutputFile:
     content_type = OUTPUT_FORMATS[output_format][1]
     extension = "jpg" if output_format == "jpeg" else output_format
     url = await ctx.upload(data, content_type, f"{name}.{extension}")
-    return OutputFile(url=url, content_type=content_type, width=size[0], height=size[1], file_size=len(data))
+    file = OutputFile(url=url, content_type=content_type, width=size[0], height=size[1], file_size=len(data))
+    return ctx.with_preview(file, preview)
 
 
 async def upload_image(
-    ctx: ToolContext, image, output_format: str, name: str, fields: tuple[str, ...]
+    ctx: ToolContext, image, output_format: str, name: str, fields: tuple[str, ...], *, output: bool = False
 ) -> OutputFile:
     """Encode (in a worker thread; a failure names `fields`, the inputs it was made from) and store on
-    fal storage."""
-    data = await in_worker(fields, encode, image, output_format)
-    return await _store(ctx, image.size, data, output_format, name)
+    fal storage. `output`: the file is one of the call's outputs, so its inline preview is made now, from
+    the image in memory."""
+    data, preview = await _encoded(ctx, fields, image, output_format, output)
+    return await _store(ctx, image.size, data, output_format, name, preview)
 
 
 async def transform(
@@ -254,26 +322,28 @@ async def transform(
     name: str,
     notes: list[str] | None = None,
 ) -> OutputFile:
-    """Load → transform → encode → upload. In one worker thread: each of `images` (keyed by the
-    argument it came from) is `normalised`, `work(*images)` returns the PIL image to store, and that
-    is encoded. A failure names the input it happened on (all of them once they are combined). A
-    result with transparency asked for as JPEG is flattened on white, and `notes` says so."""
+    """Load → transform → encode → upload. In a worker thread: each of `images` (keyed by the argument
+    it came from) is `normalised`, `work(*images)` returns the PIL image to store, and that is encoded
+    (and its preview made from it, beside: `_encoded`). A failure names the input it happened on (all of
+    them once they are combined). A result with transparency asked for as JPEG is flattened on white,
+    and `notes` says so."""
     import anyio
 
     fields = tuple(images)
 
-    def run() -> tuple[tuple[int, int], bytes, bool]:
+    def run():
         ready = [guarded((field,), normalised, image) for field, image in images.items()]
         result = guarded(fields, work, *ready)
         flattened = output_format == "jpeg" and alpha_of(result) is not None
-        return result.size, guarded(fields, encode, result, output_format), flattened
+        return result, flattened
 
-    size, data, flattened = await anyio.to_thread.run_sync(run)
+    result, flattened = await anyio.to_thread.run_sync(run)
     if flattened and notes is not None:
         notes.append(
             "JPEG has no transparency: the transparent parts were flattened on white (png or webp keep them)"
         )
-    return await _store(ctx, size, data, output_format, name)
+    data, preview = await _encoded(ctx, fields, result, output_format, True)
+    return await _store(ctx, result.size, data, output_format, name, preview)
 
 
 def local_output(files: list[OutputFile], notes: list[str]) -> GenerationOutput:

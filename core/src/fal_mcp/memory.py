@@ -1,0 +1,100 @@
+"""Memory that comes back after large work (an upload, a download, an image made here).
+
+Two things kept a served process large after large transfers, neither of them a leak:
+
+- The cycle collector runs rarely: cli.py freezes what is loaded at start and raises the thresholds
+  (a full pass over a busy server stalled the loop ~100 ms), so reference cycles (httpx's clients,
+  requests and responses refer to each other; so do exception tracebacks and their frames, which hold
+  buffers and images) live until a generation-2 pass that may not come for hours.
+- glibc's malloc keeps what is freed: after a large block allocated by mmap is freed, it raises its mmap
+  threshold (up to 32 MiB), so later large buffers (Pillow's 16 MiB image blocks, httpx's chunks,
+  encoded files) come from the heap and arenas, and freeing them returns nothing to the system until
+  `malloc_trim` (worker threads' arenas too: Pillow works in threads).
+
+So each large piece of work calls `large_work_done(nbytes)`; once no large work has come for
+QUIET_SECONDS (or MOST_DEFERRED after the first one, under a steady stream of it), `reclaim()` runs on
+the event loop: one full `gc.collect()` (the frozen start-up objects are not scanned: a few ms on an idle
+server) and, on glibc, `malloc_trim(0)`. Small calls never trigger it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LARGE_BYTES = 8 * 1024 * 1024  # work on at least this much (a file, an image's pixels) is large
+QUIET_SECONDS = 2.0
+MOST_DEFERRED = 30.0
+
+_timer: asyncio.TimerHandle | None = None
+_first: float | None = None  # when the large work waiting for a reclaim began (monotonic)
+_trim: Any = None  # glibc's malloc_trim, once looked up; False where there is none
+
+
+def large_work_done(nbytes: int) -> None:
+    """Note large work just done (`nbytes`: its size; below LARGE_BYTES this does nothing): a reclaim
+    runs once the event loop has seen none for QUIET_SECONDS. Call it on the event loop; off it (a
+    worker thread), it does nothing."""
+    global _timer, _first
+    if nbytes < LARGE_BYTES:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    now = time.monotonic()
+    if _timer is not None:
+        _timer.cancel()
+    if _first is None:
+        _first = now
+    delay = max(0.0, min(QUIET_SECONDS, _first + MOST_DEFERRED - now))
+    _timer = loop.call_later(delay, _reclaim_now)
+
+
+def _reclaim_now() -> None:
+    global _timer, _first
+    _timer, _first = None, None
+    reclaim(in_thread=True)
+
+
+def reclaim(*, in_thread: bool = False) -> tuple[int, bool | None]:
+    """A full cycle collection, then the memory malloc holds free handed back to the system (glibc
+    only): (objects collected, whether malloc_trim released anything; None when it runs in a thread).
+    `in_thread`: malloc_trim runs in the event loop's default executor (ctypes lets go of the GIL: a
+    long trim of a fragmented heap does not hold up the loop), not here."""
+    started = time.perf_counter()
+    collected = gc.collect()
+    took = (time.perf_counter() - started) * 1000
+    trim = _malloc_trim()
+    released: bool | None = False
+    if trim and in_thread:
+        asyncio.get_running_loop().run_in_executor(None, trim, 0)
+        released = None
+    elif trim:
+        released = bool(trim(0))
+    log.debug(
+        "reclaimed memory: %d objects collected in %.1f ms; heap trimmed: %s", collected, took, released
+    )
+    return collected, released
+
+
+def _malloc_trim() -> Any:
+    global _trim
+    if _trim is None:
+        _trim = False
+        try:
+            import ctypes
+            import os
+
+            if (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+                function = ctypes.CDLL(None).malloc_trim
+                function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+                _trim = function
+        except (OSError, AttributeError, ValueError):
+            _trim = False
+    return _trim
