@@ -347,8 +347,11 @@ class FalGateway:
         try:
             handle = await client.get_handle(endpoint_id, request_id)
             with anyio.fail_after(timeout):
-                logs = await self._follow(client, handle, reporter)
-                data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
+                if self.webhooks is not None:  # submitted with a webhook: its outcome, no connection held
+                    data, logs = await self.webhooks.wait(self, handle, reporter)
+                else:
+                    logs = await self._follow(client, handle, reporter)
+                    data = await self._call("result", lambda: falclient.fetch_result(handle), idempotent=True)
         except TimeoutError:
             raise ToolError(
                 f"{endpoint_id} did not finish within {timeout:g} s of following it again", kind="timeout"

@@ -561,7 +561,7 @@ def build_app(table, settings: HttpSettings, transports: tuple[str, ...] = ("htt
                 expose_headers=["Mcp-Session-Id"],
             ),
         )
-    webhooks = getattr(table, "webhooks", None)
+    webhooks = table.webhooks
     if webhooks is not None:  # POST /fal/webhook: fal's signature is its only check (webhook_jobs.py)
         from .webhook_jobs import WebhookRoute
 

@@ -174,7 +174,7 @@ async def check_job(args: CheckJobInput, ctx: ToolContext) -> ToolResult:
             result.text = f"Job done.\n{result.text}"
             return result
     status = status_of(record, runner.live.get(record.job_id))
-    webhooks = getattr(table, "webhooks", None)
+    webhooks = table.webhooks
     if not record.finished and webhooks is not None and record.request_id:
         # followed by webhook, no status stream: fal is asked once, now (queue position, latest log line)
         asked = await webhooks.status_now(record.endpoint_id, record.request_id, ctx.fal_key)

@@ -461,10 +461,7 @@ class Runner:
                 raise ToolError(
                     "the server stopped before fal accepted this job: nothing was submitted or spent"
                 )
-            # submitted with a webhook (FAL_MCP_PUBLIC_URL): its outcome is waited for, no stream held
-            webhooks = getattr(self.table, "webhooks", None)
-            follow = webhooks.follow if webhooks is not None else self.table.gateway.follow
-            fal = await follow(
+            fal = await self.table.gateway.follow(
                 record.endpoint_id,
                 record.request_id,
                 progress=call.progress,

@@ -41,7 +41,7 @@ from .webhooks import WebhookRefused, WebhookVerifier
 
 if TYPE_CHECKING:
     from .fal_keys import FalKey
-    from .gateway import FalGateway, FalResult
+    from .gateway import FalGateway
     from .server import ToolTable
 
 log = logging.getLogger(__name__)
@@ -227,37 +227,6 @@ class WebhookJobs:
                 error=outcome.get("error") or "The model failed", error_type=None, logs=None
             )
         return await self._fetch(gateway, handle, reporter, status)
-
-    async def follow(
-        self,
-        endpoint_id: str,
-        request_id: str,
-        *,
-        timeout: float,
-        progress: Any = None,
-        key: FalKey | None = None,
-    ) -> FalResult:
-        """gateway.follow for a job submitted with a webhook (by this replica before a restart, or by
-        another): its outcome from the store if it came, else waited for as `wait` does."""
-        from .errors import ToolError
-        from .gateway import FalResult, _Reporter
-
-        gateway = self.table.gateway
-        reporter = _Reporter(progress)
-        try:
-            async with gateway.leased(key) as client:
-                handle = await client.get_handle(endpoint_id, request_id)
-                with anyio.fail_after(timeout):
-                    data, logs = await self.wait(gateway, handle, reporter)
-        except TimeoutError:
-            raise ToolError(
-                f"{endpoint_id} did not finish within {timeout:g} s of following it again", kind="timeout"
-            ) from None
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise gateway._error(exc, endpoint_id) from None
-        return FalResult(endpoint_id, request_id, data, logs)
 
     async def status_now(self, endpoint_id: str, request_id: str, key: FalKey | None = None) -> str | None:
         """fal's status of a job, asked once (check_job on a job followed by webhook): the progress message
