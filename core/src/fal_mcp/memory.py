@@ -40,9 +40,18 @@ def large_work_done(nbytes: int) -> None:
     """Note large work just done (`nbytes`: its size; below LARGE_BYTES this does nothing): a reclaim
     runs once the event loop has seen none for QUIET_SECONDS. Call it on the event loop; off it (a
     worker thread), it does nothing."""
+    if nbytes >= LARGE_BYTES:
+        _schedule()
+
+
+def went_idle() -> None:
+    """Note that no call runs any more: the memory the calls used is reclaimed once the loop has been
+    quiet for QUIET_SECONDS (so what a burst of small calls left behind comes back too)."""
+    _schedule()
+
+
+def _schedule() -> None:
     global _timer, _first
-    if nbytes < LARGE_BYTES:
-        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -232,6 +232,10 @@ class Runner:
                 await work
         finally:
             self._running.discard(call)
+            if not self._running:
+                from . import memory
+
+                memory.went_idle()
             if call.admitted:
                 call.admitted = False
                 self.admission.release()
