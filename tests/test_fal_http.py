@@ -96,3 +96,51 @@ async def test_fal_domains_fall_back_to_their_backup_domain():
         await http.get("https://elsewhere.example/x")
     assert seen == [("elsewhere.example", 60, "elsewhere.example")]
     await http.aclose()
+
+
+async def test_responses_are_freed_without_the_cycle_collector():
+    """httpx binds a response's body to the response (a reference cycle); ours let go of it once closed,
+    so a response is freed when its last reference goes, not by a collector pass that holds the server."""
+    import gc
+    import weakref
+
+    http = falclient.http_client()
+    http._transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        read = await http.get("http://fal.example/a")
+        assert read.json() == {"ok": True}
+        read_ref = weakref.ref(read)
+        del read
+        async with http.stream("GET", "http://fal.example/b") as streamed:
+            assert b"".join([part async for part in streamed.aiter_bytes()]) == b'{"ok":true}'
+            streamed_ref = weakref.ref(streamed)
+        del streamed
+        assert read_ref() is None and streamed_ref() is None
+    finally:
+        if enabled:
+            gc.enable()
+        await http.aclose()
+
+
+async def test_a_call_leaves_no_response_or_output_in_reference_cycles(sandbox, gateway):
+    import gc
+
+    from fal_mcp.outputs import OutputFile, find_files
+
+    await call(gateway, 0)  # warm: pools and clients made
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3):
+            await call(gateway, 1 + n)
+        assert find_files({"images": [{"url": "https://x/1.png"}, {"a": [{"url": "https://x/2.png"}]}]})
+        gc.collect()
+        left = [
+            type(o).__name__ for o in gc.garbage if isinstance(o, (httpx.Response, httpx.Request, OutputFile))
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []

@@ -10,7 +10,6 @@ import io
 import os
 from collections import Counter
 
-import anyio
 import pytest
 from PIL import Image
 
@@ -129,21 +128,41 @@ async def test_a_file_that_shrinks_while_uploaded_is_refused(gateway, tmp_path):
 # -- memory comes back --------------------------------------------------------------------------
 
 
-async def test_large_work_schedules_one_reclaim_once_quiet(monkeypatch):
+async def test_a_reclaim_runs_once_quiet_and_never_while_calls_run(monkeypatch):
+    import asyncio
+
     from fal_mcp import memory
 
-    ran = []
-    monkeypatch.setattr(memory, "QUIET_SECONDS", 0.05)
+    ran: list[int] = []
     monkeypatch.setattr(memory, "reclaim", lambda **_: ran.append(1) or (0, False))
+    monkeypatch.setattr(memory, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(memory, "_busy", False)
+    monkeypatch.setattr(memory, "_timer", None)
+    monkeypatch.setattr(memory, "_first", None)
+
+    async def turns() -> None:  # a zero-delay timer runs within a few turns of the loop
+        for _ in range(20):
+            await asyncio.sleep(0)
+
     memory.large_work_done(memory.LARGE_BYTES - 1)  # small: nothing
-    await anyio.sleep(0.15)
+    assert not memory.reclaim_pending()
+    memory.went_busy()
+    memory.large_work_done(memory.LARGE_BYTES)  # while calls run: put off
+    assert not memory.reclaim_pending()
+    await turns()
     assert ran == []
-    for _ in range(3):  # a run of large work: one reclaim, after it
+    memory.went_idle()
+    assert memory.reclaim_pending()
+    memory.went_busy()  # a call came before it ran: put off again
+    assert not memory.reclaim_pending()
+    await turns()
+    assert ran == []
+    memory.went_idle()
+    for _ in range(3):  # a run of large work while idle: one reclaim, after it
         memory.large_work_done(memory.LARGE_BYTES)
-        await anyio.sleep(0.01)
-    assert ran == []
-    await anyio.sleep(0.15)
+    await turns()
     assert ran == [1]
+    assert not memory.reclaim_pending()
 
 
 def test_reclaim_collects_cycles_and_trims_the_heap():

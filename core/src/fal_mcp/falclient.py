@@ -212,9 +212,55 @@ def http_client(*, keep_alive: int = POOL_CONNECTIONS, fal_hosts: bool = False, 
         pool: Any = transport._pool
         pool.__class__ = _lean_pool_class()
         pool._lean_init()
-    client = httpx.AsyncClient(transport=_BackupDomains(transport) if fal_hosts else transport, **options)
+    client = _lean_client_class()(transport=_BackupDomains(transport) if fal_hosts else transport, **options)
     client._cookies = _no_cookies()
     return client
+
+
+def _lean_client_class():
+    """httpx.AsyncClient whose responses are no reference cycles once closed.
+
+    httpx binds every response's body to the response (`response.stream` refers back to it), so each
+    response, its request, headers and connection stream become garbage only the cycle collector frees:
+    about a third of what a tool call left for it, and a collector pass over a busy server's garbage
+    holds the interpreter (and /health) for tens of milliseconds. Here a read response's body is let go
+    at once, and a streamed one's when it is closed."""
+    global _LeanClient
+    if _LeanClient is not None:
+        return _LeanClient
+    import httpx
+
+    closed = httpx.ByteStream(b"")
+
+    class Unbound(httpx.AsyncByteStream):
+        """A streamed response's body: on close, the response lets go of it (and so of the cycle)."""
+
+        def __init__(self, response: httpx.Response) -> None:
+            self._response: httpx.Response | None = response
+            self._bound = response.stream
+
+        async def __aiter__(self):
+            async for part in self._bound:  # type: ignore[union-attr]
+                yield part
+
+        async def aclose(self) -> None:
+            try:
+                await self._bound.aclose()  # type: ignore[union-attr]
+            finally:
+                if self._response is not None:
+                    self._response.stream, self._response = closed, None
+
+    class LeanClient(httpx.AsyncClient):
+        async def send(self, request, **kwargs):
+            response = await super().send(request, **kwargs)
+            response.stream = closed if response.is_closed else Unbound(response)
+            return response
+
+    _LeanClient = LeanClient
+    return LeanClient
+
+
+_LeanClient: Any = None
 
 
 def _no_cookies():

@@ -11,10 +11,12 @@ Two things kept a served process large after large transfers, neither of them a 
   encoded files) come from the heap and arenas, and freeing them returns nothing to the system until
   `malloc_trim` (worker threads' arenas too: Pillow works in threads).
 
-So each large piece of work calls `large_work_done(nbytes)`; once no large work has come for
-QUIET_SECONDS (or MOST_DEFERRED after the first one, under a steady stream of it), `reclaim()` runs on
-the event loop: one full `gc.collect()` (the frozen start-up objects are not scanned: a few ms on an idle
-server) and, on glibc, `malloc_trim(0)`. Small calls never trigger it.
+So when calls go idle (`went_idle()`), and after large work done outside calls
+(`large_work_done(nbytes)`), `reclaim()` runs on the event loop once it has been quiet for QUIET_SECONDS
+(or MOST_DEFERRED after the first request, under a steady stream of large work): one full
+`gc.collect()` (the frozen start-up objects are not scanned: a few ms on an idle server) and, on glibc,
+`malloc_trim(0)`. Never while calls run (`went_busy()` puts it off until they end): a full pass over
+the objects of a thousand calls in flight held the interpreter for half a second, and /health with it.
 """
 
 from __future__ import annotations
@@ -34,20 +36,37 @@ MOST_DEFERRED = 30.0
 _timer: asyncio.TimerHandle | None = None
 _first: float | None = None  # when the large work waiting for a reclaim began (monotonic)
 _trim: Any = None  # glibc's malloc_trim, once looked up; False where there is none
+_busy = False  # calls are running: a reclaim waits for went_idle()
 
 
 def large_work_done(nbytes: int) -> None:
     """Note large work just done (`nbytes`: its size; below LARGE_BYTES this does nothing): a reclaim
-    runs once the event loop has seen none for QUIET_SECONDS. Call it on the event loop; off it (a
-    worker thread), it does nothing."""
-    if nbytes >= LARGE_BYTES:
+    runs once the event loop has seen none for QUIET_SECONDS, or, while calls run, once they end. Call
+    it on the event loop; off it (a worker thread), it does nothing."""
+    if nbytes >= LARGE_BYTES and not _busy:
         _schedule()
+
+
+def went_busy() -> None:
+    """Note that a call runs: a reclaim waiting to run is put off until went_idle()."""
+    global _timer, _busy
+    _busy = True
+    if _timer is not None:
+        _timer.cancel()
+        _timer = None
 
 
 def went_idle() -> None:
     """Note that no call runs any more: the memory the calls used is reclaimed once the loop has been
     quiet for QUIET_SECONDS (so what a burst of small calls left behind comes back too)."""
+    global _busy
+    _busy = False
     _schedule()
+
+
+def reclaim_pending() -> bool:
+    """Whether a reclaim is scheduled."""
+    return _timer is not None
 
 
 def _schedule() -> None:

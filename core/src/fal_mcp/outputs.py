@@ -146,18 +146,16 @@ def _as_file(value: Mapping[str, Any]) -> OutputFile:
 
 def find_files(data: Any) -> list[OutputFile]:
     """Every `{url: ...}` object in a fal output, depth first, in order."""
+    # A stack, not a recursive closure: that would be a reference cycle holding the files found
     found: list[OutputFile] = []
-
-    def walk(node: Any) -> None:
+    pending = [data]
+    while pending:
+        node = pending.pop()
         if isinstance(node, Mapping):
             if isinstance(node.get("url"), str) and node["url"].startswith(("http://", "https://", "data:")):
                 found.append(_as_file(node))
-                return
-            for child in node.values():
-                walk(child)
+            else:
+                pending.extend(reversed(list(node.values())))
         elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(data)
+            pending.extend(reversed(node))
     return found

@@ -223,6 +223,10 @@ class Runner:
     async def _stoppable(self, call: Call, work) -> None:
         """Run a call's work in a cancel scope that Call.stop cancels (its own handler re-raises the
         cancellation, which ends here)."""
+        from . import memory
+
+        if not self._running:
+            memory.went_busy()
         self._running.add(call)
         try:
             with anyio.CancelScope() as scope:
@@ -233,8 +237,6 @@ class Runner:
         finally:
             self._running.discard(call)
             if not self._running:
-                from . import memory
-
                 memory.went_idle()
             if call.admitted:
                 call.admitted = False
