@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ToolError
 from .outputs import ToolInput
@@ -49,6 +49,8 @@ class CheckJobInput(JobInput):
 
 
 class JobStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status: str = Field(description="submitted, queued, running, done, failed or cancelled")
     tool: str
@@ -225,6 +227,8 @@ class ListJobsInput(ToolInput):
 
 
 class JobList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     jobs: list[JobStatus]
 
 

@@ -72,6 +72,8 @@ def spelled_choices(model: type[BaseModel], data: Any) -> Any:
 
 
 class OutputFile(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     url: str = Field(description="Where the file can be downloaded")
     content_type: str | None = Field(None, description="MIME type, e.g. image/png")
     width: int | None = None
@@ -87,6 +89,8 @@ class OutputFile(BaseModel):
 class JobHandoff(BaseModel):
     """A call that returned before its job finished: the job goes on, and this is how to get its result."""
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status: str
     progress: str | None = None
@@ -95,6 +99,8 @@ class JobHandoff(BaseModel):
 
 class Receipt(BaseModel):
     """What a call was estimated to cost before it was submitted, and what its output cost."""
+
+    model_config = ConfigDict(defer_build=True)
 
     estimate: float = Field(description="USD estimated before submitting")
     cost: float = Field(description="USD for what was made: its units × the unit price")
@@ -110,6 +116,8 @@ class Receipt(BaseModel):
 
 class GenerationOutput(BaseModel):
     """What every generation tool returns as structured content."""
+
+    model_config = ConfigDict(defer_build=True)
 
     files: list[OutputFile]
     endpoint: str = Field(description="The fal endpoint that produced the files")

@@ -136,27 +136,47 @@ class Registry:
         self.recommendations.extend(found.recommendations)
 
 
-def _wanted(entry: EntryPoint, names: Iterable[str]) -> bool:
-    distribution = entry.dist.name if entry.dist else ""
-    return entry.name in names or distribution in names
+@dataclass(frozen=True)
+class _Entry:
+    """An entry point of the group and its distribution's name and version, read once: each read of
+    `EntryPoint.dist.name` or `.version` parses the distribution's METADATA again."""
+
+    point: EntryPoint
+    distribution: str  # "" without a distribution
+    version: str
+
+    @classmethod
+    def of(cls, point: EntryPoint) -> _Entry:
+        if point.dist is None:
+            return cls(point, "", "?")
+        metadata = point.dist.metadata  # what .name and .version read
+        return cls(point, metadata["Name"], metadata["Version"])
+
+    @property
+    def name(self) -> str:
+        return self.point.name
 
 
-def _check_names(entries: list[EntryPoint], settings: Settings) -> None:
+def _wanted(entry: _Entry, names: Iterable[str]) -> bool:
+    return entry.name in names or entry.distribution in names
+
+
+def _check_names(entries: list[_Entry], settings: Settings) -> None:
     """Every name in FAL_MCP_PLUGINS and FAL_MCP_DISABLE_PLUGINS must match a pack as `_wanted` matches
     them (pack or distribution name), or be the core's own pack: refused, resp. warned about, otherwise."""
-    import difflib
-
     packs = sorted({CORE_PACK, *(entry.name for entry in entries)})
     known = {CORE_PACK, "fal-mcp-core"}
     for entry in entries:
         known.add(entry.name)
-        if entry.dist:
-            known.add(entry.dist.name)
+        if entry.distribution:
+            known.add(entry.distribution)
 
     def unknown(setting: str, names: Iterable[str]) -> str | None:
         missing = sorted(name for name in names if name not in known)
         if not missing:
             return None
+        import difflib
+
         hints = []
         for name in missing:
             close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -255,15 +275,12 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
     settings = settings or Settings.from_env()
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
-    entries = sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name))
+    entries = sorted(map(_Entry.of, entry_points(group=group)), key=lambda e: (e.distribution, e.name))
     _check_names(entries, settings)
     registry = Registry()
     _add_core(manager, registry, settings)
     for entry in entries:
-        dist = entry.dist
-        pack = Pack(
-            name=entry.name, distribution=dist.name if dist else "?", version=dist.version if dist else "?"
-        )
+        pack = Pack(name=entry.name, distribution=entry.distribution or "?", version=entry.version)
         registry.packs.append(pack)
         if settings.plugins_allowed is not None and not _wanted(entry, settings.plugins_allowed):
             pack.status, pack.error = "disabled", "not listed in FAL_MCP_PLUGINS"
@@ -272,7 +289,7 @@ def load_plugins(settings: Settings | None = None, group: str = PROJECT) -> Regi
             pack.status, pack.error = "disabled", "listed in FAL_MCP_DISABLE_PLUGINS"
             continue
         try:
-            found = _collect(manager, entry.name, entry.load())
+            found = _collect(manager, entry.name, entry.point.load())
             registry.add(pack, found)
         except Exception as exc:  # a broken pack must not take the others down
             # shown by `fal-mcp plugins` and logged: a pack's message must not carry the key

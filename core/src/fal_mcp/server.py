@@ -779,6 +779,13 @@ class _AnsweringMalformed:
         await self.inner.aclose()
 
 
+def import_sdk() -> None:
+    """Import the SDK's server side now (build_server and the transports import it when called), at
+    start-up, while the collector is off, with the rest of what lives as long as the server
+    (cli.cmd_serve): it is most of a start's time, and of its objects (the protocol's models)."""
+    import mcp.server  # noqa: F401  (with it: mcp.types, the low-level server, the stdio transport)
+
+
 async def serve_stdio(table: ToolTable) -> None:
     from mcp.server.stdio import stdio_server
 

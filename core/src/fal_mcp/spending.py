@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .budget import UNIT_KINDS, Estimate, EstimateError
 from .errors import ToolError
@@ -59,6 +59,8 @@ class NeedsInput(Exception):  # noqa: N818 (not an error: the call's answer is a
 
 
 class Consent(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     confirm: bool = Field(True, title="Spend it", description="Run the call and spend this amount")
 
 
@@ -440,6 +442,8 @@ async def budget_status(context: ToolContext) -> dict[str, Any]:
 
 
 class Period(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     limit: float | None = Field(description="USD; null: no limit set")
     spent: float = Field(description="USD spent in this period (jobs still running count their estimate)")
     left: float | None = None
@@ -447,6 +451,8 @@ class Period(BaseModel):
 
 
 class BudgetStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     day: Period
     month: Period
     confirm_above: float | None = Field(None, description="USD per call above which the user is asked")

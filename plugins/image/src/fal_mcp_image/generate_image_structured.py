@@ -61,7 +61,7 @@ Effect = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Subject(_Part):

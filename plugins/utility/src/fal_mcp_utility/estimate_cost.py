@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp import Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
 
@@ -21,6 +21,8 @@ class EstimateCostInput(ToolInput):
 
 
 class CostEstimate(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     model: str
     endpoint_id: str
     quantity: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp import Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
 
@@ -16,6 +16,8 @@ class GetPricingInput(ToolInput):
 
 
 class Price(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     model: str
     endpoint_id: str
     unit_price: float | None
@@ -25,6 +27,8 @@ class Price(BaseModel):
 
 
 class Pricing(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     prices: list[Price]
     note: str | None = None
 

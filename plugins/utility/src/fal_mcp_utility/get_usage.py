@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fal_mcp import Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
 
@@ -28,6 +28,8 @@ class GetUsageInput(ToolInput):
 
 
 class EndpointUsage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     endpoint_id: str
     unit: str
     quantity: float
@@ -36,6 +38,8 @@ class EndpointUsage(BaseModel):
 
 
 class LedgerLine(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     day: str
     endpoint_id: str
     calls: int
@@ -44,6 +48,8 @@ class LedgerLine(BaseModel):
 
 
 class Usage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     start: str
     end: str
     usage: list[EndpointUsage] = Field(description="fal's account-wide usage (every client of the key)")

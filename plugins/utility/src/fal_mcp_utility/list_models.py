@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp import Tool, ToolContext, ToolHints, ToolInput, ToolResult
 
@@ -19,6 +19,8 @@ class ListModelsInput(ToolInput):
 
 
 class ListedModel(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     endpoint_id: str
     aliases: list[str] = Field(description="tool:alias names the installed packs offer it under")
     category: str | None
@@ -28,6 +30,8 @@ class ListedModel(BaseModel):
 
 
 class ModelListing(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     models: list[ListedModel]
     matched: int = Field(description="How many models matched before the limit")
     note: str | None = Field(None, description="Set when fal's catalogue could not be reached")

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp import Tool, ToolContext, ToolHints, ToolInput, ToolResult
 
@@ -296,6 +296,8 @@ class RecommendModelInput(ToolInput):
 
 
 class Recommended(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     model: str = Field(description="tool:alias to use, a tool that needs no model choice, or an endpoint id")
     tool: str | None = Field(
         None, description="The tool to call (None: a fal model no tool offers; run_model)"
@@ -306,6 +308,8 @@ class Recommended(BaseModel):
 
 
 class Recommendations(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     task: str
     recommendations: list[Recommended]
     note: str | None = None

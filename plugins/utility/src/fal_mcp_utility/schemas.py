@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from fal_mcp import ToolContext, ToolError, openapi_schemas, resolve_openapi
 
@@ -19,6 +19,8 @@ JSON_TYPES = {
 
 
 class FieldInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     type: str
     required: bool = False
@@ -30,6 +32,8 @@ class FieldInfo(BaseModel):
 
 
 class ModelSchema(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     endpoint_id: str
     inputs: list[FieldInfo]
     outputs: list[FieldInfo]

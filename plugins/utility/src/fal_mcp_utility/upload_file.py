@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp import MediaError, Tool, ToolContext, ToolError, ToolHints, ToolInput, ToolResult
 
@@ -12,6 +12,8 @@ class UploadFileInput(ToolInput):
 
 
 class Uploaded(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     url: str
     file_path: str
 
