@@ -163,3 +163,31 @@ async def test_a_video_job_submitted_in_one_process_is_finished_in_another(threa
         assert len(thread_sandbox.state.submissions) == 1
     finally:
         thread_sandbox.state.reset()
+
+
+async def test_a_call_goes_to_the_job_store_three_times_and_all_of_it_is_kept(tool_table, monkeypatch):
+    """Each statement is a trip to the store's worker thread, dearer than the statement: a call makes
+    three (its job recorded once fal took it, who follows it, its end); its progress and its ledger line
+    ride along with the last. Everything is in the store when the call returns."""
+    from fal_mcp import store as store_module
+    from fal_mcp.owners import STDIO
+
+    monkeypatch.setattr(store_module, "FLUSH_DELAY", 3600.0)  # no timed write during the test
+    trips = []
+    real_run = store_module.SqliteStore._run
+
+    async def counting(self, work, *args, **kwargs):
+        trips.append(work)
+        return await real_run(self, work, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.SqliteStore, "_run", counting)
+    for prompt in ("first", "second", "third"):  # the first also takes the replica's lease, prunes
+        trips.clear()
+        result = await tool_table.call("generate_image", {"prompt": prompt})
+        assert not result.is_error, result.content[0].text
+    assert len(trips) <= 3, trips
+    jobs = await tool_table.store.list(STDIO.key)
+    assert [(job.status, job.progress) for job in jobs] == [("done", "Done")] * 3
+    assert all(job.request_id and job.cost and job.result for job in jobs)
+    ledger = await tool_table.store.ledger(STDIO.key, "2000-01-01", "2999-12-31")
+    assert sum(row.calls for row in ledger) == 3

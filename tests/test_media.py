@@ -306,3 +306,64 @@ async def test_a_download_whose_kept_alive_connection_was_closed_is_sent_again_o
         with pytest.raises(MediaError, match="RemoteProtocolError"):
             await download("http://127.0.0.1:9/cdn/files/b.png", keep, trusted_urls=trusted, http=http)
     assert len(sent) == 4
+
+
+def drawn_jpeg(size: tuple[int, int]) -> bytes:
+    """A deterministic picture (gradients and shapes), as a JPEG."""
+    from PIL import ImageDraw
+
+    width, height = size
+    red = Image.linear_gradient("L").resize(size)
+    green = Image.radial_gradient("L").resize(size)
+    blue = Image.linear_gradient("L").rotate(90).resize(size)
+    image = Image.merge("RGB", (red, green, blue))
+    draw = ImageDraw.Draw(image)
+    for k in range(6):
+        box = (width * k / 7, height * k / 9, width * (k + 1) / 7 + 40, height * (k + 2) / 9)
+        draw.ellipse(box, fill=(40 * k, 255 - 40 * k, 128), outline=(255, 255, 255), width=5)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_preview_decodes_the_file_only_as_large_as_the_preview(monkeypatch):
+    """A JPEG is decoded in draft mode (scaled by its decoder) to no smaller than the preview: one passed
+    through at 1/8 (its pixels are not shown; every byte is still checked), a larger one at the least
+    scale that still covers the preview. The preview has the size and, near enough, the look of the full
+    image scaled down."""
+    import math
+
+    from PIL import ImageChops, ImageStat
+
+    from fal_mcp import delivery
+
+    decoded = []
+    real_open = delivery.open_image
+
+    def recording(data, *args, **kwargs):
+        image = real_open(data, *args, **kwargs)
+        decoded.append(image.size)
+        return image
+
+    monkeypatch.setattr(delivery, "open_image", recording)
+    for size, draft in (
+        ((4096, 2304), (1024, 576)),
+        ((3001, 1999), (1501, 1000)),
+        ((1500, 1500), (1500, 1500)),
+    ):
+        data = drawn_jpeg(size)
+        decoded.clear()
+        preview, mime = delivery.make_preview(data)
+        assert decoded == [draft] and mime == "image/jpeg"
+        full = Image.open(io.BytesIO(data))
+        full.thumbnail((1024, 1024), reducing_gap=None)  # the full image scaled down
+        shown = Image.open(io.BytesIO(preview))
+        assert shown.size == full.size
+        difference = ImageStat.Stat(ImageChops.difference(shown.convert("RGB"), full)).rms
+        assert math.sqrt(sum(v * v for v in difference) / 3) < 6
+    small = drawn_jpeg((1024, 576))
+    decoded.clear()
+    assert delivery.make_preview(small) == (small, "image/jpeg")  # passed through untouched
+    assert decoded == [(128, 72)]
+    with pytest.raises(MediaError, match="truncated"):
+        delivery.make_preview(small[: len(small) * 2 // 3])  # checked all the same

@@ -196,3 +196,82 @@ async def test_replicas_opening_one_new_file_at_once_all_start(tmp_path):
         finally:
             for store in stores:
                 await store.aclose()
+
+
+# -- SQLite: progress and ledger lines ride with the next statement ------------------------------------
+
+
+async def test_a_jobs_progress_and_ledger_line_ride_with_its_end_in_one_trip(tmp_path):
+    """A followed job's progress (status queued/running) and a ledger correction are not a trip to the
+    worker thread each: they are written with the next statement (the job's end here), and nothing is
+    lost: what the job's end and the ledger say is on disk when `finish` returns."""
+    url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    store, other = open_store(url), open_store(url)  # `other`: another replica, reading the same file
+    try:
+        await store.hold_lease("a", 30)
+        await store.add(record("j1", status="queued", follower="a", request_id="r1"))
+        assert (await other.get("j1")).request_id == "r1"  # the paid request is on disk at once
+        trips = store.trips
+        updated = await store.update("j1", status="running", progress="Running")
+        assert (updated.status, updated.progress, updated.request_id) == ("running", "Running", "r1")
+        await store.adjust("alice", "2026-01-02", "fal-ai/x", charged=250_000, estimated=250_000, calls=1)
+        assert store.trips == trips  # nothing sent to the worker thread yet
+        assert (await store.claim("j1", "a")) is not None  # still its follower
+        done = await store.finish("j1", "a", status="done", progress="Done", result={"text": "ok"})
+        assert store.trips == trips + 2  # the claim and the end: one trip each, the rest rode along
+        assert (done.status, done.progress, done.request_id) == ("done", "Done", "r1")
+        found = await other.get("j1")
+        assert (found.status, found.progress, found.result) == ("done", "Done", {"text": "ok"})
+        assert await other.spent("alice", "2026-01-02") == {"day": 250_000, "month": 250_000}
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_deferred_writes_are_seen_at_once_here_and_never_reopen_an_ended_job(tmp_path):
+    url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    store, other = open_store(url), open_store(url)
+    try:
+        await store.add(record("j1", status="queued", follower="a", request_id="r1"))
+        await store.update("j1", status="running", progress="In queue, position 3")
+        await store.adjust("alice", "2026-01-02", "fal-ai/x", charged=100, estimated=100, calls=1)
+        # this process reads its own writes, and checks budgets with them
+        assert (await store.get("j1")).progress == "In queue, position 3"
+        assert await store.charge("alice", "2026-01-02", "fal-ai/x", 50, {"day": 120}) == ("day", 100)
+        assert (await other.get("j1")).status == "running"  # on disk with that statement
+        # progress deferred while another replica ends the job: the job stays as it ended
+        await store.update("j1", status="running", progress="Running: step 2")
+        await other.update("j1", status="cancelled", progress="Cancelled by the client")
+        await store.hold_lease("a", 30)  # any statement writes the deferred ones first
+        found = await other.get("j1")
+        assert (found.status, found.progress) == ("cancelled", "Cancelled by the client")
+        # what is still deferred when the store closes is written then
+        await store.add(record("j2", status="queued", follower="a", request_id="r2"))
+        await store.update("j2", status="running", progress="Running")
+        await store.adjust("alice", "2026-01-02", "fal-ai/x", charged=7)
+    finally:
+        await store.aclose()
+    try:
+        assert (await other.get("j2")).progress == "Running"
+        assert (await other.spent("alice", "2026-01-02"))["day"] == 107
+    finally:
+        await other.aclose()
+
+
+async def test_only_progress_of_a_followed_job_waits(tmp_path):
+    """What a job's recovery needs (its request id, an end, a follower) is written before the call
+    returns, like a progress update of a job this store did not record."""
+    url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    store, other = open_store(url), open_store(url)
+    try:
+        await other.add(record("theirs", status="queued", follower="b"))
+        await store.add(record("j1", status="submitted", follower="a"))
+        await store.update("j1", status="queued", request_id="r1", endpoint_id="fal-ai/x")
+        assert (await other.get("j1")).request_id == "r1"
+        await store.update("j1", status="cancelled", progress="Cancelled by the client")
+        assert (await other.get("j1")).status == "cancelled"
+        await store.update("theirs", status="running", progress="Running")  # not recorded here
+        assert (await other.get("theirs")).status == "running"
+    finally:
+        await store.aclose()
+        await other.aclose()

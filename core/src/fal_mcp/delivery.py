@@ -36,10 +36,35 @@ def _is_image(file: OutputFile) -> bool:
 def make_preview(data: bytes) -> tuple[bytes, str]:
     """The image scaled to at most PREVIEW_SIDE a side and re-encoded to stay under PREVIEW_BYTES.
     Blocking (PIL): run it in a worker thread. Raises MediaError only: the caller makes it a note."""
-    # Decoded in full even when it is passed through untouched: a truncated or corrupt file must get
-    # a note, not be shown as a broken preview. open_image raises MediaError only.
-    image = open_image(data)
-    return preview_of(image, data, f"image/{(image.format or '').lower()}")
+    # Decoded even when it is passed through untouched: a truncated or corrupt file must get a note, not
+    # be shown as a broken preview. A JPEG is decoded only as large as needed (open_image's `draft`):
+    # one passed through at 1/8 scale (every byte is still read and checked; the pixels are not shown),
+    # one scaled down at the least of 1/2, 1/4, 1/8 still at least the preview's size, which the
+    # resampling then brings to the preview's exact size (the size scaling the full image gives).
+    full: list[tuple[int, int]] = []
+
+    def draft(image) -> tuple[int, int]:
+        full.append(image.size)
+        if _passed_through(image.size, data, "image/jpeg"):
+            return (1, 1)
+        return _thumbnail_size(image.size, PREVIEW_SIDE)
+
+    image = open_image(data, draft=draft)  # raises MediaError only
+    mime = f"image/{(image.format or '').lower()}"
+    size = full[0] if full else image.size
+    if _passed_through(size, data, mime):
+        return data, mime
+    return _encoded_preview(image, _thumbnail_size(size, PREVIEW_SIDE))
+
+
+def _passed_through(size: tuple[int, int], data: bytes | None, mime: str | None) -> bool:
+    """Whether an image of `size`, encoded as `data` of type `mime`, is its own preview."""
+    return (
+        max(size) <= PREVIEW_SIDE
+        and data is not None
+        and len(data) <= PREVIEW_BYTES
+        and mime in ("image/jpeg", "image/png")
+    )
 
 
 def preview_of(image, data: bytes | None = None, mime: str | None = None) -> tuple[bytes, str]:
@@ -47,14 +72,22 @@ def preview_of(image, data: bytes | None = None, mime: str | None = None) -> tup
     anything: for an image made here, from the image itself rather than its encoded output. `data` and
     `mime`: the image's encoded file (passed through as the preview when it is a small enough PNG or
     JPEG). `image` is not changed. Blocking (PIL). Raises MediaError only."""
+    try:
+        if data is not None and _passed_through(image.size, data, mime):
+            return data, mime or ""  # already a fine preview: no re-encoding
+    except Exception as exc:
+        raise MediaError(f"it could not be made into a preview ({type(exc).__name__}: {exc})") from None
+    return _encoded_preview(image, _thumbnail_size(image.size, PREVIEW_SIDE))
+
+
+def _encoded_preview(image, size: tuple[int, int]) -> tuple[bytes, str]:
+    """`image` scaled to `size` (at most PREVIEW_SIDE a side) and encoded, smaller again until it is
+    under PREVIEW_BYTES. `image` is not changed. Raises MediaError only."""
     import io
 
     try:
-        fits = max(image.size) <= PREVIEW_SIDE and data is not None and len(data) <= PREVIEW_BYTES
-        if fits and data is not None and mime in ("image/jpeg", "image/png"):
-            return data, mime  # already a fine preview: no re-encoding
         side = PREVIEW_SIDE
-        shrunk = _shrunk(image, side)
+        shrunk = _resized(image, size)
         has_alpha = shrunk.mode in ("RGBA", "LA") or (shrunk.mode == "P" and "transparency" in shrunk.info)
         while True:
             buffer = io.BytesIO()
@@ -72,17 +105,15 @@ def preview_of(image, data: bytes | None = None, mime: str | None = None) -> tup
         raise MediaError(f"it could not be made into a preview ({type(exc).__name__}: {exc})") from None
 
 
-def _shrunk(image, side: int):
-    """A new image: `image` scaled as `Image.thumbnail((side, side))` scales it in place (the same size,
-    filter and reducing gap: the same pixels), without copying it first; a copy if it fits already."""
+def _thumbnail_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The size `Image.thumbnail((side, side))` gives an image of `size` (Pillow's own arithmetic, in
+    its preserve_aspect_ratio); `size` itself if it fits already."""
     import math
 
-    from PIL import Image
-
-    width, height = image.size
+    width, height = size
     if side >= width and side >= height:
-        return image.copy()
-    aspect = width / height  # Image.thumbnail's own arithmetic (Pillow's preserve_aspect_ratio)
+        return size
+    aspect = width / height
 
     def round_aspect(number: float, key) -> int:
         return max(min(math.floor(number), math.ceil(number), key=key), 1)
@@ -92,9 +123,22 @@ def _shrunk(image, side: int):
         x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
     else:
         y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
-    if (x, y) == image.size:
+    return x, y
+
+
+def _shrunk(image, side: int):
+    """A new image: `image` scaled as `Image.thumbnail((side, side))` scales it in place (the same size,
+    filter and reducing gap: the same pixels), without copying it first; a copy if it fits already."""
+    return _resized(image, _thumbnail_size(image.size, side))
+
+
+def _resized(image, size: tuple[int, int]):
+    """A new image: `image` at `size` (bicubic, as Image.thumbnail), or a copy if it has that size."""
+    from PIL import Image
+
+    if tuple(size) == image.size:
         return image.copy()
-    return image.resize((x, y), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def _file_name(tool: str, request_id: str, index: int, file: OutputFile) -> str:

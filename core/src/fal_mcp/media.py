@@ -276,13 +276,24 @@ def _reason(exc: BaseException) -> str:
     return (text[:150] + "...") if len(text) > 150 else (text or type(exc).__name__)
 
 
-def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> PILImage:
+def open_image(
+    data: bytes,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    draft: Callable[[PILImage], tuple[int, int] | None] | None = None,
+) -> PILImage:
     """Decode an image with PIL, refusing anything over `max_pixels` before decoding it.
 
     Blocking: run it in a worker thread. The first frame (of an animation too: the others are never
     decoded) is loaded completely here, so later work on the result cannot meet bad data. Every
     failure is a MediaError with a short reason: PIL's decoders raise OSError, SyntaxError,
-    ValueError, EOFError, struct.error, IndexError... on bad data, with no common base class."""
+    ValueError, EOFError, struct.error, IndexError... on bad data, with no common base class.
+
+    `draft`: for a caller that needs the image smaller only (a preview), given the opened image (its
+    full size, nothing decoded yet), the least size wanted, or None for all of it. A JPEG is then
+    decoded at the smallest of 1/8, 1/4, 1/2 its scale still at least that large (`Image.draft`: the
+    decoder scales in its inverse DCT, several times faster); the whole file is read and checked all the
+    same (a truncated file fails as it does decoded in full). Other formats are decoded in full."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -301,6 +312,9 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> PILImage:
     if width * height > max_pixels:
         raise MediaError(f"it is {width}x{height} pixels, more than the limit of {max_pixels}")
     try:
+        wanted = draft(image) if draft is not None and image.format == "JPEG" else None
+        if wanted is not None and (wanted[0] < width or wanted[1] < height):
+            image.draft(None, (max(1, wanted[0]), max(1, wanted[1])))
         image.load()
     except Exception as exc:
         raise MediaError(f"it could not be decoded ({_reason(exc)})") from None

@@ -22,10 +22,12 @@ another, atomically, so that exactly one follows it on, and only its follower re
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
+import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -34,8 +36,12 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+log = logging.getLogger(__name__)
 FINISHED = ("done", "failed", "cancelled")
 STATUSES = ("submitted", "queued", "running", *FINISHED)
+# SqliteStore: the longest a deferred write (progress, a ledger correction) waits for the next statement
+# before it is written on its own.
+FLUSH_DELAY = 1.0
 
 
 @dataclass
@@ -61,13 +67,26 @@ class JobRecord:
         return self.status in FINISHED
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # What json.dumps(asdict(self)) gives, without asdict's deep copy of every value (the result, the
+        # arguments) made only to be encoded: a dataclass met inside is encoded as asdict would.
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        return json.dumps(values, separators=(",", ":"), default=_as_json)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> JobRecord:
         data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
+
+
+def _as_json(value: Any) -> Any:
+    from dataclasses import is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class JobStore(Protocol):
@@ -175,7 +194,17 @@ def open_store(url: str) -> JobStore:
 
 class SqliteStore:
     """One SQLite file (WAL, so several processes on one machine can share it). Every statement runs
-    in a worker thread, one at a time, on one connection."""
+    in a worker thread, one at a time, on one connection.
+
+    Each trip to the worker thread costs more CPU than the statement it carries, so two kinds of write
+    that nothing depends on at once ride along with the next trip instead of taking one of their own
+    (within FLUSH_DELAY at the latest, and at aclose): a running job's progress (`update` naming only
+    `status` queued or running and `progress`, of a job this store follows: the job and its fal request
+    id are stored already, and an unfinished job is resumed alike whatever its progress says), merged
+    into the job's next write (`finish`, which supersedes it, or `update`) when that comes first; and a
+    ledger correction (`adjust`: the charge settled, or a refund). Every statement of this process
+    applies them first, so what this process reads or checks (budgets: `charge`) includes them; other
+    processes see them within FLUSH_DELAY. A progress write never changes a job that has ended."""
 
     SCHEMA = """
         CREATE TABLE IF NOT EXISTS jobs (
@@ -201,6 +230,15 @@ class SqliteStore:
         self.path = path
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        # Deferred writes (the class's doc), taken by whichever worker thread runs next.
+        self._pending_lock = threading.Lock()
+        self._progress: dict[str, dict[str, Any]] = {}  # job id -> status/progress changes to write
+        self._ledger: builtins.list[tuple[str, str, str, int, int, int]] = []  # adjust's rows to add
+        # Unfinished jobs this store wrote (added, claimed, updated): what a deferred `update` returns.
+        self._followed: dict[str, JobRecord] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task] = set()
+        self.trips = 0  # trips to the worker thread (statements run), for tests and benchmarks
 
     def _connect(self) -> sqlite3.Connection:
         import os
@@ -236,14 +274,98 @@ class SqliteStore:
                     raise
                 time.sleep(0.05)
 
-    async def _run(self, work, *args):
+    async def _run(self, work, *args, keep: str | None = None):
+        """`work(connection, *args)` in a worker thread, after the deferred writes (all but the progress
+        of job `keep`, which `work` writes or supersedes itself)."""
         import anyio
 
         def locked():
             with self._lock:
-                return work(self._connect(), *args)
+                connection = self._connect()
+                self._write_deferred(connection, keep)
+                return work(connection, *args)
 
+        self.trips += 1
         return await anyio.to_thread.run_sync(locked)
+
+    # -- deferred writes ----------------------------------------------------------------------------
+
+    def _defer(self) -> bool:
+        """Make sure deferred writes are written within FLUSH_DELAY; False if they cannot be (no event
+        loop of asyncio's here): the caller writes now."""
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            self._timer = loop.call_later(FLUSH_DELAY, self._flush_deferred)
+        return True
+
+    def _flush_deferred(self) -> None:
+        self._timer = None
+        with self._pending_lock:
+            if not self._progress and not self._ledger:
+                return  # written already, with another statement
+
+        async def flush() -> None:
+            try:
+                await self._run(lambda connection: None)
+            except Exception as exc:  # kept, tried again with the next statement
+                log.warning("could not write to the job store: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _take_progress(self, job_id: str) -> dict[str, Any]:
+        with self._pending_lock:
+            return self._progress.pop(job_id, {})
+
+    def _write_deferred(self, connection, keep: str | None = None) -> None:
+        """Write the deferred writes (in the worker thread, holding the connection), in one transaction;
+        put back if that fails."""
+        with self._pending_lock:
+            if not self._ledger and (not self._progress or list(self._progress) == [keep]):
+                return
+            ledger, self._ledger = self._ledger, []
+            progress = {job_id: changes for job_id, changes in self._progress.items() if job_id != keep}
+            for job_id in progress:
+                del self._progress[job_id]
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for owner, day, endpoint_id, calls, estimated, charged in ledger:
+                    self._add(
+                        connection, owner, day, endpoint_id, calls=calls, estimated=estimated, charged=charged
+                    )
+                for job_id, changes in progress.items():
+                    row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                    if row is None:
+                        continue
+                    record = JobRecord.from_json(row[0])
+                    if record.finished:  # ended meanwhile (here or by another replica): left as it ended
+                        continue
+                    for name, value in changes.items():
+                        setattr(record, name, value)
+                    record.updated_at = time.time()
+                    self._write(connection, record)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except BaseException:
+            with self._pending_lock:
+                self._ledger[:0] = ledger
+                for job_id, changes in progress.items():
+                    self._progress[job_id] = {**changes, **self._progress.get(job_id, {})}
+            raise
+
+    def _followed_now(self, record: JobRecord | None, job_id: str) -> None:
+        """Keep what a deferred `update` of the job returns, while it is unfinished."""
+        if record is None or record.finished:
+            self._followed.pop(job_id, None)
+        elif job_id in self._followed or len(self._followed) < 10_000:
+            self._followed[job_id] = replace(record)
 
     @staticmethod
     def _write(connection, record: JobRecord) -> None:
@@ -261,6 +383,7 @@ class SqliteStore:
 
     async def add(self, record: JobRecord) -> None:
         await self._run(self._write, record)
+        self._followed_now(record, record.job_id)
 
     async def get(self, job_id: str) -> JobRecord | None:
         def work(connection):
@@ -270,14 +393,30 @@ class SqliteStore:
         return await self._run(work)
 
     async def update(self, job_id: str, **changes: Any) -> JobRecord | None:
+        followed = self._followed.get(job_id)
+        if (
+            followed is not None
+            and changes
+            and set(changes) <= {"status", "progress"}
+            and changes.get("status", "running") in ("queued", "running")
+            and self._defer()
+        ):  # progress: written with the next statement (the class's doc)
+            with self._pending_lock:
+                self._progress[job_id] = {**self._progress.get(job_id, {}), **changes}
+            for name, value in changes.items():
+                setattr(followed, name, value)
+            followed.updated_at = time.time()
+            return replace(followed)
+
         def work(connection):
             connection.execute("BEGIN IMMEDIATE")  # read, change and write as one, across processes too
             try:
                 row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                deferred = self._take_progress(job_id)  # superseded by `changes` where they overlap
                 if row is None:
                     return None
                 record = JobRecord.from_json(row[0])
-                for name, value in changes.items():
+                for name, value in {**deferred, **changes}.items():
                     setattr(record, name, value)
                 record.updated_at = time.time()
                 self._write(connection, record)
@@ -285,7 +424,9 @@ class SqliteStore:
             finally:
                 connection.execute("COMMIT")
 
-        return await self._run(work)
+        record = await self._run(work, keep=job_id)
+        self._followed_now(record, job_id)
+        return record
 
     async def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
         def work(connection):
@@ -362,17 +503,23 @@ class SqliteStore:
             try:
                 row = connection.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
                 if row is None:
+                    self._take_progress(job_id)
                     return None
                 record = JobRecord.from_json(row[0])
                 if record.finished:
+                    self._take_progress(job_id)
                     return None
                 follower = record.follower
                 if follower not in ("", replica) and self._alive(connection, [follower]):
+                    self._take_progress(job_id)  # another replica follows it: its progress is theirs
                     return None
+                # A claim leaves the job's deferred progress for later (its end, usually, which
+                # supersedes it); an end writes it under its own changes.
+                deferred = self._take_progress(job_id) if changes else {}
                 if follower == replica and not changes:
                     return record
                 record.follower = replica
-                for name, value in changes.items():
+                for name, value in {**deferred, **changes}.items():
                     setattr(record, name, value)
                 if changes:
                     record.updated_at = time.time()
@@ -384,10 +531,14 @@ class SqliteStore:
         return work
 
     async def claim(self, job_id: str, replica: str) -> JobRecord | None:
-        return await self._run(self._take(job_id, replica, {}))
+        record = await self._run(self._take(job_id, replica, {}), keep=job_id)
+        self._followed_now(record, job_id)
+        return record
 
     async def finish(self, job_id: str, replica: str, **changes: Any) -> JobRecord | None:
-        return await self._run(self._take(job_id, replica, changes))
+        record = await self._run(self._take(job_id, replica, changes), keep=job_id)
+        self._followed.pop(job_id, None)
+        return record
 
     async def by_request(self, request_id: str) -> JobRecord | None:
         def work(connection):
@@ -495,6 +646,10 @@ class SqliteStore:
     async def adjust(
         self, owner: str, day: str, endpoint_id: str, *, charged: int, estimated: int = 0, calls: int = 0
     ) -> None:
+        if self._defer():  # written with the next statement (the class's doc)
+            with self._pending_lock:
+                self._ledger.append((owner, day, endpoint_id, calls, estimated, charged))
+            return
         await self._run(
             lambda connection: self._add(
                 connection, owner, day, endpoint_id, calls=calls, estimated=estimated, charged=charged
@@ -518,13 +673,27 @@ class SqliteStore:
     async def aclose(self) -> None:
         import anyio
 
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._flushes):
+            await task
+
         def close() -> None:
             with self._lock:  # after any statement still running in a worker thread, never under it
+                with self._pending_lock:
+                    deferred = bool(self._progress or self._ledger)
+                if deferred:
+                    try:
+                        self._write_deferred(self._connect())
+                    except Exception as exc:
+                        log.warning("could not write the last progress and ledger lines: %s", exc)
                 connection, self._connection = self._connection, None
                 if connection is not None:
                     connection.close()
 
         await anyio.to_thread.run_sync(close)
+        self._followed.clear()
 
 
 class RedisStore:
