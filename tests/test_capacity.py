@@ -55,6 +55,35 @@ async def test_a_call_beyond_the_cap_is_refused_before_anything_is_submitted(san
     assert len(sandbox.state.submissions) == 2 and sandbox.state.cancels == []
 
 
+async def test_a_refused_call_leaves_no_reference_cycle(sandbox, registry, monkeypatch):
+    """A refused call is freed when it ends: kept in a cycle (its error's frames held the call), a burst
+    of refusals left a collector pass of a quarter second's work, holding the server and /health."""
+    import gc
+
+    from fal_mcp.runner import Call
+
+    monkeypatch.setenv("FAL_MCP_MAX_CALLS_IN_FLIGHT", "1")
+    sandbox.state.add_fault(outcome="hold")
+    async with tool_table_for(sandbox, registry, FAL_MCP_HANDOFF_AFTER=0.2) as table:
+        first = await table.call("generate_video", VIDEO)  # handed off, held: the one place is taken
+        await held(sandbox.state)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            refused = [await table.call("generate_image", {"prompt": f"too many {n}"}) for n in range(3)]
+            gc.collect()
+            left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, (Call, BaseException))})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert all(r.is_error and "busy" in r.content[0].text for r in refused)
+        assert left == []
+        sandbox.state.release()
+        job = first.structured_content["job"]["job_id"]
+        done = await table.call("check_job", {"job_id": job, "wait_seconds": 60})
+        assert done.content[0].text.startswith("Job done"), done.content[0].text
+
+
 def test_the_open_files_budget_leaves_each_call_its_descriptors():
     # a common LimitNOFILE=1024: the connection cap is lowered so the calls in flight keep their share
     split = budget(1024, 1000, None)

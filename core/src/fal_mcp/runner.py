@@ -280,7 +280,8 @@ class Runner:
                 call, status="failed", error="Not submitted: the user's confirmation was asked first"
             )
         except Exception as exc:
-            call.error, outcome = exc, self.table.failure(call.tool.name, exc)
+            outcome = self.table.failure(call.tool.name, exc)
+            call.error = exc.with_traceback(None)  # kept for its kind; its frames would hold the call
             if await self._ours(call):
                 await settle_spent(call.context)
                 await self._conclude(call, status="failed", error=outcome.content[0].text)
@@ -500,7 +501,8 @@ class Runner:
             )
             raise
         except Exception as exc:
-            call.error, outcome = exc, self.table.failure(call.tool.name, exc)
+            outcome = self.table.failure(call.tool.name, exc)
+            call.error = exc.with_traceback(None)  # kept for its kind; its frames would hold the call
             if _refused_the_key(exc, self.table):
                 # the key this request brought is not one fal follows the job with: the job is as it was,
                 # for its owner to follow with the right key (through any replica: it is let go)
