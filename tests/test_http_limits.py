@@ -276,6 +276,73 @@ def websocket_status(addr, path: str, host: str, token: str | None) -> tuple[int
     return int(reply.split(b" ", 2)[1]), reply
 
 
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_both_parsers_keep_the_deadlines_and_answer_pipelined_requests(parser):
+    """bounded_protocol over either parser (httptools where installed, h11 elsewhere), served in
+    process: requests sent in one write are answered in order, a body that stops coming is answered
+    408, headers that stop coming get the connection closed."""
+    import threading
+
+    import uvicorn
+
+    from fal_mcp.http import bounded_protocol
+
+    async def echo(scope, receive, send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    settings = HttpSettings(header_timeout=0.5, body_timeout=0.5)
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(echo, http=bounded_protocol(settings, parser), lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    address = listener.getsockname()
+
+    def exchange(data: bytes) -> bytes:
+        """Send `data`, then read until the server closes the connection."""
+        with socket.create_connection(address, timeout=30) as conn:
+            conn.sendall(data)
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+        return received
+
+    try:
+        deadline = time.monotonic() + 30  # a hang guard, not a timing assertion
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started
+        post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n%s"
+        answered = exchange(
+            post % b"first" + post % b"secnd" + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert answered.count(b"HTTP/1.1 200") == 3, answered
+        assert answered.index(b"first") < answered.index(b"secnd")
+        slow_body = exchange(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+        assert slow_body.startswith(b"HTTP/1.1 408"), slow_body
+        assert b"Request body not received" in slow_body
+        assert exchange(b"GET / HTTP/1.1\r\nHost: x\r\n") == b""  # headers never ended: closed
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
+
+
 def test_websocket_upgrades_are_refused():
     with serving(FAL_MCP_AUTH_TOKEN=TOKEN) as (_, base, addr):
         local = f"127.0.0.1:{addr[1]}"

@@ -591,8 +591,9 @@ def protected_resource_routes(settings: HttpSettings) -> list:
     return [Route(path, endpoint=endpoint, methods=["GET", "OPTIONS"]) for path in settings.metadata_paths()]
 
 
-def bounded_protocol(settings: HttpSettings):
-    """uvicorn's h11 protocol with per-connection bounds, for one server:
+def bounded_protocol(settings: HttpSettings, parser: str = "auto"):
+    """uvicorn's HTTP protocol (`parser`: "httptools", "h11", or "auto": httptools where installed, as
+    uvicorn's standard extras bring it, h11 otherwise) with per-connection bounds, for one server:
 
     - a request's headers must arrive within header_timeout of the connection (or, on a kept-alive
       connection, of the request's first byte), else the connection is closed;
@@ -606,9 +607,6 @@ def bounded_protocol(settings: HttpSettings):
       beyond max_connections plus a margin (admission.overflow_for) a new connection is closed at
       once, so a flood cannot take the descriptors calls in flight need.
     """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
     from .admission import overflow_for
 
     waiting: dict = {}  # connections with no request in progress -> since when, longest-waiting first
@@ -636,16 +634,27 @@ def bounded_protocol(settings: HttpSettings):
         )
         await send({"type": "http.response.body", "body": body})
 
-    class BoundedH11Protocol(H11Protocol):
+    class Bounded:
+        """The bounds, over either parser's protocol. `_reading()` says where the client is: "idle" (no
+        request, or its headers not complete yet), "body" (headers read, body not yet) or "busy" (a
+        whole request read, its answer not finished); `_write_408` answers through the parser's state."""
+
+        app: Any
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        connections: set
+        cycle: Any
+        _reading: Callable[[], str]  # given by the parser's class below
+        _write_408: Callable[[list[tuple[bytes, bytes]], bytes], None]
+
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            # (client's h11 state, request cycle) the deadline is for
-            self._phase: tuple[object, object] | None = None
+            self._phase: tuple[object, object] | None = None  # (where the client is, request cycle)
             self._deadline: asyncio.TimerHandle | None = None
             self._upgraded = False
 
         def connection_made(self, transport) -> None:
-            super().connection_made(transport)
+            super().connection_made(transport)  # type: ignore[misc]
             count = len(self.connections)
             if count > hard_cap:
                 log.debug("connection limit and its margin reached: closing a new connection at once")
@@ -666,41 +675,41 @@ def bounded_protocol(settings: HttpSettings):
                     self.app = busy
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            super().data_received(data)  # type: ignore[misc]
             self._watch(headers_due=True)
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            super().on_response_complete()  # type: ignore[misc]
             self._watch(headers_due=False)  # idle until a next request: uvicorn's keep-alive timeout applies
 
-        def handle_websocket_upgrade(self, event) -> None:
+        def handle_websocket_upgrade(self, *args) -> None:
             self._stop()  # the websocket protocol owns the connection from here
             self._upgraded = True
-            super().handle_websocket_upgrade(event)
+            super().handle_websocket_upgrade(*args)  # type: ignore[misc]
 
         def connection_lost(self, exc) -> None:
             self._stop()
-            super().connection_lost(exc)
+            super().connection_lost(exc)  # type: ignore[misc]
 
         def _watch(self, headers_due: bool) -> None:
             if self._upgraded:
                 return
-            state = self.conn.their_state
-            if (state, self.cycle) != self._phase:  # a new phase of the connection: a new deadline
+            reading = self._reading()
+            if (reading, self.cycle) != self._phase:  # a new phase of the connection: a new deadline
                 self._stop()
-                self._phase = (state, self.cycle)
-                if state is h11.IDLE and self.app is not busy:
+                self._phase = (reading, self.cycle)
+                if reading == "idle" and self.app is not busy:
                     waiting[self] = self.loop.time()
             if self._deadline is None:
-                if state is h11.SEND_BODY:
+                if reading == "body":
                     self._deadline = self.loop.call_later(settings.body_timeout, self._expired)
-                elif state is h11.IDLE and headers_due:
+                elif reading == "idle" and headers_due:
                     self._deadline = self.loop.call_later(settings.header_timeout, self._expired)
 
         def _expired(self) -> None:
             self._deadline = None
             cycle = self.cycle
-            if self.conn.their_state is h11.SEND_BODY and cycle is not None and not cycle.response_started:
+            if self._reading() == "body" and cycle is not None and not cycle.response_started:
                 log.debug("request body not received in time: answering 408")
                 cycle.disconnected = True  # the app's receive() sees a disconnect, what it sends is dropped
                 cycle.message_event.set()
@@ -710,16 +719,7 @@ def bounded_protocol(settings: HttpSettings):
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ]
-                try:
-                    self.transport.write(
-                        self.conn.send(
-                            h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")
-                        )
-                        + self.conn.send(h11.Data(data=body.encode()))
-                        + self.conn.send(h11.EndOfMessage())
-                    )
-                except h11.LocalProtocolError:
-                    pass
+                self._write_408(headers, body.encode())
             else:
                 log.debug("request headers not received in time: closing the connection")
             self._close()
@@ -733,6 +733,63 @@ def bounded_protocol(settings: HttpSettings):
         def _close(self) -> None:
             self._stop()
             self.transport.abort()  # not close(): that waits for a client that may never read
+
+    if parser == "h11":
+        return _bounded_h11(Bounded)
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # no httptools: h11's pure-Python parser
+        if parser == "httptools":
+            raise
+        return _bounded_h11(Bounded)
+
+    class BoundedHttpToolsProtocol(Bounded, HttpToolsProtocol):
+        # Requests whose headers, whole message and answer are done, counted: pipelined requests are
+        # parsed while an earlier one is answered.
+        _headers_read = _requests_read = _answered = 0
+
+        def _reading(self) -> str:
+            if self._requests_read > self._answered:
+                return "busy"
+            return "body" if self._headers_read > self._requests_read else "idle"
+
+        def on_headers_complete(self) -> None:
+            self._headers_read += 1
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._requests_read = self._headers_read
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self._answered += 1
+            super().on_response_complete()
+
+        def _write_408(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n" + head + b"\r\n" + body)
+
+    return BoundedHttpToolsProtocol
+
+
+def _bounded_h11(bounded):
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(bounded, H11Protocol):  # type: ignore[misc,valid-type]
+        def _reading(self) -> str:
+            state = self.conn.their_state
+            return "idle" if state is h11.IDLE else "body" if state is h11.SEND_BODY else "busy"
+
+        def _write_408(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            try:
+                self.transport.write(
+                    self.conn.send(h11.Response(status_code=408, headers=headers, reason=b"Request Timeout"))
+                    + self.conn.send(h11.Data(data=body))
+                    + self.conn.send(h11.EndOfMessage())
+                )
+            except h11.LocalProtocolError:
+                pass
 
     return BoundedH11Protocol
 
