@@ -25,6 +25,18 @@ from fal_mcp_sandbox.testing import clean_env as server_env  # noqa: F401
 
 TESTS = Path(__file__).parent
 PACKS = TESTS / "packs"
+# A 2025-11-25 initialize request and the headers streamable HTTP asks for, for tests speaking raw HTTP
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @pytest.fixture

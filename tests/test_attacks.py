@@ -29,7 +29,7 @@ from fal_mcp.delivery import deliver, make_preview, save
 from fal_mcp.media import MediaError, fetch
 from fal_mcp.outputs import GenerationOutput, OutputFile
 
-from .conftest import http_server, server_env, tool_table_for
+from .conftest import INITIALIZE, http_server, server_env, tool_table_for
 from .test_bad_input import base_arguments, schemas
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]
@@ -606,19 +606,9 @@ def test_the_token_is_not_taken_from_the_query_or_a_cookie(servers):
 
 
 def test_the_right_token_gets_in_and_health_needs_none(servers):
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     answer = httpx.post(
         servers["/mcp"] + "/mcp",
-        json=initialize,
+        json=INITIALIZE,
         timeout=10,
         headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"},
     )

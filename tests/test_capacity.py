@@ -1,13 +1,11 @@
 """Capacity (issue 20): admission before payment (a call that cannot be followed is refused before
-anything reaches fal), the open-files budget, `--workers N` sharing one port and one job store, and
-503 with Retry-After beyond the connection cap. The sandbox holds jobs ("hold") until a test releases
+anything reaches fal), the open-files budget, `--workers N` sharing one port and one job store (503
+with Retry-After beyond the connection cap: test_http_limits.py). The sandbox holds jobs ("hold") until a test releases
 them: nothing here depends on how long anything takes."""
 
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import anyio
 import httpx
@@ -163,50 +161,3 @@ async def test_two_workers_share_one_port_and_their_jobs(thread_sandbox, tmp_pat
         assert len(state.submissions) == 1 and state.cancels == []
     finally:
         state.reset()
-
-
-def test_connections_beyond_the_cap_get_503_with_retry_after(thread_sandbox):
-    env = server_env({**thread_sandbox.env(), "FAL_MCP_MAX_CONNECTIONS": "2", "FAL_MCP_BODY_TIMEOUT": "600"})
-    with http_server(["--transport", "http"], env) as (_, base):
-        host, port = base.removeprefix("http://").rsplit(":", 1)
-        addr = (host, int(port))
-        busy = []
-        try:
-            for _ in range(2):  # two connections with a request in progress: neither can make room
-                sock = socket.create_connection(addr, timeout=30)
-                busy.append(sock)
-                sock.sendall(
-                    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json, "
-                    b"text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
-                    b"Expect: 100-continue\r\n\r\n" % addr[1]
-                )
-                seen = b""
-                while b"\r\n\r\n" not in seen:  # the app is reading the body: a request in progress
-                    chunk = sock.recv(1024)
-                    assert chunk, f"closed after {seen!r}"
-                    seen += chunk
-            with socket.create_connection(addr, timeout=30) as extra:
-                # (an Origin: a plain GET /health is answered by a thread of its own, outside the cap)
-                extra.sendall(
-                    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: http://127.0.0.1:1\r\n\r\n"
-                    % addr[1]
-                )
-                reply = b""
-                while chunk := extra.recv(65536):  # answered, then closed by the server
-                    reply += chunk
-            head = reply.split(b"\r\n\r\n", 1)[0].lower()
-            assert head.startswith(b"http/1.1 503 "), reply
-            assert b"\r\nretry-after: 1" in head and b"connection: close" in head
-            assert b"retry in a moment" in reply
-        finally:
-            for sock in busy:
-                sock.close()
-        for _ in range(1200):  # the server notices the closes: then it serves again
-            if (
-                httpx.get(base + "/health", headers={"Origin": "http://127.0.0.1:1"}, timeout=30).status_code
-                == 200
-            ):
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("still refusing after the busy connections closed")

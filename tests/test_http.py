@@ -8,7 +8,7 @@ import anyio
 import httpx
 import pytest
 
-from .conftest import http_server, server_env, stdio_client
+from .conftest import INITIALIZE, http_server, server_env, stdio_client
 
 pytestmark = pytest.mark.anyio
 TOKEN = "test-token-0123456789abcdef"
@@ -139,21 +139,11 @@ def _parent(pid: int) -> int:
 async def test_bearer_token_is_required_when_set():
     env = server_env({"FAL_MCP_AUTH_TOKEN": TOKEN})
     with http_server(["--sandbox", "--transport", "http"], env) as (_, base):
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        }
         headers = {"Accept": "application/json, text/event-stream"}
-        missing = httpx.post(base + "/mcp", json=initialize, headers=headers)
+        missing = httpx.post(base + "/mcp", json=INITIALIZE, headers=headers)
         assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
         wrong = httpx.post(
-            base + "/mcp", json=initialize, headers={**headers, "Authorization": "Bearer nope"}
+            base + "/mcp", json=INITIALIZE, headers={**headers, "Authorization": "Bearer nope"}
         )
         assert wrong.status_code == 401
         assert httpx.get(base + "/health").status_code == 200  # liveness needs no token
@@ -189,19 +179,9 @@ async def test_allowed_origins_get_cors_with_the_session_header():
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        }
         answer = httpx.post(
             base + "/mcp",
-            json=initialize,
+            json=INITIALIZE,
             headers={"Origin": "https://app.example", "Accept": "application/json, text/event-stream"},
         )
         assert answer.status_code == 200
@@ -321,16 +301,7 @@ async def test_client_disconnect_cancels_the_fal_request(thread_sandbox, statele
             init = await http.post(
                 base + "/mcp",
                 headers=headers,
-                json={
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-11-25",
-                        "capabilities": {},
-                        "clientInfo": {"name": "t", "version": "0"},
-                    },
-                },
+                json=INITIALIZE,
             )
             if not stateless:
                 headers.update(

@@ -18,21 +18,10 @@ from fal_mcp.config import ConfigError
 from fal_mcp.http import Guard, HttpSettings
 from fal_mcp_sandbox.testing import run_cli
 
-from .conftest import http_server, server_env
+from .conftest import INITIALIZE, MCP_HEADERS, http_server, server_env
 
 TOKEN = "test-token-0123456789abcdef"
 HALF_OPEN = 1100
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @contextmanager
@@ -253,7 +242,10 @@ def test_when_every_connection_is_busy_a_new_request_gets_503():
                     assert chunk, f"closed after {seen!r}"
                     seen += chunk
                 assert seen.startswith(b"HTTP/1.1 100 "), seen
-            assert loop_health(base).status_code == 503
+            refused = loop_health(base)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+            assert "retry in a moment" in refused.text
             assert_serves(base)  # a plain /health still is answered, by its own thread
         finally:
             for sock in busy:

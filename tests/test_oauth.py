@@ -26,22 +26,11 @@ from fal_mcp.config import ConfigError
 from fal_mcp.http import HttpSettings
 from fal_mcp.oauth import metadata_urls, parse_scopes
 
-from .conftest import listed_outputs, server_env
+from .conftest import INITIALIZE, MCP_HEADERS, listed_outputs, server_env
 
 pytestmark = pytest.mark.anyio
 SCOPE = "fal:use"
 STATIC_TOKEN = "static-token-" + secrets.token_hex(16)
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 # -- the authorization server ------------------------------------------------------------------------
@@ -719,6 +708,7 @@ def test_oauth_settings():
         {**env, "FAL_MCP_OAUTH_ISSUER": "https://auth.example.com/?tenant=1"},
         {**env, "FAL_MCP_OAUTH_ISSUER": "auth.example.com"},
         {**env, "FAL_MCP_OAUTH_AUDIENCE": "ftp://mcp.example.com/"},
+        {**env, "FAL_MCP_OAUTH_ISSUER": "https://user:secret@auth.example.com"},
         {**env, "FAL_MCP_OAUTH_SCOPES": 'fal"use'},
     ):
         with pytest.raises(ConfigError):

@@ -106,7 +106,8 @@ def test_public_url_setting():
         Settings.from_env({"FAL_MCP_PUBLIC_URL": "http://127.0.0.1:8080"}).public_url
         == "http://127.0.0.1:8080"
     )
-    for bad in ("http://mcp.example.com", "ftp://x", "https://mcp.example.com/?a=1", "mcp.example.com"):
+    bad_urls = ("http://mcp.example.com", "ftp://x", "https://mcp.example.com/?a=1", "mcp.example.com")
+    for bad in (*bad_urls, "https://user:secret@mcp.example.com", "https://mcp.example.com:99999"):
         with pytest.raises(ConfigError, match="FAL_MCP_PUBLIC_URL"):
             Settings.from_env({"FAL_MCP_PUBLIC_URL": bad})
 

@@ -245,29 +245,37 @@ def _keys_file(env: Mapping[str, str]) -> str | None:
 
 
 def _public_url(env: Mapping[str, str]) -> str | None:
-    """FAL_MCP_PUBLIC_URL: an https URL without query or fragment (http only for a loopback host, for
-    tests and a local sandbox), kept without a trailing slash."""
+    """FAL_MCP_PUBLIC_URL (url_setting's rules), kept without a trailing slash."""
+    raw = env.get("FAL_MCP_PUBLIC_URL", "").strip()
+    return url_setting("FAL_MCP_PUBLIC_URL", raw).rstrip("/") if raw else None
+
+
+def url_setting(name: str, value: str) -> str:
+    """`value` as a setting naming a URL (our public address, an OAuth issuer or resource, a JWKS): an
+    absolute https URL (plain http only on a loopback host, for tests and a local sandbox) without
+    credentials, query or fragment. Raises ConfigError."""
+    import ipaddress
     from urllib.parse import urlsplit
 
-    raw = env.get("FAL_MCP_PUBLIC_URL", "").strip()
-    if not raw:
-        return None
     try:
-        parts = urlsplit(raw)
+        parts = urlsplit(value)
         host = parts.hostname or ""
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
     except ValueError:
-        raise ConfigError(f"FAL_MCP_PUBLIC_URL={raw!r} is not a URL") from None
-    loopback = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
-    if not host or parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(
-            f"FAL_MCP_PUBLIC_URL={raw!r} must be a plain URL: scheme, host, optional port and path"
-        )
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ConfigError(
-            f"FAL_MCP_PUBLIC_URL={raw!r} must start with https:// (plain http only for a loopback address)"
-        )
-    return raw.rstrip("/")
+        raise ConfigError(f"{name}={value!r} is not a URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{name}={value!r} must be an absolute https:// URL")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "http" and not loopback:
+        raise ConfigError(f"{name}={value!r} must use https:// (plain http only on 127.0.0.1 or localhost)")
+    if parts.query or parts.fragment or "#" in value:
+        raise ConfigError(f"{name}={value!r} must have no query string or fragment")
+    if parts.username or parts.password:
+        raise ConfigError(f"{name}={value!r} must not carry credentials")
+    return value
 
 
 def _handoff(env: Mapping[str, str]) -> float | None:

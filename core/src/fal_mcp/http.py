@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, number_setting
+from .config import ConfigError, number_setting, url_setting
 
 if TYPE_CHECKING:
     import asyncio
@@ -84,15 +84,15 @@ class HttpSettings:
         raw_scopes = env.get("FAL_MCP_OAUTH_SCOPES", "").strip()
         scopes: tuple[str, ...] = ()
         if issuer or audience or raw_scopes:
-            from .oauth import check_url, parse_scopes
+            from .oauth import parse_scopes
 
             if not (issuer and audience):
                 raise ConfigError(
                     "OAuth needs both FAL_MCP_OAUTH_ISSUER (the authorization server's issuer URL) and "
                     "FAL_MCP_OAUTH_AUDIENCE (this server's public URL, e.g. https://mcp.example.com/mcp)"
                 )
-            issuer = check_url("FAL_MCP_OAUTH_ISSUER", issuer)
-            audience = check_url("FAL_MCP_OAUTH_AUDIENCE", audience)
+            issuer = url_setting("FAL_MCP_OAUTH_ISSUER", issuer)
+            audience = url_setting("FAL_MCP_OAUTH_AUDIENCE", audience)
             scopes = parse_scopes(raw_scopes)
             bad = [s for s in scopes if any(c in s for c in '"\\') or not s.isprintable() or not s.isascii()]
             if bad:
@@ -201,15 +201,7 @@ class Guard:
         if refusal is None:
             return await self.app(scope, receive, send)
         status, message, extra = refusal
-        body = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), *extra],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, {"error": message}, extra)
 
     @staticmethod
     async def _refuse_websocket(scope, send, refusal) -> None:
@@ -412,6 +404,14 @@ def worker_identity() -> dict[str, int] | None:
     return {"index": int(index), "of": int(count), "pid": os.getpid()}
 
 
+async def send_json(send, status: int, payload: Any, headers=(), *, head: bool = False) -> None:
+    """Answer an ASGI HTTP request with `payload` as JSON (no body for a HEAD request: `head`)."""
+    body = json.dumps(payload).encode()
+    content = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": content})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
 def health_payload(table, settings: HttpSettings, transports: tuple[str, ...]) -> dict:
     """What GET /health answers (both by FastHealth and by the app's own route)."""
     import os
@@ -470,18 +470,8 @@ class FastHealth:
                 elif key == b"origin":
                     origin = value
             if origin is None and host is not None and _matches(host, self.hosts):
-                body = json.dumps(health_payload(self.table, self.settings, self.transports)).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+                payload = health_payload(self.table, self.settings, self.transports)
+                await send_json(send, 200, payload, head=scope["method"] == "HEAD")
                 return
         await self.app(scope, receive, send)
 
@@ -619,20 +609,8 @@ def bounded_protocol(settings: HttpSettings, parser: str = "auto"):
         # connection, and the client could lose the 503 with it
         while (await receive()).get("more_body", False):
             pass
-        body = json.dumps({"error": "The server is at its connection limit: retry in a moment"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", retry_after),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        refusal = {"error": "The server is at its connection limit: retry in a moment"}
+        await send_json(send, 503, refusal, [(b"retry-after", retry_after), (b"connection", b"close")])
 
     class Bounded:
         """The bounds, over either parser's protocol. `_reading()` says where the client is: "idle" (no

@@ -20,7 +20,6 @@ token is first checked, never at import.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .config import ConfigError
+from .config import ConfigError, url_setting
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
@@ -65,33 +64,6 @@ def parse_scopes(value: object, *, commas: bool = True) -> tuple[str, ...]:
     else:
         return ()
     return tuple(dict.fromkeys(parts))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(name: str, value: str) -> str:
-    """`value` as a setting naming an issuer or a resource: an absolute https URL (plain http only on a
-    loopback host) without query or fragment. Raises ConfigError."""
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 (raises ValueError on a malformed port)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a URL") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigError(f"{name}={value!r} must be an absolute https:// URL")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(f"{name}={value!r} must use https:// (plain http only on 127.0.0.1 or localhost)")
-    if parts.query or parts.fragment or "#" in value:
-        raise ConfigError(f"{name}={value!r} must have no query string or fragment")
-    return value
 
 
 def metadata_urls(issuer: str) -> list[str]:
@@ -321,7 +293,7 @@ class JwtVerifier:
                 problems.append(f"{url}: no jwks_uri")
                 continue
             try:
-                return check_url("jwks_uri", jwks_uri)
+                return url_setting("jwks_uri", jwks_uri)
             except ConfigError as error:
                 problems.append(str(error))
         raise ValueError("no metadata with a jwks_uri: " + "; ".join(problems))
