@@ -73,12 +73,3 @@ def test_loading_the_packs_builds_no_tool_model():
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
-
-
-def test_the_viewer_says_the_sdks_extension_id_and_mime_type():
-    """viewer.py spells them itself (importing mcp.server.apps for them cost every start ~3 ms)."""
-    from mcp.server import apps
-
-    from fal_mcp import viewer
-
-    assert (viewer.EXTENSION_ID, viewer.APP_MIME_TYPE) == (apps.EXTENSION_ID, apps.APP_MIME_TYPE)

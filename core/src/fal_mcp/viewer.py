@@ -14,10 +14,6 @@ from functools import cache
 from typing import Any
 
 VIEWER_URI = "ui://fal-mcp/viewer.html"
-# The SDK's mcp.server.apps.EXTENSION_ID and APP_MIME_TYPE (tests/test_startup_cost.py), said here: that
-# module's import (pydantic models built) cost ~3 ms of every start, for the capability alone.
-EXTENSION_ID = "io.modelcontextprotocol/ui"
-APP_MIME_TYPE = "text/html;profile=mcp-app"
 # The resource's MCP Apps settings: no domain besides the host's (an empty CSP list), no border asked.
 VIEWER_UI: dict[str, Any] = {"csp": {}, "prefersBorder": False}
 
@@ -38,6 +34,7 @@ def tool_meta(tool) -> dict[str, Any] | None:
 
 def resource():
     from mcp import types
+    from mcp.server.apps import APP_MIME_TYPE
 
     return types.Resource(
         uri=VIEWER_URI,
@@ -51,6 +48,7 @@ def resource():
 
 def read():
     from mcp import types
+    from mcp.server.apps import APP_MIME_TYPE
 
     return types.ReadResourceResult(
         contents=[
@@ -63,4 +61,6 @@ def read():
 
 def advertise(server) -> None:
     """Say, in the server's capabilities, that it offers MCP Apps views."""
+    from mcp.server.apps import EXTENSION_ID
+
     server.extensions[EXTENSION_ID] = {}
