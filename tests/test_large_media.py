@@ -165,6 +165,43 @@ async def test_a_reclaim_runs_once_quiet_and_never_while_calls_run(monkeypatch):
     assert not memory.reclaim_pending()
 
 
+PINNED_PROBE = r"""
+import re, sys
+from fal_mcp import memory
+
+if sys.argv[1] == "pin":
+    assert memory.pin_mmap_threshold()
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) // 1024
+
+large = bytearray(16 << 20)
+del large  # a large block freed: unpinned, glibc raises its mmap threshold to 16 MiB
+buffers = [bytearray(1 << 20) for _ in range(50)]
+above = bytearray(100 << 10)  # heap memory above the buffers: the heap's top stays in use
+held = rss_mib()
+del buffers
+print(held - rss_mib())
+"""
+
+
+@pytest.mark.parametrize("mode, returned_mib", [("pin", (40, 60)), ("unpinned", (0, 10))])
+def test_a_pinned_mmap_threshold_hands_freed_buffers_back(mode, returned_mib):
+    import subprocess
+    import sys
+
+    from fal_mcp import memory
+
+    if memory._glibc() is None:
+        pytest.skip("malloc is not glibc's: it has no mmap threshold to pin")
+    done = subprocess.run(
+        [sys.executable, "-c", PINNED_PROBE, mode], capture_output=True, text=True, timeout=60, check=True
+    )
+    low, high = returned_mib
+    assert low <= int(done.stdout) <= high, done.stdout  # MiB given back when 50 MiB of buffers are freed
+
+
 def test_reclaim_collects_cycles_and_trims_the_heap():
     import gc
 

@@ -200,6 +200,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Its passes over the SDK's and the packs' imports took ~40 ms of a ~0.8 s start.
     collecting = gc.isenabled()
     gc.disable()
+    from . import memory
+
+    memory.pin_mmap_threshold()
     try:
         registry = _registry(settings)
     except BaseException:

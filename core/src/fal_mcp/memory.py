@@ -11,7 +11,8 @@ Two things kept a served process large after large transfers, neither of them a 
   encoded files) come from the heap and arenas, and freeing them returns nothing to the system until
   `malloc_trim` (worker threads' arenas too: Pillow works in threads).
 
-So when calls go idle (`went_idle()`), and after large work done outside calls
+So the mmap threshold is pinned at start (`pin_mmap_threshold`: large buffers are mapped on their own
+and go back when freed), and when calls go idle (`went_idle()`), and after large work done outside calls
 (`large_work_done(nbytes)`), `reclaim()` runs on the event loop once it has been quiet for QUIET_SECONDS
 (or MOST_DEFERRED after the first request, under a steady stream of large work): one full
 `gc.collect()` (the frozen start-up objects are not scanned: a few ms on an idle server) and, on glibc,
@@ -29,6 +30,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept (pin_mmap_threshold)
 LARGE_BYTES = 8 * 1024 * 1024  # work on at least this much (a file, an image's pixels) is large
 QUIET_SECONDS = 2.0
 MOST_DEFERRED = 30.0
@@ -111,18 +113,41 @@ def reclaim(*, in_thread: bool = False) -> tuple[int, bool | None]:
     return collected, released
 
 
+def pin_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at its default (128 KiB) instead of letting it rise after each large
+    free: every large buffer is then mapped on its own and handed back to the system when freed, not
+    carved from the heap where freed memory stays (a 1,000-call soak: RSS growth 19-61 MiB varying
+    run to run, 6 MiB with it). Call once at start; False where malloc is not glibc's."""
+    import ctypes
+
+    libc = _glibc()
+    if libc is None:
+        return False
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def _glibc() -> Any:
+    """The C library, where it is glibc; else None."""
+    try:
+        import ctypes
+        import os
+
+        if (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return ctypes.CDLL(None)
+    except (OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
 def _malloc_trim() -> Any:
     global _trim
     if _trim is None:
-        _trim = False
-        try:
-            import ctypes
-            import os
+        import ctypes
 
-            if (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-                function = ctypes.CDLL(None).malloc_trim
-                function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
-                _trim = function
-        except (OSError, AttributeError, ValueError):
-            _trim = False
+        libc = _glibc()
+        _trim = False if libc is None else libc.malloc_trim
+        if _trim:
+            _trim.argtypes, _trim.restype = [ctypes.c_size_t], ctypes.c_int
     return _trim
